@@ -1,0 +1,98 @@
+"""The application: one factory that wires settings, state, middleware, errors and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import text
+
+from qualgent import __version__
+from qualgent.apps.endpoints import download_router
+from qualgent.apps.endpoints import router as apps_router
+from qualgent.categories.endpoints import router as categories_router
+from qualgent.config import Settings, get_settings
+from qualgent.deps import StateDep
+from qualgent.devices.endpoints import router as devices_router
+from qualgent.errors import QualgentError, install_error_handlers
+from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from qualgent.runs.endpoints import router as jobs_router
+from qualgent.state import AppState
+from qualgent.test_cases.endpoints import router as test_cases_router
+from qualgent.web.routes import router as web_router
+
+# Uploads that never finished (a crash mid-upload) are removed at start once this old.
+STALE_UPLOAD_SECONDS = 3600
+
+DESCRIPTION = """
+Upload Android and iOS builds, queue test cases on chosen devices, and follow the runs.
+
+Authenticate with an `X-Api-Key: qg_…` header. Errors have the body
+`{"success": false, "error": {"code", "message", "details", "request_id"}}`.
+Lists page with `limit` and `cursor`; the next page is in the `Link` header.
+"""
+
+
+class ServiceUnavailable(QualgentError):
+    status_code = 503
+    code = "not_ready"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = AppState.build(settings)
+        state.storage.cleanup_stale(STALE_UPLOAD_SECONDS)
+        app.state.qg = state
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(
+        title="QualGent API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    for router in (
+        apps_router,
+        download_router,
+        test_cases_router,
+        categories_router,
+        jobs_router,
+        devices_router,
+    ):
+        app.include_router(router)
+    app.include_router(web_router)
+    app.include_router(_health_router())
+
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_bytes, exempt_prefixes=("/v1/apps/upload",))
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["Health"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(state: StateDep) -> dict[str, str]:
+        """Readiness: the database answers."""
+        try:
+            async with state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            raise ServiceUnavailable("The database does not answer.") from None
+        return {"status": "ok", "database": state.engine.dialect.name}
+
+    return router

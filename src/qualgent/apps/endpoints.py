@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from qualgent.apps import service
+from qualgent.apps.repository import AppRepository
+from qualgent.apps.schemas import AppOut, DeleteIn, DeleteOut, UploadOut
+from qualgent.auth.service import client_address
+from qualgent.deps import PrincipalDep, SessionDep, StateDep
+from qualgent.errors import Forbidden, NotFound
+from qualgent.lenient_json import LenientJSONRoute
+from qualgent.pagination import PageDep, set_next_link
+from qualgent.signing import verify
+
+router = APIRouter(prefix="/v1/apps", tags=["Apps"], route_class=LenientJSONRoute)
+# Pre-signed downloads carry their own authorisation and take no API key.
+download_router = APIRouter(prefix="/v1/apps", tags=["Apps"], route_class=LenientJSONRoute)
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "app_name", "version"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "The app build."},
+                        "app_name": {"type": "string", "description": "Name of the application."},
+                        "version": {"type": "string", "description": "Application version number."},
+                        "os": {
+                            "type": "string",
+                            "enum": ["android", "ios"],
+                            "description": "Optional: detected from the file when absent.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/upload", response_model=UploadOut, openapi_extra=_UPLOAD_BODY)
+async def upload_app(request: Request, session: SessionDep, state: StateDep, principal: PrincipalDep) -> UploadOut:
+    """Upload an application file (streamed; any size up to the server's limit)."""
+    return await service.receive_upload(request, session, state, principal)
+
+
+@router.get("", response_model=list[AppOut])
+async def list_apps(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    principal: PrincipalDep,
+    page: PageDep,
+) -> list[AppOut]:
+    """List all non-deleted files in your organization, newest first."""
+    rows = await AppRepository(session, principal.organization_id).page(page.limit + 1, page.cursor)
+    items = rows[: page.limit]
+    set_next_link(request, response, items[-1].id if len(rows) > page.limit else None, state.settings.public_base_url)
+    return [service.to_out(state, app) for app in items]
+
+
+@router.get("/latest", response_model=AppOut)
+async def latest_app(
+    session: SessionDep,
+    state: StateDep,
+    principal: PrincipalDep,
+    os: Annotated[str | None, Query(pattern="^(android|ios)$", description="Only apps of this OS.")] = None,
+) -> AppOut:
+    """Get your organization's most recently uploaded app."""
+    app = await AppRepository(session, principal.organization_id).latest(os)
+    if app is None:
+        raise NotFound("No apps uploaded yet; upload one with POST /v1/apps/upload.")
+    return service.to_out(state, app)
+
+
+@router.get("/{app_id}", response_model=AppOut)
+async def get_app(app_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep) -> AppOut:
+    """Get a specific app by ID."""
+    app = await AppRepository(session, principal.organization_id).get(app_id)
+    if app is None:
+        raise NotFound(f"No app {app_id}.")
+    return service.to_out(state, app)
+
+
+@router.delete("", response_model=DeleteOut)
+async def delete_apps(body: DeleteIn, session: SessionDep, principal: PrincipalDep) -> DeleteOut:
+    """Delete files by ID (soft: runs that used them keep their reference)."""
+    return DeleteOut(deleted=await service.delete_apps(session, principal, body.files))
+
+
+@router.post("/delete", response_model=DeleteOut)
+async def delete_apps_post(body: DeleteIn, session: SessionDep, principal: PrincipalDep) -> DeleteOut:
+    """Delete files by ID, for clients that cannot send a body with DELETE."""
+    return DeleteOut(deleted=await service.delete_apps(session, principal, body.files))
+
+
+@download_router.get("/{app_id}/download", response_class=Response, responses={403: {}, 404: {}})
+async def download_app(
+    app_id: str,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    org: Annotated[str, Query(max_length=40)],
+    expires: Annotated[int, Query()],
+    signature: Annotated[str, Query(max_length=128)],
+) -> Response:
+    """Download an app's file through a pre-signed link (valid 5 minutes)."""
+    if not verify(state.signing_key, org, app_id, expires, signature):
+        await state.limiter.record_auth_failure(client_address(request))
+        raise Forbidden(
+            "This download link is invalid or has expired; get a fresh one from GET /v1/apps/{id}.",
+            code="invalid_signature",
+        )
+    app = await AppRepository(session, org).get(app_id)
+    if app is None:
+        raise NotFound(f"No app {app_id}.")
+    path = state.storage.path(app.storage_key)
+    if path is not None:
+        return FileResponse(path, media_type=app.file_type, filename=app.original_name)
+    return StreamingResponse(state.storage.open(app.storage_key), media_type=app.file_type)

@@ -1,0 +1,296 @@
+"""Apps: streaming upload, listing with signed links, soft deletion."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import ClientDisconnect, Request
+
+from qualgent.apps.repository import AppRepository
+from qualgent.apps.schemas import AppOut, UploadedFile, UploadOut
+from qualgent.auth.principal import Principal
+from qualgent.db.models import AppFile
+from qualgent.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
+from qualgent.ids import new_id
+from qualgent.packages.inspect import PackageError, inspect_package, kind_from_name
+from qualgent.signing import signed_download_url
+from qualgent.state import AppState
+from qualgent.storage.base import Upload
+
+MAX_FIELD_BYTES = 16 * 1024
+MAX_FIELDS = 20
+# Room for multipart boundaries and small fields on top of the file itself.
+MULTIPART_OVERHEAD = 1024 * 1024
+KIND_EXTENSION = {"apk": ".apk", "aab": ".aab", "ipa": ".ipa", "app.zip": ".zip"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def app_display_name(app: AppFile) -> str:
+    return f"{app.app_name} v{app.version}"
+
+
+def app_link(state: AppState, app: AppFile) -> str:
+    return signed_download_url(
+        state.settings.public_base_url,
+        state.signing_key,
+        app.organization_id,
+        app.id,
+        state.settings.download_link_ttl,
+    )
+
+
+def to_out(state: AppState, app: AppFile) -> AppOut:
+    return AppOut(
+        id=app.id,
+        name=app.original_name,
+        version=app.version,
+        os=app.os,
+        link=app_link(state, app),
+        app_name=app.app_name,
+        file_size=app.file_size,
+        file_type=app.file_type,
+        sha256=app.sha256,
+        metadata=app.package_metadata,
+        created_at=app.created_at,
+    )
+
+
+def _safe_original_name(raw: str) -> str:
+    # Browsers and curl send a base name, but a hostile client can send a path: keep the last part.
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _CONTROL.sub("", unicodedata.normalize("NFC", name)).strip().strip(".")
+    return name[:255] or "upload"
+
+
+def _slug(value: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("._")
+    return slug[:80] or "app"
+
+
+def _text_field(fields: dict[str, str], name: str, max_len: int) -> str:
+    if name not in fields:
+        raise BadRequest(f"Missing required form field '{name}'.", code="missing_parameter")
+    value = fields[name].strip()
+    if not value:
+        raise Unprocessable(f"Form field '{name}' must not be empty.", details=[{"field": name, "issue": "empty"}])
+    if len(value) > max_len or _CONTROL.search(value):
+        raise Unprocessable(
+            f"Form field '{name}' must be at most {max_len} printable characters.",
+            details=[{"field": name, "issue": "too long or contains control characters"}],
+        )
+    return value
+
+
+class _MultipartReader:
+    """Feeds the request body through python-multipart's streaming parser.
+
+    The parser's callbacks are synchronous; they queue events that the async loop then applies, so the
+    file part goes to storage chunk by chunk and is never held whole in memory.
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self._field = bytearray()
+        self._value = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+        add = self.events.append
+
+        def on_header_end() -> None:
+            self._headers[bytes(self._field).lower()] = bytes(self._value)
+            self._field.clear()
+            self._value.clear()
+
+        def on_headers_finished() -> None:
+            add(("headers", self._headers))
+            self._headers = {}
+
+        callbacks: dict[str, Callable[..., None]] = {
+            "on_part_begin": lambda: None,
+            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": lambda d, s, e: add(("data", d[s:e])),
+            "on_part_end": lambda: add(("end", None)),
+        }
+        self.parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+
+
+async def receive_upload(request: Request, session: AsyncSession, state: AppState, principal: Principal) -> UploadOut:
+    settings = state.settings
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise BadRequest(
+            "Send the upload as multipart/form-data with a 'file' part and 'app_name' and 'version' fields.",
+            code="invalid_content_type",
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(_too_large_message(settings.max_upload_bytes))
+
+    reader = _MultipartReader(boundary)
+    fields: dict[str, str] = {}
+    upload: Upload | None = None
+    original_name = ""
+    part: dict[str, Any] | None = None
+    try:
+        async for chunk in request.stream():
+            try:
+                reader.parser.write(chunk)
+            except MultipartParseError:
+                raise BadRequest("The multipart body is malformed.", code="malformed_multipart") from None
+            for kind, value in reader.events:
+                if kind == "headers":
+                    part = _start_part(value)
+                    if part["filename"] is not None:
+                        if part["name"] != "file" or upload is not None:
+                            raise BadRequest("Send exactly one file, in the form field 'file'.")
+                        original_name = _safe_original_name(part["filename"])
+                        upload = state.storage.begin()
+                        part["upload"] = upload
+                    elif len(fields) >= MAX_FIELDS:
+                        raise BadRequest("Too many form fields.")
+                elif kind == "data" and part is not None:
+                    if part.get("upload") is not None:
+                        await part["upload"].write(value)
+                        if part["upload"].size > settings.max_upload_bytes:
+                            raise PayloadTooLarge(_too_large_message(settings.max_upload_bytes))
+                    else:
+                        part["buffer"].extend(value)
+                        if len(part["buffer"]) > MAX_FIELD_BYTES:
+                            raise PayloadTooLarge(f"Form field '{part['name']}' is too large.")
+                elif kind == "end" and part is not None:
+                    if part.get("upload") is None:
+                        try:
+                            fields[part["name"]] = part["buffer"].decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise Unprocessable(f"Form field '{part['name']}' is not UTF-8 text.") from None
+                    part = None
+            reader.events.clear()
+        reader.parser.finalize()
+        if upload is None:
+            raise BadRequest("Missing required form field 'file' (the app build).", code="missing_parameter")
+        if upload.size == 0:
+            raise Unprocessable("The uploaded file is empty.", code="empty_file")
+        return await _store(session, state, principal, upload, original_name, fields)
+    except ClientDisconnect:
+        raise BadRequest("The upload was interrupted before it finished; nothing was stored.") from None
+    finally:
+        if upload is not None:
+            await upload.abort()  # a no-op once committed
+
+
+def _too_large_message(limit: int) -> str:
+    return f"The upload exceeds the size limit of {limit} bytes; nothing was stored."
+
+
+def _start_part(headers: dict[bytes, bytes]) -> dict[str, Any]:
+    disposition, options = parse_options_header(headers.get(b"content-disposition", b""))
+    if disposition != b"form-data" or b"name" not in options:
+        raise BadRequest("Each multipart part needs a Content-Disposition: form-data header with a name.")
+    filename = options.get(b"filename")
+    return {
+        "name": options[b"name"].decode("utf-8", "replace"),
+        "filename": filename.decode("utf-8", "replace") if filename is not None else None,
+        "buffer": bytearray(),
+    }
+
+
+async def _store(
+    session: AsyncSession,
+    state: AppState,
+    principal: Principal,
+    upload: Upload,
+    original_name: str,
+    fields: dict[str, str],
+) -> UploadOut:
+    app_name = _text_field(fields, "app_name", 200)
+    version = _text_field(fields, "version", 100)
+    requested_os = fields.get("os", "").strip().lower() or None
+    if requested_os is not None and requested_os not in ("android", "ios"):
+        raise Unprocessable("Form field 'os' must be android or ios.", details=[{"field": "os", "issue": "enum"}])
+
+    claimed = kind_from_name(original_name)
+    if claimed is None and requested_os is None:
+        raise Unprocessable(
+            "Cannot tell the platform from the file name; name it .apk, .aab, .ipa or .zip, or send os=android|ios.",
+            code="unknown_platform",
+        )
+    local_path = upload.local_path
+    assert local_path is not None  # every backend stages uploads locally
+    try:
+        info = await asyncio.to_thread(inspect_package, local_path, claimed)
+    except PackageError as exc:
+        raise Unprocessable(str(exc), code="invalid_package") from None
+    if requested_os is not None and requested_os != info.platform:
+        raise Unprocessable(
+            f"os={requested_os} was sent but the file is an {info.platform} package.",
+            code="platform_mismatch",
+        )
+
+    file_id = new_id("file")
+    filename = f"{int(time.time() * 1000)}-{_slug(app_name)}-{_slug(version)}{KIND_EXTENSION[info.kind]}"
+    file_path = f"{principal.user_id}/{filename}"
+    stored = await upload.commit(f"{principal.organization_id}/{file_id}{KIND_EXTENSION[info.kind]}")
+    app = AppFile(
+        id=file_id,
+        organization_id=principal.organization_id,
+        user_id=principal.user_id,
+        app_name=app_name,
+        version=version,
+        os=info.platform,
+        original_name=original_name,
+        filename=filename,
+        storage_key=stored.key,
+        file_path=file_path,
+        file_size=stored.size,
+        file_type=info.mime_type,
+        sha256=stored.sha256,
+        package_metadata=info.metadata,
+    )
+    try:
+        await AppRepository(session, principal.organization_id).add(app)
+    except BaseException:
+        await state.storage.delete(stored.key)
+        raise
+    return UploadOut(
+        file=UploadedFile(
+            file_path=file_path,
+            filename=filename,
+            original_name=original_name,
+            file_size=stored.size,
+            file_type=info.mime_type,
+            app_name=app_name,
+            version=version,
+            os=info.platform,
+            user_id=principal.user_id,
+            organization_id=principal.organization_id,
+            id=file_id,
+            sha256=stored.sha256,
+            metadata=info.metadata,
+            link=app_link(state, app),
+        )
+    )
+
+
+async def delete_apps(session: AsyncSession, principal: Principal, ids: list[str]) -> list[str]:
+    repo = AppRepository(session, principal.organization_id)
+    unique = list(dict.fromkeys(ids))
+    found = await repo.get_many(unique)
+    missing = [i for i in unique if i not in found]
+    if missing:
+        raise NotFound(
+            "Some files do not exist (or were already deleted); nothing was deleted.",
+            details=[{"field": "files", "id": i, "issue": "not found"} for i in missing],
+        )
+    await repo.soft_delete_many(unique)
+    return unique

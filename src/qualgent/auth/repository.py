@@ -1,0 +1,60 @@
+"""Queries on API keys. Resolution is by hash and is not organisation-scoped: it finds the organisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qualgent.auth.principal import Principal
+from qualgent.db.base import utcnow
+from qualgent.db.models import ApiKey, User
+
+
+class ApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def resolve(self, key_hash: str, default_rate_limit: int) -> Principal | None:
+        stmt = (
+            select(
+                ApiKey.id,
+                ApiKey.organization_id,
+                ApiKey.scopes,
+                ApiKey.rate_limit,
+                User.id,
+                User.name,
+                User.email,
+            )
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+        )
+        row = (await self.session.execute(stmt)).first()
+        if row is None:
+            return None
+        key_id, org_id, scopes, rate_limit, user_id, user_name, user_email = row
+        return Principal(
+            organization_id=org_id,
+            user_id=user_id,
+            user_name=user_name,
+            user_email=user_email,
+            key_id=key_id,
+            scopes=frozenset(scopes.split()),
+            rate_limit=rate_limit or default_rate_limit,
+        )
+
+    async def touch(self, key_id: str) -> None:
+        await self.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
+
+    async def add(self, key: ApiKey) -> ApiKey:
+        self.session.add(key)
+        await self.session.flush()
+        return key
+
+    async def list_for_organization(self, organization_id: str) -> Sequence[ApiKey]:
+        stmt = select(ApiKey).where(ApiKey.organization_id == organization_id).order_by(ApiKey.id)
+        return (await self.session.scalars(stmt)).all()
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        return await self.session.get(ApiKey, key_id)

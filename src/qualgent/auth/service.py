@@ -1,0 +1,80 @@
+"""Authentication and rate limiting of one request: the only place a caller becomes a Principal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import Request
+
+from qualgent.auth.keys import hash_key, looks_like_key
+from qualgent.auth.principal import Principal
+from qualgent.auth.repository import ApiKeyRepository
+from qualgent.errors import Forbidden, RateLimited, Unauthorized
+from qualgent.state import AppState
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# last_used_at is written at most this often per key and process: a write per request would cost more
+# than the request.
+_TOUCH_EVERY = 60.0
+_touched: dict[str, float] = {}
+_background: set[asyncio.Task[None]] = set()
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def authenticate(request: Request, state: AppState) -> Principal:
+    address = client_address(request)
+    limiter = state.limiter
+    blocked = await limiter.auth_failures_exceeded(address)
+    if blocked is not None:
+        raise RateLimited(
+            "Too many failed authentications from this address; wait and retry with a valid key.",
+            headers=blocked.headers(),
+        )
+
+    raw = request.headers.get("x-api-key", "")
+    principal = None
+    if raw and looks_like_key(raw):
+        async with state.read_sessions() as session:
+            principal = await ApiKeyRepository(session).resolve(hash_key(raw), state.settings.default_rate_limit)
+    if principal is None:
+        await limiter.record_auth_failure(address)
+        if not raw:
+            raise Unauthorized(
+                "Missing API key: send it in the X-Api-Key header (create one with `qualgent admin create-key`).",
+                code="missing_api_key",
+            )
+        raise Unauthorized("Invalid or revoked API key.", code="invalid_api_key")
+
+    verdict = await limiter.hit_key(principal.key_id, principal.rate_limit)
+    request.scope.setdefault("state", {})["rate_limit_headers"] = verdict.headers()
+    if not verdict.allowed:
+        raise RateLimited(
+            f"Rate limit of {verdict.limit} requests per second exceeded; retry after the "
+            "Retry-After header's seconds.",
+            headers=verdict.headers(),
+        )
+    if request.method not in SAFE_METHODS and not principal.can("write"):
+        raise Forbidden("This API key is read-only; use a key with the write scope.", code="insufficient_scope")
+
+    _touch_later(state, principal.key_id)
+    return principal
+
+
+def _touch_later(state: AppState, key_id: str) -> None:
+    now = time.monotonic()
+    if now - _touched.get(key_id, 0.0) < _TOUCH_EVERY:
+        return
+    _touched[key_id] = now
+
+    async def touch() -> None:
+        async with state.write_sessions() as session:
+            await ApiKeyRepository(session).touch(key_id)
+            await session.commit()
+
+    task = asyncio.get_running_loop().create_task(touch())
+    _background.add(task)
+    task.add_done_callback(_background.discard)

@@ -1,0 +1,358 @@
+"""The ``qualgent`` command: serve the API, migrate the database, administer organisations and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qualgent.config import Settings, get_settings
+from qualgent.errors import QualgentError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="qualgent: run automated mobile-app tests from CI/CD pipelines (the QualGent API).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Administer organisations, users, API keys, test cases and categories (talks to the database directly).",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Run one unit of work against the configured database and commit it."""
+    from qualgent.db.dialect import writer
+    from qualgent.db.session import make_engine, make_sessionmaker, transaction
+
+    settings = settings or get_settings()
+
+    async def main() -> T:
+        engine = make_engine(settings.resolved_database_url, pool_size=1)
+        try:
+            async with transaction(make_sessionmaker(writer(engine))) as session:
+                return await fn(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except QualgentError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _default_org(session: AsyncSession, org: str | None) -> Awaitable[str]:
+    from qualgent.organisations.repository import OrganisationRepository
+
+    async def pick() -> str:
+        if org:
+            return org
+        orgs = await OrganisationRepository(session).list()
+        if len(orgs) != 1:
+            raise QualgentError(f"There are {len(orgs)} organisations; name one with --org.")
+        return orgs[0].id
+
+    return pick()
+
+
+# ---------------------------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes (share limits through Redis when set).")] = 1,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(help="Apply database migrations first. Default: yes on SQLite, no elsewhere."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Start the API server (the embedded default: SQLite and files under the data directory)."""
+    import uvicorn
+
+    from qualgent.db.migrations import upgrade
+    from qualgent.organisations.service import bootstrap
+
+    settings = get_settings()
+    if "public_base_url" not in settings.model_fields_set:
+        # Links must point where this server listens; workers read the same environment.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        os.environ["QUALGENT_PUBLIC_BASE_URL"] = f"http://{shown}:{port}"
+        get_settings.cache_clear()
+        settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate if migrate is not None else settings.is_sqlite:
+        upgrade(settings.resolved_database_url)
+    else:
+        _require_current_schema(settings)
+
+    first = _run_in_session(bootstrap, settings)
+    base = settings.public_base_url.rstrip("/")
+    if first is not None:
+        console.print(
+            "\n[bold green]First start:[/bold green] created a default organisation and this API key. "
+            "It is shown [bold]once[/bold]; keep it:\n"
+        )
+        console.print(f"    [bold]{first.secret}[/bold]\n", highlight=False, soft_wrap=True)
+        console.print("Try it:\n", highlight=False)
+        console.print(f'    export QUALGENT_API_KEY="{first.secret}"', highlight=False, soft_wrap=True)
+        console.print(
+            f'    curl {base}/v1/devices/list -H "X-Api-Key: $QUALGENT_API_KEY"\n', highlight=False, soft_wrap=True
+        )
+    console.print(f"API docs: {base}/docs", highlight=False)
+    uvicorn.run(
+        "qualgent.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        proxy_headers=True,
+    )
+
+
+def _require_current_schema(settings: Settings) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection
+
+    from qualgent.db.migrations import alembic_config
+    from qualgent.db.session import make_engine
+
+    head = ScriptDirectory.from_config(alembic_config(settings.resolved_database_url)).get_current_head()
+
+    async def current() -> str | None:
+        engine = make_engine(settings.resolved_database_url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+
+                def rev(sync: Connection) -> str | None:
+                    return MigrationContext.configure(sync).get_current_revision()
+
+                return await conn.run_sync(rev)
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(current())
+    if found != head:
+        err.print(
+            f"[red]The database schema is at {found or 'nothing'}, not {head}.[/red] "
+            "Run `qualgent db upgrade` (or start with --migrate)."
+        )
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from qualgent.db.migrations import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, revision)
+    console.print(f"Database at {revision}.")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision ('base' = empty).")]) -> None:
+    """Revert migrations down to REVISION."""
+    from qualgent.db.migrations import downgrade
+
+    downgrade(get_settings().resolved_database_url, revision)
+    console.print(f"Database at {revision}.")
+
+
+# ---------------------------------------------------------------------------------------------- admin
+
+
+@admin_app.command("create-org")
+def create_org(
+    name: Annotated[str, typer.Argument(help="Organisation name.")],
+    parallel_runs: Annotated[int | None, typer.Option(help="Runs it may execute at once.")] = None,
+) -> None:
+    """Create an organisation and print its ID."""
+    from qualgent.organisations.service import create_organization
+
+    org = _run_in_session(lambda s: create_organization(s, name, parallel_runs))
+    console.print(org.id)
+
+
+@admin_app.command("list-orgs")
+def list_orgs() -> None:
+    """List organisations."""
+    from qualgent.organisations.repository import OrganisationRepository
+
+    orgs = _run_in_session(lambda s: OrganisationRepository(s).list())
+    table = Table("id", "name", "parallel runs")
+    for org in orgs:
+        table.add_row(org.id, org.name, str(org.max_parallel_runs or "default"))
+    console.print(table)
+
+
+@admin_app.command("create-user")
+def create_user(
+    email: Annotated[str, typer.Argument(help="The user's email address.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    org: Annotated[str | None, typer.Option(help="Organisation ID (default: the only one).")] = None,
+) -> None:
+    """Create a user in an organisation and print the user's ID."""
+    from qualgent.organisations.service import create_user as create
+
+    async def work(session: AsyncSession) -> Any:
+        return await create(session, await _default_org(session, org), name or email.split("@")[0], email)
+
+    console.print(_run_in_session(work).id)
+
+
+@admin_app.command("create-key")
+def create_key(
+    user: Annotated[str | None, typer.Option(help="User ID the key acts as (default: the org's first user).")] = None,
+    org: Annotated[str | None, typer.Option(help="Organisation ID (default: the only one).")] = None,
+    scopes: Annotated[str, typer.Option(help="'read' or 'read,write'.")] = "read,write",
+    rate_limit: Annotated[int | None, typer.Option(help="Requests per second (default: the server's).")] = None,
+    name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
+) -> None:
+    """Create an API key and print it. It is shown once and stored only as a hash."""
+    from qualgent.organisations.repository import OrganisationRepository
+    from qualgent.organisations.service import create_key as create
+
+    async def work(session: AsyncSession) -> Any:
+        user_id = user
+        if user_id is None:
+            first = await OrganisationRepository(session).first_user(await _default_org(session, org))
+            if first is None:
+                raise QualgentError("The organisation has no users; create one with `qualgent admin create-user`.")
+            user_id = first.id
+        return await create(session, user_id, name=name, scopes=scopes, rate_limit=rate_limit)
+
+    key = _run_in_session(work)
+    err.print(f"Created {key.id} ({key.scopes}) for {key.user_id}. The key, shown once:")
+    console.print(key.secret, highlight=False, soft_wrap=True)
+
+
+@admin_app.command("list-keys")
+def list_keys(org: Annotated[str | None, typer.Option(help="Organisation ID (default: the only one).")] = None) -> None:
+    """List an organisation's API keys (prefixes only: keys are stored as hashes)."""
+    from qualgent.organisations.service import list_keys as list_
+
+    async def work(session: AsyncSession) -> Any:
+        return await list_(session, await _default_org(session, org))
+
+    table = Table("id", "prefix", "user", "scopes", "rate limit", "created", "last used", "revoked")
+    for key in _run_in_session(work):
+        table.add_row(
+            key.id,
+            key.prefix + "…",
+            key.user_id,
+            key.scopes,
+            str(key.rate_limit or "default"),
+            key.created_at.strftime("%Y-%m-%d %H:%M"),
+            key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never",
+            key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
+        )
+    console.print(table)
+
+
+@admin_app.command("revoke-key")
+def revoke_key(key_id: Annotated[str, typer.Argument(help="The key's ID (key_…).")]) -> None:
+    """Revoke an API key: it stops working at once."""
+    from qualgent.organisations.service import revoke_key as revoke
+
+    _run_in_session(lambda s: revoke(s, key_id))
+    console.print(f"Revoked {key_id}.")
+
+
+@admin_app.command("set-rate-limit")
+def set_rate_limit(
+    key_id: Annotated[str, typer.Argument(help="The key's ID (key_…).")],
+    per_second: Annotated[int, typer.Argument(help="Requests per second; 0 restores the server default.")],
+) -> None:
+    """Set an API key's rate limit."""
+    from qualgent.organisations.service import set_key_rate_limit
+
+    _run_in_session(lambda s: set_key_rate_limit(s, key_id, per_second or None))
+    console.print(f"{key_id}: {per_second or 'default'} requests per second.")
+
+
+@admin_app.command("set-parallel-runs")
+def set_parallel_runs(
+    cap: Annotated[int, typer.Argument(help="Runs executing at once; 0 restores the server default.")],
+    org: Annotated[str | None, typer.Option(help="Organisation ID (default: the only one).")] = None,
+) -> None:
+    """Set how many runs an organisation may execute at once."""
+    from qualgent.organisations.service import set_parallel_runs as set_cap
+
+    async def work(session: AsyncSession) -> Any:
+        return await set_cap(session, await _default_org(session, org), cap or None)
+
+    result = _run_in_session(work)
+    console.print(f"{result.id}: {cap or 'default'} parallel runs.")
+
+
+@admin_app.command("add-category")
+def add_category(
+    name: Annotated[str, typer.Argument(help="Category name.")],
+    description: Annotated[str, typer.Option(help="What the category holds.")] = "",
+    org: Annotated[str | None, typer.Option(help="Organisation ID (default: the only one).")] = None,
+) -> None:
+    """Add a test category and print its ID."""
+    from qualgent.categories.schemas import CategoryIn
+    from qualgent.categories.service import create
+
+    async def work(session: AsyncSession) -> Any:
+        return await create(session, await _default_org(session, org), CategoryIn(name=name, description=description))
+
+    console.print(_run_in_session(work).id)
+
+
+@admin_app.command("add-test-case")
+def add_test_case(
+    name: Annotated[str, typer.Argument(help="Test case name.")],
+    flow: Annotated[Path | None, typer.Option(help="YAML flow file with the test's steps.", exists=True)] = None,
+    category: Annotated[str | None, typer.Option(help="Category ID (cat_…).")] = None,
+    description: Annotated[str, typer.Option(help="What the test checks.")] = "",
+    inactive: Annotated[bool, typer.Option(help="Create it inactive (listed, not run).")] = False,
+    org: Annotated[str | None, typer.Option(help="Organisation ID (default: the only one).")] = None,
+) -> None:
+    """Add a test case and print its ID."""
+    from qualgent.test_cases.schemas import TestCaseIn
+    from qualgent.test_cases.service import create
+
+    body = TestCaseIn(
+        name=name,
+        description=description,
+        category_id=category,
+        status="inactive" if inactive else "active",
+        flow=flow.read_text() if flow else "",
+    )
+
+    async def work(session: AsyncSession) -> str:
+        return await create(session, await _default_org(session, org), body)
+
+    console.print(_run_in_session(work))
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m qualgent`
+    app(prog_name=os.path.basename(sys.argv[0]))

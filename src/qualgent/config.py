@@ -1,0 +1,103 @@
+"""Settings, read from the environment (prefix ``QUALGENT_``) and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUALGENT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Directory for the SQLite database, uploaded builds and the generated secret key.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db. "
+        "Default: a SQLite file qualgent.db in the data directory.",
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL that clients reach this server at; used to build run and download links.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://host:port/db). When set, rate limits are shared by every "
+        "server process through Redis; otherwise they are kept in memory.",
+    )
+    max_upload_bytes: int = Field(
+        default=4 * GIB, description="Largest accepted app upload, in bytes. Larger uploads get 413."
+    )
+    max_json_bytes: int = Field(
+        default=1024 * 1024, description="Largest accepted JSON request body, in bytes. Larger get 413."
+    )
+    default_rate_limit: int = Field(
+        default=10, description="Requests per second allowed per API key unless the key sets its own."
+    )
+    auth_failure_limit: int = Field(
+        default=20,
+        description="Failed authentications allowed per client address per minute before 429.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Key that signs download links. Default: generated once and kept in the data "
+        "directory, so every process sharing that directory agrees.",
+    )
+    devices_file: Path | None = Field(
+        default=None,
+        description="YAML device catalogue. Default: the built-in set of Android and iOS phones and tablets.",
+    )
+    default_parallel_runs: int = Field(
+        default=10, description="Runs an organisation may execute at once unless set per organisation."
+    )
+    download_link_ttl: int = Field(default=300, description="Seconds a pre-signed download link is valid.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'qualgent.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def apps_dir(self) -> Path:
+        return self.data_dir / "apps"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    def resolved_secret_key(self) -> str:
+        """The signing key: the configured one, else one generated once and kept in the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            candidate = path.with_suffix(f".{secrets.token_hex(4)}")
+            candidate.write_text(secrets.token_urlsafe(48))
+            candidate.chmod(0o600)
+            # Atomic: the first process to link wins; the others read its key.
+            try:
+                path.hardlink_to(candidate)
+            except FileExistsError:
+                pass
+            finally:
+                candidate.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

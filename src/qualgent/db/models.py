@@ -1,0 +1,159 @@
+"""Every table, in one module. Relationships are ``lazy="raise"``: load what you need explicitly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from qualgent.db.base import Base, TimestampMixin, UTCDateTime
+
+ID = String(40)
+
+
+class Organization(TimestampMixin, Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Runs this organisation may execute at once; NULL means the server's default.
+    max_parallel_runs: Mapped[int | None] = mapped_column(Integer)
+
+
+class User(TimestampMixin, Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Set by the dashboard's sign-in; API keys do not need it.
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+
+
+class ApiKey(TimestampMixin, Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # The first characters of the key, shown in lists so a person can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(20))
+    # SHA-256 of the whole key; the key itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(100), default="read write")
+    # Requests per second; NULL means the server's default.
+    rate_limit: Mapped[int | None] = mapped_column(Integer)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(lazy="raise")
+    organization: Mapped[Organization] = relationship(lazy="raise")
+
+
+class AppFile(TimestampMixin, Base):
+    __tablename__ = "app_files"
+    __table_args__ = (Index("ix_app_files_org_live", "organization_id", "deleted_at", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    app_name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(100))
+    os: Mapped[str] = mapped_column(String(10))
+    original_name: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(String(400))
+    # Where the bytes live, relative to the storage root.
+    storage_key: Mapped[str] = mapped_column(String(600))
+    file_path: Mapped[str] = mapped_column(String(600))
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    file_type: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    package_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(lazy="raise")
+
+
+class Category(TimestampMixin, Base):
+    __tablename__ = "categories"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class TestCase(TimestampMixin, Base):
+    __test__ = False  # not a pytest class
+    __tablename__ = "test_cases"
+    __table_args__ = (Index("ix_test_cases_org_live", "organization_id", "deleted_at", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    category_id: Mapped[str | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    # The YAML text of the steps, stored exactly as given.
+    flow: Mapped[str] = mapped_column(Text, default="")
+    # Execution timeout for this test case's runs; NULL means the server's default.
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    category: Mapped[Category | None] = relationship(lazy="raise")
+
+
+class TestRun(TimestampMixin, Base):
+    __test__ = False  # not a pytest class
+    __tablename__ = "test_runs"
+    __table_args__ = (
+        Index("ix_test_runs_org_id", "organization_id", "id"),
+        Index("ix_test_runs_org_status", "organization_id", "status"),
+        Index("ix_test_runs_latest", "test_case_id", "status", "finished_at"),
+        # The scheduler's claim order: highest priority first, then oldest.
+        Index("ix_test_runs_queue", "status", "priority_rank", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    test_case_id: Mapped[str] = mapped_column(ForeignKey("test_cases.id"))
+    app_id: Mapped[str] = mapped_column(ForeignKey("app_files.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+
+    # The device asked for; device_id is the concrete device an agent ran it on.
+    device_name: Mapped[str] = mapped_column(String(200))
+    device_platform: Mapped[str] = mapped_column(String(20))
+    device_os_version: Mapped[str] = mapped_column(String(40))
+    device_orientation: Mapped[str] = mapped_column(String(20), default="portrait")
+    device_id: Mapped[str | None] = mapped_column(String(200))
+
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    priority: Mapped[str] = mapped_column(String(10), default="medium")
+    priority_rank: Mapped[int] = mapped_column(Integer, default=1)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+
+    # Execution: attempts, the agent holding the run and until when.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    agent_id: Mapped[str | None] = mapped_column(String(40))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    failure_kind: Mapped[str | None] = mapped_column(String(20))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    failure_step: Mapped[int | None] = mapped_column(Integer)
+
+    test_case: Mapped[TestCase] = relationship(lazy="raise")
+    app: Mapped[AppFile] = relationship(lazy="raise")
+    user: Mapped[User] = relationship(lazy="raise")

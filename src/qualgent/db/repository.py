@@ -1,0 +1,57 @@
+"""The single point where organisation scoping is enforced.
+
+Every repository of tenant data derives from ``OrgScopedRepository``; its ``scoped()`` statement is
+where every read starts, so no route or service filters by organisation itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qualgent.db.base import Base
+from qualgent.ids import has_shape
+
+M = TypeVar("M", bound=Base)
+
+
+class OrgScopedRepository(Generic[M]):
+    model: ClassVar[type[Any]]
+    id_prefix: ClassVar[str]
+    # Models with soft deletion hide deleted rows from every read.
+    soft_delete: ClassVar[bool] = False
+
+    def __init__(self, session: AsyncSession, organization_id: str) -> None:
+        self.session = session
+        self.organization_id = organization_id
+
+    def scoped(self, *columns: Any) -> Select[Any]:
+        stmt = select(*columns) if columns else select(self.model)
+        if columns:
+            stmt = stmt.select_from(self.model)
+        stmt = stmt.where(self.model.organization_id == self.organization_id)
+        if self.soft_delete:
+            stmt = stmt.where(self.model.deleted_at.is_(None))
+        return stmt
+
+    async def get(self, id_: str) -> M | None:
+        if not has_shape(id_, self.id_prefix):
+            return None
+        result: M | None = await self.session.scalar(self.scoped().where(self.model.id == id_))
+        return result
+
+    async def get_many(self, ids: list[str]) -> dict[str, M]:
+        wanted = [i for i in ids if has_shape(i, self.id_prefix)]
+        if not wanted:
+            return {}
+        rows = await self.session.scalars(self.scoped().where(self.model.id.in_(wanted)))
+        return {row.id: row for row in rows}
+
+    async def add(self, obj: M) -> M:
+        if getattr(obj, "organization_id", None) != self.organization_id:
+            raise ValueError("object belongs to another organisation")
+        self.session.add(obj)
+        await self.session.flush()
+        return obj

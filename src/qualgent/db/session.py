@@ -1,0 +1,35 @@
+"""Engine and session factory. Database-specific connection set-up lives in ``dialect.py``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from qualgent.db.dialect import configure_engine
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    kwargs: dict[str, object] = {}
+    if url.startswith("postgresql"):
+        kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False}
+    engine = create_async_engine(url, **kwargs)
+    configure_engine(engine)
+    return engine
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@asynccontextmanager
+async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit on success, roll back on error. Services only flush."""
+    async with factory() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise

@@ -1,0 +1,160 @@
+"""Domain errors and the one place that turns any error into the documented JSON body.
+
+Body of every 4xx/5xx: ``{"success": false, "error": {"code", "message", "details"?, "request_id"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("qualgent")
+
+
+class QualgentError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details
+        self.headers = headers
+
+
+class BadRequest(QualgentError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(QualgentError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(QualgentError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(QualgentError):
+    status_code = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(QualgentError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(QualgentError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class RateLimited(QualgentError):
+    status_code = 429
+    code = "rate_limited"
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def error_body(request: Request, code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    error["request_id"] = request_id(request)
+    return {"success": False, "error": error}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: list[Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(request, code, message, details), status_code=status, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> tuple[int, list[dict[str, Any]]]:
+    """400 when the body is malformed or a required parameter is missing; 422 when a value is invalid."""
+    status = 422
+    details = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        kind = err.get("type", "")
+        if kind in ("missing", "json_invalid", "model_attributes_type", "dict_type") or (
+            kind.endswith("_type") and loc == ["body"]
+        ):
+            status = 400
+        if kind == "json_invalid":
+            details.append({"field": "body", "issue": f"invalid JSON near character {loc[-1]}"})
+            continue
+        details.append({"field": ".".join(loc[1:] if len(loc) > 1 else loc), "issue": err.get("msg", "")})
+    return status, details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(QualgentError)
+    async def _domain(request: Request, exc: QualgentError) -> JSONResponse:
+        return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, details = _validation_details(exc)
+        if status == 400:
+            message = "The request is missing a required parameter or is not valid JSON; see details."
+            code = "bad_request"
+        else:
+            message = "The request has invalid values; see details."
+            code = "invalid_request"
+        return error_response(request, status, code, message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = str(exc.detail) if exc.detail else code.replace("_", " ")
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"No route {request.method} {request.url.path}; see /docs for the API."
+        return error_response(request, exc.status_code, code, message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            request,
+            500,
+            "internal_error",
+            "Something went wrong on our side; retry, and report the request_id if it persists.",
+        )

@@ -1,0 +1,127 @@
+"""Administration: organisations, users and API keys (the CLI's ``admin`` commands use these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qualgent.auth.keys import SCOPES, display_prefix, generate_key, hash_key
+from qualgent.auth.repository import ApiKeyRepository
+from qualgent.db.base import utcnow
+from qualgent.db.models import ApiKey, Organization, User
+from qualgent.errors import NotFound, Unprocessable
+from qualgent.ids import new_id
+from qualgent.organisations.repository import OrganisationRepository
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key as created: ``secret`` exists only here and is never stored."""
+
+    id: str
+    secret: str
+    organization_id: str
+    user_id: str
+    scopes: str
+
+
+async def create_organization(session: AsyncSession, name: str, max_parallel_runs: int | None = None) -> Organization:
+    org = Organization(id=new_id("org"), name=name, max_parallel_runs=max_parallel_runs)
+    await OrganisationRepository(session).add(org)
+    return org
+
+
+async def create_user(session: AsyncSession, organization_id: str, name: str, email: str) -> User:
+    repo = OrganisationRepository(session)
+    if await repo.get(organization_id) is None:
+        raise NotFound(f"No organisation {organization_id}.")
+    if await repo.user_by_email(email) is not None:
+        raise Unprocessable(f"A user with email {email} already exists.", code="duplicate_email")
+    user = User(id=new_id("user"), organization_id=organization_id, name=name, email=email)
+    await repo.add(user)
+    return user
+
+
+def _normalise_scopes(scopes: str | list[str]) -> str:
+    items = scopes.replace(",", " ").split() if isinstance(scopes, str) else scopes
+    bad = [s for s in items if s not in SCOPES]
+    if bad or not items:
+        raise Unprocessable(f"Scopes must be among {', '.join(SCOPES)}; got {', '.join(items) or 'none'}.")
+    if "write" in items and "read" not in items:
+        items = [*items, "read"]
+    return " ".join(s for s in SCOPES if s in items)
+
+
+async def create_key(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    name: str = "",
+    scopes: str | list[str] = "read write",
+    rate_limit: int | None = None,
+) -> NewKey:
+    user = await OrganisationRepository(session).get_user(user_id)
+    if user is None:
+        raise NotFound(f"No user {user_id}.")
+    if rate_limit is not None and rate_limit < 1:
+        raise Unprocessable("A rate limit is at least 1 request per second.")
+    secret = generate_key()
+    key = ApiKey(
+        id=new_id("key"),
+        organization_id=user.organization_id,
+        user_id=user.id,
+        name=name,
+        prefix=display_prefix(secret),
+        key_hash=hash_key(secret),
+        scopes=_normalise_scopes(scopes),
+        rate_limit=rate_limit,
+    )
+    await ApiKeyRepository(session).add(key)
+    return NewKey(key.id, secret, key.organization_id, key.user_id, key.scopes)
+
+
+async def list_keys(session: AsyncSession, organization_id: str) -> list[ApiKey]:
+    return list(await ApiKeyRepository(session).list_for_organization(organization_id))
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+    key = await ApiKeyRepository(session).get(key_id)
+    if key is None:
+        raise NotFound(f"No API key {key_id}.")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    await session.flush()
+    return key
+
+
+async def set_key_rate_limit(session: AsyncSession, key_id: str, per_second: int | None) -> ApiKey:
+    key = await ApiKeyRepository(session).get(key_id)
+    if key is None:
+        raise NotFound(f"No API key {key_id}.")
+    if per_second is not None and per_second < 1:
+        raise Unprocessable("A rate limit is at least 1 request per second.")
+    key.rate_limit = per_second
+    await session.flush()
+    return key
+
+
+async def set_parallel_runs(session: AsyncSession, organization_id: str, cap: int | None) -> Organization:
+    org = await OrganisationRepository(session).get(organization_id)
+    if org is None:
+        raise NotFound(f"No organisation {organization_id}.")
+    if cap is not None and cap < 1:
+        raise Unprocessable("The parallel-run cap is at least 1.")
+    org.max_parallel_runs = cap
+    await session.flush()
+    return org
+
+
+async def bootstrap(session: AsyncSession) -> NewKey | None:
+    """On the very first start: a default organisation, its admin user and a key. Never again after."""
+    repo = OrganisationRepository(session)
+    if await repo.count() > 0:
+        return None
+    org = await create_organization(session, "Default organisation")
+    user = await create_user(session, org.id, "Admin", "admin@localhost")
+    return await create_key(session, user.id, name="first key")

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["queued", "running", "passed", "failed", "cancelled"]
+Priority = Literal["low", "medium", "high"]
+PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+class Ref(BaseModel):
+    id: str
+    name: str
+
+
+class ExecutedBy(BaseModel):
+    id: str
+    name: str
+    email: str
+
+
+class Failure(BaseModel):
+    kind: Literal["test", "timeout", "infrastructure"]
+    message: str
+    step: int | None
+
+
+class DeviceRequested(BaseModel):
+    name: str
+    platform: str
+    os_version: str
+    orientation: str
+
+
+_RUN_EXAMPLE = {
+    "id": "run_01jd2f3g4h5j6k7m8n9p0q1r2s",
+    "link": "http://127.0.0.1:8000/test-runs/run_01jd2f3g4h5j6k7m8n9p0q1r2s",
+    "test_case": {"id": "tc_01jd2f3g4h5j6k7m8n9p0q1r2s", "name": "Login Flow Test"},
+    "app": {"id": "file_01jd2f3g4h5j6k7m8n9p0q1r2s", "name": "MyApp v1.0.0"},
+    "status": "passed",
+    "priority": "medium",
+    "progress": 100,
+    "executed_by": {"id": "user_01jd2f3g4h5j6k7m8n9p0q1r2s", "name": "John Doe", "email": "john@example.com"},
+    "device": "iPhone 14 Pro",
+    "device_details": {
+        "name": "iPhone 14 Pro",
+        "platform": "iOS",
+        "os_version": "16.0",
+        "orientation": "portrait",
+    },
+    "attempt": 1,
+    "failure": None,
+    "created_at": "2026-11-28T12:00:00Z",
+    "started_at": "2026-11-28T12:00:02Z",
+    "finished_at": "2026-11-28T12:01:10Z",
+}
+
+
+class RunOut(BaseModel):
+    id: str = Field(description="Test run unique identifier.")
+    link: str = Field(description="URL to view test run details.")
+    test_case: Ref
+    app: Ref
+    status: RunStatus
+    priority: Priority
+    progress: int = Field(ge=0, le=100)
+    executed_by: ExecutedBy
+    device: str = Field(description="Device name.")
+    device_details: DeviceRequested
+    attempt: int
+    failure: Failure | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_RUN_EXAMPLE]})
+
+
+class RunListOut(BaseModel):
+    test_runs: list[RunOut]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"test_runs": [_RUN_EXAMPLE]}]})
+
+
+class LatestRunOut(BaseModel):
+    """A test case's latest completed run, as the reference shows it in the test-case list."""
+
+    id: str
+    link: str
+    app: Ref
+    status: RunStatus
+    priority: Priority
+    progress: int
+    executed_by: ExecutedBy
+    device: str
+
+
+class DeviceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description='Device name (e.g. "Pixel 7").')
+    platform: str = Field(min_length=1, max_length=20, description='"android" or "ios" (any case).')
+    os_version: str = Field(min_length=1, max_length=40, description='OS version (e.g. "14").')
+    orientation: Literal["portrait", "landscape"] = "portrait"
+
+
+class JobIn(BaseModel):
+    test_case_id: str = Field(max_length=64)
+    device: DeviceIn | None = None
+    app_file_id: str | None = Field(default=None, max_length=64)
+    platform: str | None = Field(default=None, max_length=20, description="For device/app auto-selection.")
+    priority: Priority = "medium"
+    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+
+
+class RunIn(BaseModel):
+    jobs: list[JobIn] = Field(min_length=1, max_length=500)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "jobs": [
+                        {
+                            "device": {
+                                "name": "Pixel 7",
+                                "platform": "Android",
+                                "os_version": "14",
+                                "orientation": "portrait",
+                            },
+                            "test_case_id": "tc_01jd2f3g4h5j6k7m8n9p0q1r2s",
+                            "app_file_id": "file_01jd2f3g4h5j6k7m8n9p0q1r2s",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+
+class RunAllIn(BaseModel):
+    app_file_id: str | None = Field(default=None, max_length=64)
+    device: DeviceIn | None = None
+    platform: str | None = Field(default=None, max_length=20)
+    category_id: str | None = Field(default=None, max_length=64)
+    priority: Priority = "medium"
+    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+
+
+class QueuedJob(BaseModel):
+    id: str
+    link: str
+    status: RunStatus
+
+
+class QueuedOut(BaseModel):
+    success: bool = True
+    jobs: list[QueuedJob]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "jobs": [
+                        {
+                            "link": "http://127.0.0.1:8000/test-runs/run_01jd2f3g4h5j6k7m8n9p0q1r2s",
+                            "id": "run_01jd2f3g4h5j6k7m8n9p0q1r2s",
+                            "status": "queued",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+
+class CancelOut(BaseModel):
+    success: bool = True
+    id: str
+    status: RunStatus

@@ -1,0 +1,44 @@
+"""What the application holds for its lifetime: settings, database, limiter, storage, devices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from qualgent.auth.ratelimit import RateLimiter, make_storage
+from qualgent.config import Settings
+from qualgent.db.dialect import writer
+from qualgent.db.session import make_engine, make_sessionmaker
+from qualgent.devices.catalogue import Catalogue, load_catalogue
+from qualgent.storage.base import Storage
+from qualgent.storage.local import LocalStorage
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    read_sessions: async_sessionmaker[AsyncSession]
+    write_sessions: async_sessionmaker[AsyncSession]
+    limiter: RateLimiter
+    storage: Storage
+    devices: Catalogue
+    signing_key: bytes
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppState:
+        engine = make_engine(settings.resolved_database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            read_sessions=make_sessionmaker(engine),
+            write_sessions=make_sessionmaker(writer(engine)),
+            limiter=RateLimiter(make_storage(settings.redis_url), settings.auth_failure_limit),
+            storage=LocalStorage(settings.apps_dir, settings.tmp_dir),
+            devices=load_catalogue(settings.devices_file),
+            signing_key=settings.resolved_secret_key().encode(),
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()

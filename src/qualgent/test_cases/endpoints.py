@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from qualgent.categories.schemas import DeletedOut
+from qualgent.deps import PrincipalDep, SessionDep, StateDep
+from qualgent.lenient_json import LenientJSONRoute
+from qualgent.pagination import PageDep, set_next_link
+from qualgent.runs import service as runs
+from qualgent.runs.schemas import QueuedOut, RunAllIn, RunIn
+from qualgent.test_cases import service
+from qualgent.test_cases.repository import TestCaseRepository
+from qualgent.test_cases.schemas import TestCaseDetail, TestCaseIn, TestCaseOut, TestCasePatch
+
+router = APIRouter(prefix="/v1/test-cases", tags=["Test Cases"], route_class=LenientJSONRoute)
+
+
+@router.get("/list", response_model=list[TestCaseOut])
+async def list_test_cases(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    category: Annotated[str | None, Query(max_length=64, description="Only test cases in this category.")] = None,
+) -> list[TestCaseOut]:
+    """List all test cases in your organization, optionally filtered by category."""
+    org = principal.organization_id
+    rows = await TestCaseRepository(session, org).page(page.limit + 1, page.cursor, category)
+    items = rows[: page.limit]
+    set_next_link(request, response, items[-1].id if len(rows) > page.limit else None, state.settings.public_base_url)
+    return await service.list_out(session, state, org, items)
+
+
+@router.post("/run", response_model=QueuedOut)
+async def run_test_cases(body: RunIn, session: SessionDep, state: StateDep, principal: PrincipalDep) -> QueuedOut:
+    """Queue test runs; the batch is atomic (any invalid entry queues nothing)."""
+    return QueuedOut(jobs=await runs.queue_jobs(session, state, principal, body.jobs))
+
+
+@router.post("/run-all", response_model=QueuedOut)
+async def run_all_test_cases(
+    body: RunAllIn, session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> QueuedOut:
+    """Run all active test cases (optionally of one category) against an application."""
+    jobs = await runs.queue_all(
+        session,
+        state,
+        principal,
+        app_file_id=body.app_file_id,
+        device=body.device,
+        platform=body.platform,
+        category_id=body.category_id,
+        priority=body.priority,
+        timeout_seconds=body.timeout_seconds,
+    )
+    return QueuedOut(jobs=jobs)
+
+
+@router.post("", response_model=TestCaseDetail, status_code=201)
+async def create_test_case(
+    body: TestCaseIn, session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> TestCaseDetail:
+    """Create a test case."""
+    test_case_id = await service.create(session, principal.organization_id, body)
+    return await service.detail(session, state, principal.organization_id, test_case_id)
+
+
+@router.get("/{test_case_id}", response_model=TestCaseDetail)
+async def get_test_case(
+    test_case_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> TestCaseDetail:
+    """Get one test case, with its flow."""
+    return await service.detail(session, state, principal.organization_id, test_case_id)
+
+
+@router.patch("/{test_case_id}", response_model=TestCaseDetail)
+async def update_test_case(
+    test_case_id: str, body: TestCasePatch, session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> TestCaseDetail:
+    """Change a test case's fields."""
+    await service.update(session, principal.organization_id, test_case_id, body)
+    return await service.detail(session, state, principal.organization_id, test_case_id)
+
+
+@router.delete("/{test_case_id}", response_model=DeletedOut)
+async def delete_test_case(test_case_id: str, session: SessionDep, principal: PrincipalDep) -> DeletedOut:
+    """Delete a test case; its past runs remain."""
+    await service.delete(session, principal.organization_id, test_case_id)
+    return DeletedOut(deleted=[test_case_id])

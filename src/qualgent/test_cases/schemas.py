@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qualgent.runs.schemas import LatestRunOut, Ref
+
+TestCaseStatus = Literal["active", "inactive"]
+
+_EXAMPLE = {
+    "id": "tc_01jd2f3g4h5j6k7m8n9p0q1r2s",
+    "name": "Login Flow Test",
+    "status": "active",
+    "category": {"id": "cat_01jd2f3g4h5j6k7m8n9p0q1r2s", "name": "Smoke Tests"},
+    "latest_completed_run": {
+        "id": "run_01jd2f3g4h5j6k7m8n9p0q1r2s",
+        "link": "http://127.0.0.1:8000/test-runs/run_01jd2f3g4h5j6k7m8n9p0q1r2s",
+        "app": {"id": "file_01jd2f3g4h5j6k7m8n9p0q1r2s", "name": "MyApp v1.0.0"},
+        "status": "passed",
+        "priority": "medium",
+        "progress": 100,
+        "executed_by": {
+            "id": "user_01jd2f3g4h5j6k7m8n9p0q1r2s",
+            "name": "John Doe",
+            "email": "john@example.com",
+        },
+        "device": "iPhone 14 Pro",
+    },
+    "description": "Signs in with a test account",
+    "created_at": "2026-11-28T12:00:00Z",
+    "updated_at": "2026-11-28T12:00:00Z",
+}
+
+
+class TestCaseOut(BaseModel):
+    __test__ = False  # not a pytest class
+
+    id: str = Field(description="Test case unique identifier.")
+    name: str = Field(description="Test case name.")
+    status: TestCaseStatus = Field(description="Test case status: active or inactive.")
+    category: Ref | None = Field(description="Category (if assigned) with id and name.")
+    latest_completed_run: LatestRunOut | None = Field(description="Most recent completed run, if any.")
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
+
+
+class TestCaseDetail(TestCaseOut):
+    flow: str = Field(description="The YAML text of the test's steps, as stored.")
+    timeout_seconds: int | None
+
+
+class TestCaseIn(BaseModel):
+    __test__ = False
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Login Flow Test",
+                    "description": "Signs in with a test account",
+                    "category_id": "cat_01jd2f3g4h5j6k7m8n9p0q1r2s",
+                    "flow": "appId: com.example.app\n---\n- launchApp\n- tapOn: Sign in\n",
+                }
+            ]
+        },
+    )
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    category_id: str | None = Field(default=None, max_length=64)
+    status: TestCaseStatus = "active"
+    flow: str = Field(default="", max_length=256 * 1024)
+    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+
+
+class TestCasePatch(BaseModel):
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    category_id: str | None = Field(default=None, max_length=64)
+    status: TestCaseStatus | None = None
+    flow: str | None = Field(default=None, max_length=256 * 1024)
+    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
