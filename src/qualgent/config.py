@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         default=20,
         description="Failed authentications allowed per client address per minute before 429.",
     )
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        description="Seconds a process may reuse a resolved API key before looking it up again; a revoked "
+        "key stops working within this time. 0 looks the key up on every request.",
+    )
     secret_key: str | None = Field(
         default=None,
         description="Key that signs download links. Default: generated once and kept in the data "

@@ -15,7 +15,12 @@ from qualgent.state import AppState
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs plain-def dependencies in a thread pool, a hop that costs more than this.
+    return _state(request)
+
+
+def _state(request: Request) -> AppState:
     state: AppState = request.app.state.qg
     return state
 
@@ -25,15 +30,22 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the route returns, rolled back when it raises."""
-    state = get_state(request)
+    state = _state(request)
     factory = state.read_sessions if request.method in SAFE_METHODS else state.write_sessions
-    async with factory() as session:
-        try:
-            yield session
+    session = factory()
+    # A session that never touched the database holds nothing; committing and closing it would still
+    # cost a trip through SQLAlchemy's greenlet bridge, so only sessions in a transaction do.
+    try:
+        yield session
+        if session.in_transaction():
             await session.commit()
-        except BaseException:
+    except BaseException:
+        if session.in_transaction():
             await session.rollback()
-            raise
+        raise
+    finally:
+        if session.in_transaction():
+            await session.close()
 
 
 # scope="function": the transaction ends before the response is sent, so a client never sees a
@@ -42,7 +54,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_principal(request: Request) -> Principal:
-    return await authenticate(request, get_state(request))
+    return await authenticate(request, _state(request))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

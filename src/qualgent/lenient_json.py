@@ -20,6 +20,9 @@ def strip_trailing_commas(text: str) -> str:
     in_string = False
     escaped = False
     pending_comma: int | None = None
+    # The last significant character outside strings: a comma is trailing only after a value, so
+    # ``[,]`` and ``{,}`` stay malformed.
+    previous = ""
     for ch in text:
         if in_string:
             out.append(ch)
@@ -36,10 +39,11 @@ def strip_trailing_commas(text: str) -> str:
         if ch in "}]" and pending_comma is not None:
             out[pending_comma] = ""
         pending_comma = None
-        if ch == ",":
+        if ch == "," and previous not in ("", "[", "{", ",", ":"):
             pending_comma = len(out)
         elif ch == '"':
             in_string = True
+        previous = ch
         out.append(ch)
     return "".join(out)
 

@@ -57,18 +57,24 @@ class BodyLimitMiddleware:
 
         seen = 0
         started = False
+        too_large = False
 
         async def counted_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            # The app may catch the overflow (FastAPI turns any error while reading the body into
+            # a 400); whatever it answers then, the answer is our 413.
+            if too_large:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -76,8 +82,12 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, counted_receive, tracking_send)
         except _BodyTooLarge:
-            if not started:
-                await self._refuse(scope, send)
+            pass
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not started:
+            await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         state = scope.setdefault("state", {})

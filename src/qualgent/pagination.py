@@ -22,7 +22,7 @@ class PageParams:
     cursor: str | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1–1000).")] = 100,
     cursor: Annotated[
         str | None, Query(max_length=64, description="Opaque cursor from the previous page's Link header.")

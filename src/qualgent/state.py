@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from qualgent.auth.ratelimit import RateLimiter, make_storage
 from qualgent.config import Settings
-from qualgent.db.dialect import writer
+from qualgent.db.dialect import Reader, writer
 from qualgent.db.session import make_engine, make_sessionmaker
 from qualgent.devices.catalogue import Catalogue, load_catalogue
 from qualgent.storage.base import Storage
@@ -21,6 +21,7 @@ class AppState:
     engine: AsyncEngine
     read_sessions: async_sessionmaker[AsyncSession]
     write_sessions: async_sessionmaker[AsyncSession]
+    reader: Reader
     limiter: RateLimiter
     storage: Storage
     devices: Catalogue
@@ -34,6 +35,7 @@ class AppState:
             engine=engine,
             read_sessions=make_sessionmaker(engine),
             write_sessions=make_sessionmaker(writer(engine)),
+            reader=Reader(settings.resolved_database_url),
             limiter=RateLimiter(make_storage(settings.redis_url), settings.auth_failure_limit),
             storage=LocalStorage(settings.apps_dir, settings.tmp_dir),
             devices=load_catalogue(settings.devices_file),
@@ -41,4 +43,5 @@ class AppState:
         )
 
     async def close(self) -> None:
+        await self.reader.close()
         await self.engine.dispose()

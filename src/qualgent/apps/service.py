@@ -31,6 +31,10 @@ MAX_FIELDS = 20
 MULTIPART_OVERHEAD = 1024 * 1024
 KIND_EXTENSION = {"apk": ".apk", "aab": ".aab", "ipa": ".ipa", "app.zip": ".zip"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Also dropped from file names: C1 controls and the invisible marks that reorder or hide text
+# (bidi overrides make "evil\u202ekpa.apk" display as "evilapk.apk").
+_NAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+MAX_NAME_CHARS = 255
 
 
 def app_display_name(app: AppFile) -> str:
@@ -66,8 +70,13 @@ def to_out(state: AppState, app: AppFile) -> AppOut:
 def _safe_original_name(raw: str) -> str:
     # Browsers and curl send a base name, but a hostile client can send a path: keep the last part.
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL.sub("", unicodedata.normalize("NFC", name)).strip().strip(".")
-    return name[:255] or "upload"
+    name = _NAME_UNSAFE.sub("", unicodedata.normalize("NFC", name)).strip().strip(".")
+    if len(name) > MAX_NAME_CHARS:
+        # Shorten the stem, not the extension: the platform is read from it.
+        stem, dot, ext = name.rpartition(".")
+        ext = dot + ext if stem and len(ext) < 16 else ""
+        name = name[: MAX_NAME_CHARS - len(ext)] + ext
+    return name or "upload"
 
 
 def _slug(value: str) -> str:
@@ -101,6 +110,8 @@ class _MultipartReader:
         self._field = bytearray()
         self._value = bytearray()
         self._headers: dict[bytes, bytes] = {}
+        # Set once the closing boundary is parsed; a body without it was cut short.
+        self.complete = False
         add = self.events.append
 
         def on_header_end() -> None:
@@ -120,8 +131,12 @@ class _MultipartReader:
             "on_headers_finished": on_headers_finished,
             "on_part_data": lambda d, s, e: add(("data", d[s:e])),
             "on_part_end": lambda: add(("end", None)),
+            "on_end": self._on_end,
         }
         self.parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+
+    def _on_end(self) -> None:
+        self.complete = True
 
 
 async def receive_upload(request: Request, session: AsyncSession, state: AppState, principal: Principal) -> UploadOut:
@@ -177,6 +192,8 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
                     part = None
             reader.events.clear()
         reader.parser.finalize()
+        if not reader.complete:
+            raise BadRequest("The multipart body ends before its closing boundary.", code="malformed_multipart")
         if upload is None:
             raise BadRequest("Missing required form field 'file' (the app build).", code="missing_parameter")
         if upload.size == 0:

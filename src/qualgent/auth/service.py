@@ -9,7 +9,7 @@ from fastapi import Request
 
 from qualgent.auth.keys import hash_key, looks_like_key
 from qualgent.auth.principal import Principal
-from qualgent.auth.repository import ApiKeyRepository
+from qualgent.auth.repository import ApiKeyRepository, resolve_fast
 from qualgent.errors import Forbidden, RateLimited, Unauthorized
 from qualgent.state import AppState
 
@@ -18,6 +18,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # than the request.
 _TOUCH_EVERY = 60.0
 _touched: dict[str, float] = {}
+_PRINCIPAL_CACHE_SIZE = 10_000
+_principals: dict[str, tuple[Principal, float]] = {}
 _background: set[asyncio.Task[None]] = set()
 
 
@@ -38,8 +40,7 @@ async def authenticate(request: Request, state: AppState) -> Principal:
     raw = request.headers.get("x-api-key", "")
     principal = None
     if raw and looks_like_key(raw):
-        async with state.read_sessions() as session:
-            principal = await ApiKeyRepository(session).resolve(hash_key(raw), state.settings.default_rate_limit)
+        principal = await _resolve(state, hash_key(raw))
     if principal is None:
         await limiter.record_auth_failure(address)
         if not raw:
@@ -62,6 +63,33 @@ async def authenticate(request: Request, state: AppState) -> Principal:
 
     _touch_later(state, principal.key_id)
     return principal
+
+
+async def _resolve(state: AppState, key_hash: str) -> Principal | None:
+    """The key's principal, from a short-lived per-process cache or the database.
+
+    Caching for a couple of seconds takes the key lookup off nearly every request; the price is that a
+    revoked key may keep working for up to ``auth_cache_seconds`` on processes that saw it just before.
+    Only valid keys are cached, so a new key works at once.
+    """
+    ttl = state.settings.auth_cache_seconds
+    now = time.monotonic()
+    cached = _principals.get(key_hash)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    principal = await resolve_fast(state.reader, key_hash, state.settings.default_rate_limit)
+    if principal is not None and ttl > 0:
+        if len(_principals) >= _PRINCIPAL_CACHE_SIZE:
+            _principals.clear()
+        _principals[key_hash] = (principal, now + ttl)
+    else:
+        _principals.pop(key_hash, None)
+    return principal
+
+
+def forget_cached_keys() -> None:
+    """Drop every cached principal (after a revocation in this process)."""
+    _principals.clear()
 
 
 def _touch_later(state: AppState, key_id: str) -> None:

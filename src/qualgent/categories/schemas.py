@@ -1,6 +1,18 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store NUL in text (a 500 there, stored on SQLite): refuse it on every backend.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 _EXAMPLE = {
     "id": "cat_01jd2f3g4h5j6k7m8n9p0q1r2s",
@@ -20,15 +32,15 @@ class CategoryOut(BaseModel):
 class CategoryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=10_000)
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=10_000)
 
 
 class CategoryPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=10_000)
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    description: Text | None = Field(default=None, max_length=10_000)
 
 
 class DeletedOut(BaseModel):

@@ -45,3 +45,56 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
     if is_sqlite(engine):
         return engine.execution_options(sqlite_begin="IMMEDIATE")
     return engine
+
+
+class Reader:
+    """Fast reads for the hottest routes (key resolution, run status and lists).
+
+    A request's ORM session costs a transaction (BEGIN, ROLLBACK) and ORM object construction on top
+    of its query; for a primary-key lookup that overhead is ten times the query. Readers run Core
+    statements without a transaction:
+    - SQLite: a synchronous pysqlite connection, queried inline on the event loop. An indexed lookup
+      takes tens of microseconds, less than one hop to aiosqlite's thread; WAL means readers never
+      wait for writers.
+    - PostgreSQL: the async engine in AUTOCOMMIT, with no reset when connections return to the pool.
+    Statements are built once with bind parameters, so SQLAlchemy compiles each once per process.
+    """
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            sync_url = url.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1)
+            self._sync = create_engine(sync_url, pool_size=1, max_overflow=4)
+
+            @event.listens_for(self._sync, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                cur.execute("PRAGMA query_only=ON")
+                cur.close()
+
+            self._sync_conn = self._sync.connect().execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            self._async = create_async_engine(
+                url, pool_size=10, max_overflow=10, pool_reset_on_return=None, isolation_level="AUTOCOMMIT"
+            )
+
+    async def all(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
+        if self.is_sqlite:
+            return list(self._sync_conn.execute(stmt, params).all())
+        async with self._async.connect() as conn:
+            return list((await conn.execute(stmt, params)).all())
+
+    async def one(self, stmt: Any, params: dict[str, Any]) -> Any | None:
+        rows = await self.all(stmt, params)
+        return rows[0] if rows else None
+
+    async def close(self) -> None:
+        if self.is_sqlite:
+            self._sync_conn.close()
+            self._sync.dispose()
+        else:
+            await self._async.dispose()

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.auth.keys import SCOPES, display_prefix, generate_key, hash_key
 from qualgent.auth.repository import ApiKeyRepository
+from qualgent.auth.service import forget_cached_keys
 from qualgent.db.base import utcnow
 from qualgent.db.models import ApiKey, Organization, User
 from qualgent.errors import NotFound, Unprocessable
@@ -92,6 +93,7 @@ async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     await session.flush()
+    forget_cached_keys()
     return key
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from qualgent.deps import PrincipalDep, SessionDep, StateDep
 from qualgent.errors import NotFound
+from qualgent.ids import has_shape
 from qualgent.lenient_json import LenientJSONRoute
 from qualgent.pagination import PageDep, set_next_link
 from qualgent.runs import service
@@ -35,9 +36,15 @@ async def list_jobs(
     ] = None,
 ) -> RunListOut:
     """List all test runs in your organization, newest first."""
-    id_list = [i for i in ids.split(",") if i] if ids is not None else None
-    rows = await RunRepository(session, principal.organization_id).page(
-        page.limit + 1, page.cursor, status=status, test_case_id=test_case_id, app_id=app_id, ids=id_list
+    # An ID of the wrong shape matches nothing; it never reaches the database (PostgreSQL refuses NUL).
+    id_list = [i for i in ids.split(",") if has_shape(i, "run")] if ids is not None else None
+    unmatchable = (test_case_id and not has_shape(test_case_id, "tc")) or (app_id and not has_shape(app_id, "file"))
+    rows = (
+        []
+        if unmatchable
+        else await RunRepository(session, principal.organization_id, state.reader).view_page(
+            page.limit + 1, page.cursor, status=status, test_case_id=test_case_id, app_id=app_id, ids=id_list
+        )
     )
     items = rows[: page.limit]
     set_next_link(request, response, items[-1].id if len(rows) > page.limit else None, state.settings.public_base_url)
@@ -47,7 +54,7 @@ async def list_jobs(
 @router.get("/status/{test_run_id}", response_model=RunOut)
 async def job_status(test_run_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep) -> RunOut:
     """Get the status of a specific test run."""
-    run = await RunRepository(session, principal.organization_id).get_detailed(test_run_id)
+    run = await RunRepository(session, principal.organization_id, state.reader).view(test_run_id)
     if run is None:
         raise NotFound(f"No test run {test_run_id}.")
     return service.to_out(state, run)

@@ -1,38 +1,71 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import contains_eager
+from sqlalchemy import Select, bindparam, func, select
 
-from qualgent.db.models import TestRun
+from qualgent.db.models import AppFile, TestCase, TestRun, User
 from qualgent.db.repository import OrgScopedRepository
 from qualgent.ids import has_shape
 
 COMPLETED = ("passed", "failed")
+
+# What a run shows: the run's columns with its test case, app and user. Reads return these rows.
+VIEW_COLUMNS = (
+    TestRun.id,
+    TestRun.status,
+    TestRun.priority,
+    TestRun.progress,
+    TestRun.device_name,
+    TestRun.device_platform,
+    TestRun.device_os_version,
+    TestRun.device_orientation,
+    TestRun.attempt,
+    TestRun.failure_kind,
+    TestRun.failure_message,
+    TestRun.failure_step,
+    TestRun.created_at,
+    TestRun.started_at,
+    TestRun.finished_at,
+    TestRun.test_case_id,
+    TestCase.name.label("test_case_name"),
+    TestRun.app_id,
+    AppFile.app_name,
+    AppFile.version.label("app_version"),
+    TestRun.user_id,
+    User.name.label("user_name"),
+    User.email.label("user_email"),
+)
 
 
 class RunRepository(OrgScopedRepository[TestRun]):
     model = TestRun
     id_prefix = "run"
 
-    def _detailed(self) -> Select[tuple[TestRun]]:
-        # One query: the run with the test case, app and user it shows.
+    @classmethod
+    @cache
+    def _view(cls) -> Select[Any]:
         return (
-            self.scoped()
-            .join(TestRun.test_case)
-            .join(TestRun.app)
-            .join(TestRun.user)
-            .options(contains_eager(TestRun.test_case), contains_eager(TestRun.app), contains_eager(TestRun.user))
+            cls.scoped_view(*VIEW_COLUMNS)
+            .join(TestCase, TestCase.id == TestRun.test_case_id)
+            .join(AppFile, AppFile.id == TestRun.app_id)
+            .join(User, User.id == TestRun.user_id)
         )
 
-    async def get_detailed(self, run_id: str) -> TestRun | None:
+    @classmethod
+    @cache
+    def _view_by_id(cls) -> Select[Any]:
+        return cls._view().where(TestRun.id == bindparam("run_id"))
+
+    async def view(self, run_id: str) -> Any | None:
         if not has_shape(run_id, "run"):
             return None
-        result: TestRun | None = await self.session.scalar(self._detailed().where(TestRun.id == run_id))
-        return result
+        rows = await self.read_all(self._view_by_id(), run_id=run_id)
+        return rows[0] if rows else None
 
-    async def page(
+    async def view_page(
         self,
         limit: int,
         before: str | None,
@@ -41,8 +74,8 @@ class RunRepository(OrgScopedRepository[TestRun]):
         test_case_id: str | None = None,
         app_id: str | None = None,
         ids: list[str] | None = None,
-    ) -> Sequence[TestRun]:
-        stmt = self._detailed().order_by(TestRun.id.desc()).limit(limit)
+    ) -> Sequence[Any]:
+        stmt = self._view().order_by(TestRun.id.desc()).limit(limit)
         if before:
             stmt = stmt.where(TestRun.id < before)
         if status:
@@ -53,28 +86,24 @@ class RunRepository(OrgScopedRepository[TestRun]):
             stmt = stmt.where(TestRun.app_id == app_id)
         if ids is not None:
             stmt = stmt.where(TestRun.id.in_(ids))
-        return (await self.session.scalars(stmt)).unique().all()
+        return await self.read_all(stmt)
 
-    async def latest_completed(self, test_case_ids: Sequence[str]) -> dict[str, TestRun]:
+    async def latest_completed(self, test_case_ids: Sequence[str]) -> dict[str, Any]:
         """Each test case's most recently finished passed-or-failed run."""
         if not test_case_ids:
             return {}
         ranked = (
-            self.scoped(
+            self.scoped_view(
                 TestRun.id,
                 func.row_number()
-                .over(
-                    partition_by=TestRun.test_case_id,
-                    order_by=(TestRun.finished_at.desc(), TestRun.id.desc()),
-                )
+                .over(partition_by=TestRun.test_case_id, order_by=(TestRun.finished_at.desc(), TestRun.id.desc()))
                 .label("rn"),
             )
             .where(TestRun.test_case_id.in_(test_case_ids), TestRun.status.in_(COMPLETED))
             .subquery()
         )
-        stmt = self._detailed().where(TestRun.id.in_(select(ranked.c.id).where(ranked.c.rn == 1)))
-        runs = (await self.session.scalars(stmt)).unique().all()
-        return {run.test_case_id: run for run in runs}
+        stmt = self._view().where(TestRun.id.in_(select(ranked.c.id).where(ranked.c.rn == 1)))
+        return {row.test_case_id: row for row in await self.read_all(stmt)}
 
     async def add_all(self, runs: list[TestRun]) -> None:
         for run in runs:

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.apps.repository import AppRepository
-from qualgent.apps.service import app_display_name
 from qualgent.auth.principal import Principal
 from qualgent.categories.repository import CategoryRepository
 from qualgent.db.base import utcnow
@@ -39,42 +38,43 @@ def run_link(state: AppState, run_id: str) -> str:
     return f"{state.settings.public_base_url.rstrip('/')}/test-runs/{run_id}"
 
 
-def _common(state: AppState, run: TestRun) -> dict[str, Any]:
+def _common(state: AppState, row: Any) -> dict[str, Any]:
     return {
-        "id": run.id,
-        "link": run_link(state, run.id),
-        "app": Ref(id=run.app.id, name=app_display_name(run.app)),
-        "status": run.status,
-        "priority": run.priority,
-        "progress": run.progress,
-        "executed_by": ExecutedBy(id=run.user.id, name=run.user.name, email=run.user.email),
-        "device": run.device_name,
+        "id": row.id,
+        "link": run_link(state, row.id),
+        "app": Ref(id=row.app_id, name=f"{row.app_name} v{row.app_version}"),
+        "status": row.status,
+        "priority": row.priority,
+        "progress": row.progress,
+        "executed_by": ExecutedBy(id=row.user_id, name=row.user_name, email=row.user_email),
+        "device": row.device_name,
     }
 
 
-def to_out(state: AppState, run: TestRun) -> RunOut:
+def to_out(state: AppState, row: Any) -> RunOut:
+    """A run row from ``RunRepository.view*`` as the API shows it."""
     failure = None
-    if run.failure_kind:
-        failure = Failure(kind=run.failure_kind, message=run.failure_message or "", step=run.failure_step)  # type: ignore[arg-type]
+    if row.failure_kind:
+        failure = Failure(kind=row.failure_kind, message=row.failure_message or "", step=row.failure_step)
     return RunOut(
-        **_common(state, run),
-        test_case=Ref(id=run.test_case.id, name=run.test_case.name),
+        **_common(state, row),
+        test_case=Ref(id=row.test_case_id, name=row.test_case_name),
         device_details=DeviceRequested(
-            name=run.device_name,
-            platform=run.device_platform,
-            os_version=run.device_os_version,
-            orientation=run.device_orientation,
+            name=row.device_name,
+            platform=row.device_platform,
+            os_version=row.device_os_version,
+            orientation=row.device_orientation,
         ),
-        attempt=run.attempt,
+        attempt=row.attempt,
         failure=failure,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
     )
 
 
-def to_latest(state: AppState, run: TestRun) -> LatestRunOut:
-    return LatestRunOut(**_common(state, run))
+def to_latest(state: AppState, row: Any) -> LatestRunOut:
+    return LatestRunOut(**_common(state, row))
 
 
 @dataclass

@@ -26,6 +26,8 @@ class TestCaseRepository(OrgScopedRepository[TestCase]):
         return result
 
     async def page(self, limit: int, after: str | None, category_id: str | None) -> Sequence[TestCase]:
+        if category_id is not None and not has_shape(category_id, "cat"):
+            return []  # no category has that ID (and PostgreSQL refuses some strings, e.g. with NUL)
         stmt = self._with_category().order_by(TestCase.id).limit(limit)
         if after:
             stmt = stmt.where(TestCase.id > after)

@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qualgent.categories.schemas import Text
 from qualgent.runs.schemas import LatestRunOut, Ref
 
 TestCaseStatus = Literal["active", "inactive"]
@@ -70,11 +71,11 @@ class TestCaseIn(BaseModel):
         },
     )
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=10_000)
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=10_000)
     category_id: str | None = Field(default=None, max_length=64)
     status: TestCaseStatus = "active"
-    flow: str = Field(default="", max_length=256 * 1024)
+    flow: Text = Field(default="", max_length=256 * 1024)
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
 
 
@@ -82,9 +83,9 @@ class TestCasePatch(BaseModel):
     __test__ = False
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=10_000)
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    description: Text | None = Field(default=None, max_length=10_000)
     category_id: str | None = Field(default=None, max_length=64)
     status: TestCaseStatus | None = None
-    flow: str | None = Field(default=None, max_length=256 * 1024)
+    flow: Text | None = Field(default=None, max_length=256 * 1024)
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)

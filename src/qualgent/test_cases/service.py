@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.categories.repository import CategoryRepository
 from qualgent.db.base import utcnow
-from qualgent.db.models import Category, TestCase, TestRun
+from qualgent.db.models import Category, TestCase
 from qualgent.errors import NotFound, Unprocessable
 from qualgent.ids import new_id
 from qualgent.runs.repository import RunRepository
@@ -17,7 +18,7 @@ from qualgent.test_cases.repository import TestCaseRepository
 from qualgent.test_cases.schemas import TestCaseDetail, TestCaseIn, TestCaseOut, TestCasePatch
 
 
-def _fields(case: TestCase, latest: TestRun | None, state: AppState) -> dict[str, object]:
+def _fields(case: TestCase, latest: Any | None, state: AppState) -> dict[str, object]:
     return {
         "id": case.id,
         "name": case.name,
@@ -33,7 +34,7 @@ def _fields(case: TestCase, latest: TestRun | None, state: AppState) -> dict[str
 async def list_out(
     session: AsyncSession, state: AppState, organization_id: str, cases: Sequence[TestCase]
 ) -> list[TestCaseOut]:
-    latest = await RunRepository(session, organization_id).latest_completed([c.id for c in cases])
+    latest = await RunRepository(session, organization_id, state.reader).latest_completed([c.id for c in cases])
     return [TestCaseOut.model_validate(_fields(c, latest.get(c.id), state)) for c in cases]
 
 
@@ -41,7 +42,7 @@ async def detail(session: AsyncSession, state: AppState, organization_id: str, t
     case = await TestCaseRepository(session, organization_id).get_with_category(test_case_id)
     if case is None:
         raise NotFound(f"No test case {test_case_id}.")
-    latest = await RunRepository(session, organization_id).latest_completed([case.id])
+    latest = await RunRepository(session, organization_id, state.reader).latest_completed([case.id])
     return TestCaseDetail.model_validate(
         {
             **_fields(case, latest.get(case.id), state),

@@ -27,7 +27,7 @@ async def run_page(run_id: str, request: Request, session: SessionDep, state: St
     run_out = None
     if request.headers.get("x-api-key"):
         principal = await authenticate(request, state)
-        run = await RunRepository(session, principal.organization_id).get_detailed(run_id)
+        run = await RunRepository(session, principal.organization_id, state.reader).view(run_id)
         if run is None:
             raise NotFound(f"No test run {run_id}.")
         run_out = service.to_out(state, run)

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures. They are never part of the test suite and never assert speed."""
