@@ -147,7 +147,9 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail) if exc.detail else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = f"No route {request.method} {request.url.path}; see /docs for the API."
-        return error_response(request, exc.status_code, code, message, headers=exc.headers)
+        return error_response(
+            request, exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

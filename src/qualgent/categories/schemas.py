@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -14,7 +14,7 @@ def _no_nul(value: str) -> str:
 
 Text = Annotated[str, AfterValidator(_no_nul)]
 
-_EXAMPLE = {
+_EXAMPLE: dict[str, Any] = {
     "id": "cat_01jd2f3g4h5j6k7m8n9p0q1r2s",
     "name": "Smoke Tests",
     "description": "Fast checks run on every build",

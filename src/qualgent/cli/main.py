@@ -58,6 +58,15 @@ def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]], settings: Settin
         raise typer.Exit(1) from None
 
 
+def _print_table(table: Table) -> None:
+    """Print a table; when output is not a terminal, at its natural width so IDs are never cut short."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.measure(table, options=console.options.update_width(10_000)).maximum
+    Console(file=console.file, width=max(width, console.width)).print(table)
+
+
 def _default_org(session: AsyncSession, org: str | None) -> Awaitable[str]:
     from qualgent.organisations.repository import OrganisationRepository
 
@@ -208,7 +217,7 @@ def list_orgs() -> None:
     table = Table("id", "name", "parallel runs")
     for org in orgs:
         table.add_row(org.id, org.name, str(org.max_parallel_runs or "default"))
-    console.print(table)
+    _print_table(table)
 
 
 @admin_app.command("create-user")
@@ -272,7 +281,7 @@ def list_keys(org: Annotated[str | None, typer.Option(help="Organisation ID (def
             key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never",
             key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
         )
-    console.print(table)
+    _print_table(table)
 
 
 @admin_app.command("revoke-key")

@@ -82,7 +82,8 @@ class Catalogue:
         """The device chosen when a run names only a platform: the catalogue's first phone for it."""
         candidates = [d for d in self.devices if d.platform_key == platform]
         phones = [d for d in candidates if d.device_type == "phone"]
-        return (phones or candidates or [None])[0]
+        chosen = phones or candidates
+        return chosen[0] if chosen else None
 
 
 def _slug(text: str) -> str:

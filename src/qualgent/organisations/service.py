@@ -105,6 +105,7 @@ async def set_key_rate_limit(session: AsyncSession, key_id: str, per_second: int
         raise Unprocessable("A rate limit is at least 1 request per second.")
     key.rate_limit = per_second
     await session.flush()
+    forget_cached_keys()
     return key
 
 

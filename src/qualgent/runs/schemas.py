@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +34,7 @@ class DeviceRequested(BaseModel):
     orientation: str
 
 
-_RUN_EXAMPLE = {
+_RUN_EXAMPLE: dict[str, Any] = {
     "id": "run_01jd2f3g4h5j6k7m8n9p0q1r2s",
     "link": "http://127.0.0.1:8000/test-runs/run_01jd2f3g4h5j6k7m8n9p0q1r2s",
     "test_case": {"id": "tc_01jd2f3g4h5j6k7m8n9p0q1r2s", "name": "Login Flow Test"},

@@ -279,4 +279,4 @@ async def cancel(session: AsyncSession, principal: Principal, run_id: str) -> Ca
     status = await transitions.cancel(session, principal.organization_id, run.id)
     if status is None:
         raise Unprocessable(f"Test run {run_id} has already finished ({run.status}).", code="run_finished")
-    return CancelOut(id=run.id, status=status)  # type: ignore[arg-type]
+    return CancelOut(id=run.id, status=status)

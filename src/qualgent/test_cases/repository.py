@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Select
 from sqlalchemy.orm import contains_eager
@@ -16,7 +17,7 @@ class TestCaseRepository(OrgScopedRepository[TestCase]):
     id_prefix = "tc"
     soft_delete = True
 
-    def _with_category(self) -> Select[tuple[TestCase]]:
+    def _with_category(self) -> Select[Any]:
         return self.scoped().outerjoin(TestCase.category).options(contains_eager(TestCase.category))
 
     async def get_with_category(self, test_case_id: str) -> TestCase | None:
@@ -33,10 +34,10 @@ class TestCaseRepository(OrgScopedRepository[TestCase]):
             stmt = stmt.where(TestCase.id > after)
         if category_id is not None:
             stmt = stmt.where(TestCase.category_id == category_id)
-        return (await self.session.scalars(stmt)).all()
+        return list((await self.session.scalars(stmt)).all())
 
     async def active(self, category_id: str | None) -> Sequence[TestCase]:
         stmt = self.scoped().where(TestCase.status == "active").order_by(TestCase.id)
         if category_id is not None:
             stmt = stmt.where(TestCase.category_id == category_id)
-        return (await self.session.scalars(stmt)).all()
+        return list((await self.session.scalars(stmt)).all())

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,7 +10,7 @@ from qualgent.runs.schemas import LatestRunOut, Ref
 
 TestCaseStatus = Literal["active", "inactive"]
 
-_EXAMPLE = {
+_EXAMPLE: dict[str, Any] = {
     "id": "tc_01jd2f3g4h5j6k7m8n9p0q1r2s",
     "name": "Login Flow Test",
     "status": "active",
