@@ -1,0 +1,437 @@
+"""Tenancy: every route, called by organisation A with organisation B's IDs, answers as if they did not exist.
+
+"As if they did not exist" is checked literally: each request is made twice, once with B's ID and once
+with a well-shaped ID of nothing, and the two answers must be the same (status, code, message, details)
+once the IDs are swapped back. Responses must also never carry any of B's data that A did not send.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from qualgent.ids import new_id
+from qualgent.signing import signed_download_url
+from tests.fixtures.factories import (
+    PIXEL_7,
+    Tenant,
+    apk_bytes,
+    create_category,
+    create_test_case,
+    upload_app,
+)
+from tests.fixtures.routes import DOWNLOAD_ROUTE, app_routes
+from tests.fixtures.servers import LiveServer
+
+PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run"}
+
+
+@dataclass
+class World:
+    """A's client and own objects; B's objects and every string of B's that A must never see."""
+
+    a: Tenant
+    b: Tenant
+    b_ids: dict[str, str]
+    a_ids: dict[str, str]
+    b_secrets: set[str]
+    a_app_ids: set[str] = field(default_factory=set)
+    a_category_ids: set[str] = field(default_factory=set)
+
+
+def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
+    """One of everything, named so that the names are recognisable in any response."""
+    app_name = f"App-{tag}-{secrets.token_hex(3)}"
+    content = apk_bytes(extra={f"assets/{tag}.bin": secrets.token_bytes(32)})  # a sha256 of its own
+    uploaded = upload_app(tenant, content, app_name=app_name, version=f"{tag}.0.1")
+    assert uploaded.status_code == 200, uploaded.text
+    file = uploaded.json()["file"]
+    category = create_category(tenant, name=f"Category-{tag}-{secrets.token_hex(3)}", description=f"desc-{tag}")
+    case = create_test_case(tenant, name=f"Case-{tag}-{secrets.token_hex(3)}", category_id=category["id"])
+    queued = tenant.client.post(
+        "/v1/test-cases/run",
+        json={"jobs": [{"test_case_id": case["id"], "app_file_id": file["id"], "device": PIXEL_7}]},
+    )
+    assert queued.status_code == 200, queued.text
+    run_id = queued.json()["jobs"][0]["id"]
+    ids = {"app": file["id"], "cat": category["id"], "tc": case["id"], "run": run_id}
+    names = {app_name, file["filename"], file["file_path"], file["sha256"], category["name"], case["name"]}
+    return ids, names
+
+
+@pytest.fixture
+def world(tenant: Tenant, other_tenant: Tenant) -> World:
+    b_ids, b_names = _populate(other_tenant, "bbb")
+    # A has objects of its own too, so that requests mixing A's and B's IDs are possible.
+    a_ids, _ = _populate(tenant, "aaa")
+    b_secrets = {
+        *b_ids.values(),
+        *b_names,
+        other_tenant.organization_id,
+        other_tenant.user_id,
+        other_tenant.user_email,
+        other_tenant.key_id,
+        other_tenant.key,
+    }
+    return World(tenant, other_tenant, b_ids, a_ids, b_secrets, {a_ids["app"]}, {a_ids["cat"]})
+
+
+# ------------------------------------------------------------------------------------------ probing
+
+
+def _sent_text(url: str, kwargs: dict[str, Any]) -> str:
+    return " ".join([url, json.dumps(kwargs.get("json")), str(kwargs.get("params")), str(kwargs.get("data"))])
+
+
+def probe(w: World, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """A's request; fails if the answer carries anything of B's that A did not send itself."""
+    response = w.a.client.request(method, url, **kwargs)
+    sent = _sent_text(url, kwargs)
+    for secret in w.b_secrets:
+        if secret in sent:
+            continue
+        assert secret not in response.text, f"{method} {url} leaked {secret!r}: {response.text[:500]}"
+        for name, value in response.headers.items():
+            assert secret not in value, f"{method} {url} leaked {secret!r} in header {name}"
+    return response
+
+
+def _substitute(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for old, new in mapping.items():
+            value = value.replace(old, new)
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, mapping) for k, v in value.items()}
+    return value
+
+
+def _comparable(response: httpx.Response, mapping: dict[str, str]) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return _substitute(response.text, mapping)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body["error"].pop("request_id", None)
+    return _substitute(body, mapping)
+
+
+def indistinguishable(
+    w: World,
+    method: str,
+    url: str,
+    refs: tuple[str, ...],
+    *,
+    status: int,
+    code: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Call with B's IDs and with IDs of nothing; both answers must be ``status`` and otherwise identical.
+
+    ``url`` and the string values of ``kwargs`` name B's objects as ``<app>``, ``<tc>``, ``<cat>``,
+    ``<run>`` and A's as ``<a:app>`` and so on; ``refs`` names the placeholders of B's that are used.
+    """
+    b_values = {f"<{k}>": w.b_ids[k] for k in refs}
+    ghost_values = {f"<{k}>": new_id(PREFIXES[k]) for k in refs}
+    own = {f"<a:{k}>": v for k, v in w.a_ids.items()}
+    answers = []
+    for values in (b_values, ghost_values):
+        mapping = {**values, **own}
+        response = probe(w, method, _substitute(url, mapping), **_substitute(kwargs, mapping))
+        answers.append((response, {v: k for k, v in values.items()}))
+    (with_b, back_b), (with_ghost, back_ghost) = answers
+    assert with_b.status_code == status, f"{method} {url} with B's IDs: {with_b.status_code} {with_b.text}"
+    assert with_ghost.status_code == status, f"{method} {url} with unknown IDs: {with_ghost.text}"
+    if code is not None:
+        assert with_b.json()["error"]["code"] == code, with_b.text
+    seen_b, seen_ghost = _comparable(with_b, back_b), _comparable(with_ghost, back_ghost)
+    assert seen_b == seen_ghost, f"{method} {url}: B's IDs are told apart from unknown ones"
+    return seen_b
+
+
+# -------------------------------------------------------------------------------- the route table
+
+
+def _list_only_own(w: World, url: str, own: set[str], key: str | None = None, **kwargs: Any) -> None:
+    response = probe(w, "GET", url, **kwargs)
+    assert response.status_code == 200, response.text
+    items = response.json()[key] if key else response.json()
+    assert {item["id"] for item in items} <= own, f"{url} lists objects that are not A's"
+
+
+def upload(w: World) -> None:
+    # A reuses B's app name and version: nothing of B's may show through, and A's app is A's.
+    response = probe(
+        w,
+        "POST",
+        "/v1/apps/upload",
+        data={"app_name": next(s for s in w.b_secrets if s.startswith("App-bbb")), "version": "bbb.0.1"},
+        files={"file": ("app.apk", apk_bytes(), "application/octet-stream")},
+    )
+    assert response.status_code == 200, response.text
+    file = response.json()["file"]
+    assert file["organization_id"] == w.a.organization_id
+    assert file["user_id"] == w.a.user_id
+    assert file["id"] != w.b_ids["app"]
+    w.a_app_ids.add(file["id"])
+
+
+def list_apps(w: World) -> None:
+    _list_only_own(w, "/v1/apps", w.a_app_ids)
+
+
+def latest_app(w: World) -> None:
+    for params in ({}, {"os": "android"}):
+        response = probe(w, "GET", "/v1/apps/latest", params=params)
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] in w.a_app_ids
+
+
+def get_app(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/apps/<app>", ("app",), status=404, code="not_found")
+
+
+def delete_apps(method: str, path: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        indistinguishable(w, method, path, ("app",), status=404, json={"files": ["<app>"]})
+        # Atomic: with one of A's own apps beside B's, nothing at all is deleted.
+        indistinguishable(w, method, path, ("app",), status=404, json={"files": ["<a:app>", "<app>"]})
+        assert w.a.client.get(f"/v1/apps/{w.a_ids['app']}").status_code == 200
+
+    return check
+
+
+def list_test_cases(w: World) -> None:
+    _list_only_own(w, "/v1/test-cases/list", {w.a_ids["tc"]})
+    body = indistinguishable(w, "GET", "/v1/test-cases/list", ("cat",), status=200, params={"category": "<cat>"})
+    assert body == []
+
+
+def run_test_cases(w: World) -> None:
+    device = dict(PIXEL_7)
+    for job in (
+        {"test_case_id": "<tc>", "app_file_id": "<a:app>", "device": device},
+        {"test_case_id": "<a:tc>", "app_file_id": "<app>", "device": device},
+        {"test_case_id": "<tc>", "app_file_id": "<app>", "device": device},
+        {"test_case_id": "<tc>", "platform": "android"},
+    ):
+        refs = tuple(k for k in ("tc", "app") if f"<{k}>" in json.dumps(job))
+        body = indistinguishable(w, "POST", "/v1/test-cases/run", refs, status=422, json={"jobs": [job]})
+        assert body["error"]["details"], body
+    # A valid entry beside one naming B's test case: the batch is atomic, so nothing is queued.
+    jobs = [
+        {"test_case_id": "<a:tc>", "app_file_id": "<a:app>", "device": device},
+        {"test_case_id": "<tc>", "app_file_id": "<a:app>", "device": device},
+    ]
+    indistinguishable(w, "POST", "/v1/test-cases/run", ("tc",), status=422, json={"jobs": jobs})
+
+
+def run_all(w: World) -> None:
+    device = dict(PIXEL_7)
+    indistinguishable(
+        w, "POST", "/v1/test-cases/run-all", ("app",), status=422, json={"app_file_id": "<app>", "device": device}
+    )
+    indistinguishable(
+        w,
+        "POST",
+        "/v1/test-cases/run-all",
+        ("cat",),
+        status=422,
+        json={"app_file_id": "<a:app>", "device": device, "category_id": "<cat>"},
+    )
+
+
+def create_test_case_with_b_category(w: World) -> None:
+    indistinguishable(
+        w, "POST", "/v1/test-cases", ("cat",), status=422, json={"name": "Sneaky", "category_id": "<cat>"}
+    )
+
+
+def get_test_case(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/test-cases/<tc>", ("tc",), status=404, code="not_found")
+
+
+def patch_test_case(w: World) -> None:
+    indistinguishable(w, "PATCH", "/v1/test-cases/<tc>", ("tc",), status=404, json={"name": "Hijacked"})
+    indistinguishable(w, "PATCH", "/v1/test-cases/<tc>", ("tc",), status=404, json={"status": "inactive"})
+    # A's own test case cannot be moved into B's category.
+    indistinguishable(w, "PATCH", "/v1/test-cases/<a:tc>", ("cat",), status=422, json={"category_id": "<cat>"})
+
+
+def delete_test_case(w: World) -> None:
+    indistinguishable(w, "DELETE", "/v1/test-cases/<tc>", ("tc",), status=404, code="not_found")
+
+
+def list_categories(path: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        _list_only_own(w, path, w.a_category_ids)
+
+    return check
+
+
+def create_category_named_like_b(w: World) -> None:
+    # Names are unique per organisation only: B's name is free for A, and the answer says nothing of B.
+    b_name = next(s for s in w.b_secrets if s.startswith("Category-bbb"))
+    response = probe(w, "POST", "/v1/categories", json={"name": b_name})
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] != w.b_ids["cat"]
+    w.a_category_ids.add(response.json()["id"])
+
+
+def patch_category(w: World) -> None:
+    indistinguishable(w, "PATCH", "/v1/categories/<cat>", ("cat",), status=404, json={"name": "Hijacked"})
+    indistinguishable(w, "PATCH", "/v1/categories/<cat>", ("cat",), status=404, json={"description": "x"})
+
+
+def delete_category(w: World) -> None:
+    indistinguishable(w, "DELETE", "/v1/categories/<cat>", ("cat",), status=404, code="not_found")
+
+
+def list_jobs(w: World) -> None:
+    _list_only_own(w, "/v1/jobs/list", {w.a_ids["run"]}, key="test_runs")
+    for ref, params in (
+        ("tc", {"test_case_id": "<tc>"}),
+        ("app", {"app_id": "<app>"}),
+        ("run", {"ids": "<run>"}),
+        ("run", {"ids": "<run>", "status": "queued"}),
+    ):
+        body = indistinguishable(w, "GET", "/v1/jobs/list", (ref,), status=200, params=params)
+        assert body == {"test_runs": []}
+    # Asking for A's run and B's together returns A's alone.
+    response = probe(w, "GET", "/v1/jobs/list", params={"ids": f"{w.a_ids['run']},{w.b_ids['run']}"})
+    assert [r["id"] for r in response.json()["test_runs"]] == [w.a_ids["run"]]
+
+
+def job_status(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/jobs/status/<run>", ("run",), status=404, code="not_found")
+
+
+def cancel_job(w: World) -> None:
+    indistinguishable(w, "POST", "/v1/jobs/<run>/cancel", ("run",), status=404, code="not_found")
+
+
+def list_devices(path: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        response = probe(w, "GET", path)
+        assert response.status_code == 200
+        assert "phone" in response.json()
+
+    return check
+
+
+def run_page(w: World) -> None:
+    indistinguishable(w, "GET", "/test-runs/<run>", ("run",), status=404, code="not_found")
+
+
+ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
+    ("GET", "/v1/apps"): list_apps,
+    ("GET", "/v1/apps/latest"): latest_app,
+    ("GET", "/v1/apps/{app_id}"): get_app,
+    ("DELETE", "/v1/apps"): delete_apps("DELETE", "/v1/apps"),
+    ("POST", "/v1/apps/delete"): delete_apps("POST", "/v1/apps/delete"),
+    ("GET", "/v1/test-cases/list"): list_test_cases,
+    ("POST", "/v1/test-cases/run"): run_test_cases,
+    ("POST", "/v1/test-cases/run-all"): run_all,
+    ("POST", "/v1/test-cases"): create_test_case_with_b_category,
+    ("GET", "/v1/test-cases/{test_case_id}"): get_test_case,
+    ("PATCH", "/v1/test-cases/{test_case_id}"): patch_test_case,
+    ("DELETE", "/v1/test-cases/{test_case_id}"): delete_test_case,
+    ("GET", "/v1/categories"): list_categories("/v1/categories"),
+    ("GET", "/v1/categories/list"): list_categories("/v1/categories/list"),
+    ("POST", "/v1/categories"): create_category_named_like_b,
+    ("PATCH", "/v1/categories/{category_id}"): patch_category,
+    ("DELETE", "/v1/categories/{category_id}"): delete_category,
+    ("GET", "/v1/jobs/list"): list_jobs,
+    ("GET", "/v1/jobs/status/{test_run_id}"): job_status,
+    ("POST", "/v1/jobs/{test_run_id}/cancel"): cancel_job,
+    ("GET", "/v1/devices"): list_devices("/v1/devices"),
+    ("GET", "/v1/devices/list"): list_devices("/v1/devices/list"),
+    ("GET", "/test-runs/{run_id}"): run_page,
+    # Last: A's upload adds an app of A's that the checks above need not know about.
+    ("POST", "/v1/apps/upload"): upload,
+}
+
+
+def test_route_table_covers_every_route() -> None:
+    """A route added to the application without a line above fails here."""
+    routes = app_routes(("/v1", "/test-runs"))
+    assert DOWNLOAD_ROUTE in routes
+    assert set(ROUTE_TABLE) == routes - {DOWNLOAD_ROUTE}
+
+
+# ----------------------------------------------------------------------------------------- the walk
+
+
+def _b_view(b: Tenant, ids: dict[str, str]) -> dict[str, Any]:
+    client = b.client
+    app = client.get(f"/v1/apps/{ids['app']}")
+    case = client.get(f"/v1/test-cases/{ids['tc']}")
+    run = client.get(f"/v1/jobs/status/{ids['run']}")
+    assert app.status_code == case.status_code == run.status_code == 200
+    app_body = app.json()
+    app_body.pop("link")  # a fresh signature each time
+    return {
+        "app": app_body,
+        "apps": [a["id"] for a in client.get("/v1/apps").json()],
+        "categories": client.get("/v1/categories/list").json(),
+        "test_case": case.json(),
+        "test_cases": client.get("/v1/test-cases/list").json(),
+        "run": run.json(),
+        "runs": client.get("/v1/jobs/list").json(),
+    }
+
+
+def test_every_route_hides_other_organisations(world: World) -> None:
+    before = _b_view(world.b, world.b_ids)
+    assert before["run"]["status"] == "queued"
+
+    for (method, path), check in ROUTE_TABLE.items():
+        try:
+            check(world)
+        except AssertionError as exc:
+            raise AssertionError(f"{method} {path}: {exc}") from exc
+
+    # B's objects are exactly as they were: nothing renamed, moved, cancelled or deleted.
+    after = _b_view(world.b, world.b_ids)
+    assert after == before
+    assert after["run"]["status"] == "queued"
+    assert after["apps"] == [world.b_ids["app"]]
+    # And nothing A tried with B's IDs was done in A's name either.
+    a_runs = world.a.client.get("/v1/jobs/list").json()["test_runs"]
+    assert [r["id"] for r in a_runs] == [world.a_ids["run"]]
+    a_cases = world.a.client.get("/v1/test-cases/list").json()
+    assert [c["id"] for c in a_cases] == [world.a_ids["tc"]]
+    assert a_cases[0]["category"]["id"] == world.a_ids["cat"]
+    assert world.a.client.get(f"/v1/apps/{world.a_ids['app']}").status_code == 200
+
+
+def test_download_link_is_bound_to_its_organisation(server: LiveServer, world: World) -> None:
+    key = (server.settings.secret_key or "").encode()
+    assert key
+    anonymous = httpx.Client(timeout=30)
+    try:
+        # B's own link works (the control).
+        b_app = world.b.client.get(f"/v1/apps/{world.b_ids['app']}").json()
+        assert anonymous.get(b_app["link"]).status_code == 200
+        # A's link with B's app ID put in: the signature no longer matches.
+        a_app = world.a.client.get(f"/v1/apps/{world.a_ids['app']}").json()
+        swapped = a_app["link"].replace(world.a_ids["app"], world.b_ids["app"])
+        response = anonymous.get(swapped)
+        assert response.status_code == 403, response.text
+        assert world.b.organization_id not in response.text
+        # Even a correctly signed link for (A's organisation, B's app) finds nothing: the query is A's.
+        forged = signed_download_url(server.url, key, world.a.organization_id, world.b_ids["app"], 300)
+        response = anonymous.get(forged)
+        assert response.status_code == 404, response.text
+        ghost = signed_download_url(server.url, key, world.a.organization_id, new_id("file"), 300)
+        assert anonymous.get(ghost).json()["error"]["code"] == response.json()["error"]["code"]
+    finally:
+        anonymous.close()
