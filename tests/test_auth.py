@@ -214,6 +214,8 @@ def _read_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/v1/categories/list"): {"contains": ids["cat"]},
         ("GET", "/v1/jobs/list"): {"contains": ids["run"]},
         ("GET", "/v1/jobs/status/{test_run_id}"): {"contains": ids["run"]},
+        ("GET", "/v1/jobs/{test_run_id}/report"): {"contains": ids["run"]},
+        ("GET", "/v1/jobs/{test_run_id}/junit"): {"contains": "testsuites"},
         ("GET", "/v1/devices"): {"contains": "Pixel 7"},
         ("GET", "/v1/devices/list"): {"contains": "Pixel 7"},
         ("GET", "/test-runs/{run_id}"): {"contains": ids["run"]},

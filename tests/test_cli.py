@@ -242,7 +242,7 @@ def test_admin_add_category_and_test_case_with_flow(cli: Cli, server: LiveServer
         {"id": category, "name": "Smoke", "description": "Fast checks"}
     ]
 
-    flow = 'appId: com.example.app\n---\n# Sign in ✓\n- launchApp\n-   tapOn:  "Sign in"\n\t\n- assertVisible: Welcome   \n'
+    flow = 'appId: com.example.app\n---\n# Sign in ✓\n- launchApp\n-   tapOn:  "Sign in"\n  \n- assertVisible: Welcome   \n'
     flow_file = tmp_path / "login.yaml"
     flow_file.write_text(flow)
     case_id = cli(

@@ -9,10 +9,13 @@ import subprocess
 from pathlib import Path
 
 from qualgent.config import Settings
-from tests.fixtures.factories import Tenant
+from tests.fixtures.agents import agent_token, running_agent, simulated_devices
+from tests.fixtures.factories import Database, make_tenant
 from tests.fixtures.servers import LiveServer
+from tests.test_execution import exec_db, exec_server  # noqa: F401  (module fixtures: a server with fast leases)
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def _quickstart_block() -> str:
@@ -23,24 +26,30 @@ def _quickstart_block() -> str:
     return blocks[-1]
 
 
-def test_quickstart_runs_as_printed(tenant: Tenant, server: LiveServer, tmp_path: Path) -> None:
+def test_quickstart_runs_as_printed(exec_server: LiveServer, exec_db: Database, tmp_path: Path) -> None:
+    """The quickstart, run by bash from the repository's folder, against a server with a simulated
+    device agent (as `./dev serve` has)."""
     assert shutil.which("jq"), "the quickstart uses jq; install it (apt-get install jq)"
-    env = {**os.environ, "QUALGENT_API_KEY": tenant.key, "QG": server.url}
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", _quickstart_block()],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    tenant = make_tenant(exec_db, exec_server.url)
+    env = {**os.environ, "QUALGENT_API_KEY": tenant.key, "QG": exec_server.url}
+    devices = simulated_devices(["Pixel 7", "Pixel 8"])
+    with running_agent(exec_server.url, agent_token(exec_db), devices, tmp_path, step_seconds=0.01):
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", _quickstart_block()],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    tenant.client.close()
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout
-    assert '"success": true' in out
-    assert out.count('"status": "queued"') >= 3  # one run, the category's run, and the status call
-    assert '"name": "Login Flow Test"' in out
-    runs = tenant.client.get("/v1/jobs/list").json()["test_runs"]
-    assert len(runs) == 2
+    assert '"package_id": "com.qualgent.fixture"' in out
+    assert '"status": "passed"' in out and '"progress": 100' in out
+    assert '"description": "tapOn \\"Log in\\""' in out or 'tapOn \\"Log in\\"' in out
+    assert "<testsuites" in out and 'failures="0"' in out
+    assert out.rstrip().endswith('"passed"')
 
 
 def test_configuration_table_lists_every_setting() -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
 
 from qualgent import __version__
+from qualgent.agents.endpoints import router as agents_router
 from qualgent.apps.endpoints import download_router
 from qualgent.apps.endpoints import router as apps_router
 from qualgent.categories.endpoints import router as categories_router
@@ -17,6 +18,7 @@ from qualgent.deps import StateDep
 from qualgent.devices.endpoints import router as devices_router
 from qualgent.errors import QualgentError, install_error_handlers
 from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from qualgent.runs.endpoints import artifacts_router
 from qualgent.runs.endpoints import router as jobs_router
 from qualgent.state import AppState
 from qualgent.test_cases.endpoints import router as test_cases_router
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = AppState.build(settings)
         state.storage.cleanup_stale(STALE_UPLOAD_SECONDS)
         app.state.qg = state
+        state.reaper.start()
         try:
             yield
         finally:
@@ -66,7 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         test_cases_router,
         categories_router,
         jobs_router,
+        artifacts_router,
         devices_router,
+        agents_router,
     ):
         app.include_router(router)
     app.include_router(web_router)

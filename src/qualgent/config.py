@@ -65,6 +65,32 @@ class Settings(BaseSettings):
     )
     download_link_ttl: int = Field(default=300, description="Seconds a pre-signed download link is valid.")
 
+    # Execution engine
+    embedded_agent: bool = Field(
+        default=True,
+        description="`qualgent serve` runs a device agent in-process with simulated devices for the catalogue.",
+    )
+    lease_seconds: float = Field(
+        default=30, description="How long a running run stays an agent's without a heartbeat before it is requeued."
+    )
+    heartbeat_seconds: float = Field(default=5, description="How often agents renew their lease on a running run.")
+    max_attempts: int = Field(
+        default=3, description="Attempts a run gets when its agent is lost before it fails as infrastructure."
+    )
+    execution_timeout: float = Field(
+        default=900, description="Seconds a run may execute unless its test case or request sets a timeout."
+    )
+    queue_timeout: float = Field(default=86_400, description="Seconds a run may wait in the queue before it fails.")
+    reaper_interval: float = Field(
+        default=2, description="Seconds between checks for expired leases, timeouts and agents gone offline."
+    )
+    simulator_step_seconds: float = Field(
+        default=0.2, description="How long each step takes on a simulated device (0 for benchmarks)."
+    )
+    agent_offline_after: float = Field(
+        default=60, description="Seconds after an agent's last request when its devices count as offline."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

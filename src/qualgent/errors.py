@@ -56,6 +56,11 @@ class NotFound(QualgentError):
     code = "not_found"
 
 
+class Conflict(QualgentError):
+    status_code = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(QualgentError):
     status_code = 413
     code = "payload_too_large"
@@ -77,6 +82,7 @@ _STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",

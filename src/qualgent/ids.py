@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -17,8 +18,21 @@ _SHAPE = re.compile(r"^[a-z]+_[0-9a-hjkmnp-tv-z]{26}$")
 PREFIXES = ("org", "user", "key", "file", "tc", "cat", "run", "dev", "agent")
 
 
+_last = [0, 0]  # (milliseconds, random part) of the last ID made by this process
+_lock = threading.Lock()
+
+
 def new_id(prefix: str) -> str:
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    """A new ID. Within one process IDs are strictly increasing, also within one millisecond (the
+    random part is incremented, as monotonic ULIDs do), so "oldest first" holds inside a batch."""
+    millis = int(time.time() * 1000)
+    with _lock:
+        if millis <= _last[0]:
+            millis, rand = _last[0], _last[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
+        _last[0], _last[1] = millis, rand
+    value = (millis << 80) | rand
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])

@@ -1,4 +1,8 @@
-"""Pre-signed download links: an HMAC over what the link grants and when it expires."""
+"""Pre-signed links: an HMAC over what the link grants and when it expires.
+
+App downloads sign (organisation, app, expiry); other artifacts (screenshots) sign (organisation, the
+path, expiry). A link carries ``org``, ``expires`` and ``signature`` as query parameters.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,38 @@ import time
 from urllib.parse import urlencode
 
 
+def _hmac(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
 def _mac(key: bytes, organization_id: str, app_id: str, expires: int) -> str:
-    message = f"download:{organization_id}:{app_id}:{expires}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return _hmac(key, f"download:{organization_id}:{app_id}:{expires}")
+
+
+def _link(base_url: str, path: str, organization_id: str, expires: int, signature: str) -> str:
+    query = urlencode({"org": organization_id, "expires": expires, "signature": signature})
+    return f"{base_url.rstrip('/')}{path}?{query}"
 
 
 def signed_download_url(base_url: str, key: bytes, organization_id: str, app_id: str, ttl: int) -> str:
     expires = int(time.time()) + ttl
-    query = urlencode(
-        {"org": organization_id, "expires": expires, "signature": _mac(key, organization_id, app_id, expires)}
+    return _link(
+        base_url, f"/v1/apps/{app_id}/download", organization_id, expires, _mac(key, organization_id, app_id, expires)
     )
-    return f"{base_url.rstrip('/')}/v1/apps/{app_id}/download?{query}"
 
 
 def verify(key: bytes, organization_id: str, app_id: str, expires: int, signature: str) -> bool:
     if expires < time.time():
         return False
     return hmac.compare_digest(_mac(key, organization_id, app_id, expires), signature)
+
+
+def signed_path_url(base_url: str, key: bytes, organization_id: str, path: str, ttl: int) -> str:
+    expires = int(time.time()) + ttl
+    return _link(base_url, path, organization_id, expires, _hmac(key, f"path:{organization_id}:{path}:{expires}"))
+
+
+def verify_path(key: bytes, organization_id: str, path: str, expires: int, signature: str) -> bool:
+    if expires < time.time():
+        return False
+    return hmac.compare_digest(_hmac(key, f"path:{organization_id}:{path}:{expires}"), signature)

@@ -11,6 +11,7 @@ from qualgent.config import Settings
 from qualgent.db.dialect import Reader, writer
 from qualgent.db.session import make_engine, make_sessionmaker
 from qualgent.devices.catalogue import Catalogue, load_catalogue
+from qualgent.runs.scheduler import Reaper, Wakeup
 from qualgent.storage.base import Storage
 from qualgent.storage.local import LocalStorage
 
@@ -26,22 +27,29 @@ class AppState:
     storage: Storage
     devices: Catalogue
     signing_key: bytes
+    wakeup: Wakeup
+    reaper: Reaper
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
         engine = make_engine(settings.resolved_database_url)
+        wakeup = Wakeup()
+        write_sessions = make_sessionmaker(writer(engine))
         return cls(
             settings=settings,
             engine=engine,
             read_sessions=make_sessionmaker(engine),
-            write_sessions=make_sessionmaker(writer(engine)),
+            write_sessions=write_sessions,
             reader=Reader(settings.resolved_database_url),
             limiter=RateLimiter(make_storage(settings.redis_url), settings.auth_failure_limit),
             storage=LocalStorage(settings.apps_dir, settings.tmp_dir),
             devices=load_catalogue(settings.devices_file),
             signing_key=settings.resolved_secret_key().encode(),
+            wakeup=wakeup,
+            reaper=Reaper(settings, write_sessions, wakeup.wake),
         )
 
     async def close(self) -> None:
+        await self.reaper.stop()
         await self.reader.close()
         await self.engine.dispose()

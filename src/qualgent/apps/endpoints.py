@@ -10,7 +10,7 @@ from qualgent.apps.repository import AppRepository
 from qualgent.apps.schemas import AppOut, DeleteIn, DeleteOut, UploadOut
 from qualgent.auth.service import client_address
 from qualgent.deps import PrincipalDep, SessionDep, StateDep
-from qualgent.errors import Forbidden, NotFound
+from qualgent.errors import Forbidden, NotFound, RateLimited
 from qualgent.lenient_json import LenientJSONRoute
 from qualgent.pagination import PageDep, set_next_link
 from qualgent.signing import verify
@@ -112,6 +112,9 @@ async def download_app(
     signature: Annotated[str, Query(max_length=128)],
 ) -> Response:
     """Download an app's file through a pre-signed link (valid 5 minutes)."""
+    blocked = await state.limiter.auth_failures_exceeded(client_address(request))
+    if blocked is not None:
+        raise RateLimited("Too many failed attempts from this address; wait and retry.", headers=blocked.headers())
     if not verify(state.signing_key, org, app_id, expires, signature):
         await state.limiter.record_auth_failure(client_address(request))
         raise Forbidden(

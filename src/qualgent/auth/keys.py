@@ -24,4 +24,21 @@ def display_prefix(key: str) -> str:
 
 
 def looks_like_key(value: str) -> bool:
-    return value.startswith(KEY_PREFIX) and 10 <= len(value) <= 200 and value.isascii()
+    return (
+        value.startswith(KEY_PREFIX)
+        and not value.startswith(AGENT_TOKEN_PREFIX)
+        and 10 <= len(value) <= 200
+        and value.isascii()
+    )
+
+
+AGENT_TOKEN_PREFIX = "qga_"
+
+
+def generate_agent_token() -> str:
+    """Agent tokens are a kind of their own: they open only the agent routes, and keys open none."""
+    return AGENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_agent_token(value: str) -> bool:
+    return value.startswith(AGENT_TOKEN_PREFIX) and 10 <= len(value) <= 200 and value.isascii()

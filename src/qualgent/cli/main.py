@@ -115,6 +115,8 @@ def serve(
         _require_current_schema(settings)
 
     first = _run_in_session(bootstrap, settings)
+    if settings.embedded_agent:
+        _start_embedded_agent(settings, host, port)
     base = settings.public_base_url.rstrip("/")
     if first is not None:
         console.print(
@@ -137,6 +139,36 @@ def serve(
         log_level=log_level,
         proxy_headers=True,
     )
+
+
+def _start_embedded_agent(settings: Settings, host: str, port: int) -> None:
+    """One device agent with simulated devices for the catalogue, in a thread of this process.
+
+    It talks to this server over HTTP, like any agent; it starts polling once the server answers.
+    """
+    import threading
+
+    from qualgent.agent.config import load_devices
+    from qualgent.agent.loop import Agent
+    from qualgent.agents.service import create_agent
+    from qualgent.drivers.simulator import SimulatorDriver
+
+    _agent, token = _run_in_session(lambda s: create_agent(s, "embedded simulator agent", embedded=True), settings)
+    devices = [d for d in load_devices(settings.devices_file) if d.driver == "simulator"]
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
+    agent = Agent(
+        f"http://{local}:{port}",
+        token,
+        devices,
+        {"simulator": SimulatorDriver(settings.simulator_step_seconds)},
+        settings.data_dir / "agent-cache",
+    )
+
+    def serve_agent() -> None:
+        asyncio.run(agent.run(asyncio.Event()))
+
+    threading.Thread(target=serve_agent, name="embedded-agent", daemon=True).start()
+    console.print(f"Simulated devices: {len(devices)} (embedded agent; QUALGENT_EMBEDDED_AGENT=false to turn off)")
 
 
 def _require_current_schema(settings: Settings) -> None:
@@ -168,6 +200,49 @@ def _require_current_schema(settings: Settings) -> None:
             "Run `qualgent db upgrade` (or start with --migrate)."
         )
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- agent
+
+
+@app.command()
+def agent(
+    server: Annotated[str, typer.Option(help="The qualgent server's URL.", envvar="QUALGENT_AGENT_SERVER")],
+    token: Annotated[
+        str, typer.Option(help="Agent token (qga_…) from `qualgent admin create-agent`.", envvar="QUALGENT_AGENT_TOKEN")
+    ],
+    devices: Annotated[
+        Path | None, typer.Option(help="YAML devices file (default: the catalogue as simulated devices).", exists=True)
+    ] = None,
+    cache_dir: Annotated[Path, typer.Option(help="Where downloaded apps are cached by SHA-256.")] = Path(
+        ".agent-cache"
+    ),
+    step_seconds: Annotated[float, typer.Option(help="Simulated step duration.")] = 0.2,
+) -> None:
+    """Run a device agent: serve devices and execute the runs the server hands out."""
+    import logging
+    import signal
+
+    from qualgent.agent.config import load_devices
+    from qualgent.agent.loop import Agent
+    from qualgent.drivers.appium import AppiumDriver
+    from qualgent.drivers.base import Driver
+    from qualgent.drivers.simulator import SimulatorDriver
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configs = load_devices(devices)
+    drivers: dict[str, Driver] = {"simulator": SimulatorDriver(step_seconds), "appium": AppiumDriver()}
+    worker = Agent(server, token, configs, drivers, cache_dir)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    err.print(f"Agent serving {len(configs)} devices for {server}")
+    asyncio.run(main())
 
 
 # ------------------------------------------------------------------------------------------------- db
@@ -206,6 +281,16 @@ def create_org(
 
     org = _run_in_session(lambda s: create_organization(s, name, parallel_runs))
     console.print(org.id)
+
+
+@admin_app.command("create-agent")
+def create_agent_cmd(name: Annotated[str, typer.Argument(help="A name for the agent (e.g. its host).")]) -> None:
+    """Create a device agent's token and print it (shown once). Start the agent with `qualgent agent`."""
+    from qualgent.agents.service import create_agent
+
+    agent, token = _run_in_session(lambda s: create_agent(s, name))
+    err.print(f"Created {agent.id}. Its token, shown once:")
+    console.print(token, highlight=False, soft_wrap=True)
 
 
 @admin_app.command("list-orgs")

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from qualgent.db.base import Base, TimestampMixin, UTCDateTime
+from qualgent.db.base import Base, TimestampMixin, UTCDateTime, utcnow
 
 ID = String(40)
 
@@ -20,6 +20,9 @@ class Organization(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(200))
     # Runs this organisation may execute at once; NULL means the server's default.
     max_parallel_runs: Mapped[int | None] = mapped_column(Integer)
+    # Runs of this organisation executing now. Kept by runs/transitions.py in the same statement that
+    # moves a run into or out of `running`, so concurrent claims serialise on this row and the cap holds.
+    running_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class User(TimestampMixin, Base):
@@ -145,6 +148,9 @@ class TestRun(TimestampMixin, Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # Steps of the flow being executed (set at claim), for progress.
+    step_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -157,3 +163,74 @@ class TestRun(TimestampMixin, Base):
     test_case: Mapped[TestCase] = relationship(lazy="raise")
     app: Mapped[AppFile] = relationship(lazy="raise")
     user: Mapped[User] = relationship(lazy="raise")
+
+
+class Agent(TimestampMixin, Base):
+    """A device agent: a process that serves devices and executes runs, authenticated by its own token."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_prefix: Mapped[str] = mapped_column(String(20))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The agent `qualgent serve` runs in-process; its token is replaced at every start.
+    embedded: Mapped[bool] = mapped_column(default=False)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Device(TimestampMixin, Base):
+    """A device an agent registered: online while its agent polls, busy while it runs a test."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "config_id"),
+        Index("ix_devices_spec", "name", "platform", "os_version"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    config_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    platform: Mapped[str] = mapped_column(String(20))
+    os_version: Mapped[str] = mapped_column(String(40))
+    device_type: Mapped[str] = mapped_column(String(20), default="phone")
+    driver: Mapped[str] = mapped_column(String(40), default="simulator")
+    online: Mapped[bool] = mapped_column(default=True)
+    current_run_id: Mapped[str | None] = mapped_column(String(40))
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RunAttempt(Base):
+    """One attempt at a run: which agent and device took it, and how it ended."""
+
+    __tablename__ = "run_attempts"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("test_runs.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[str | None] = mapped_column(String(40))
+    device_id: Mapped[str | None] = mapped_column(String(40))
+    device_name: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # passed | failed | cancelled | lost (lease expired) | timeout; NULL while running
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class RunStep(Base):
+    """A step's result within one attempt, with its log lines and screenshot."""
+
+    __tablename__ = "run_steps"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("test_runs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    description: Mapped[str] = mapped_column(String(1200))
+    status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text, default="")
+    logs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    screenshot_key: Mapped[str | None] = mapped_column(String(600))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from qualgent.db.dialect import configure_engine
 
@@ -33,3 +35,16 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
         except BaseException:
             await session.rollback()
             raise
+
+
+def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this session's transaction commits; dropped if it rolls back.
+
+    Side effects that must not happen for work that is rolled back (waking agents, forgetting cached
+    keys) go through here.
+    """
+
+    def fire(_session: Session) -> None:
+        callback()
+
+    event.listen(session.sync_session, "after_commit", fire, once=True)

@@ -61,10 +61,18 @@ class Catalogue:
             raise CatalogueError("the device catalogue is empty")
         self.devices = devices
 
-    def by_type(self) -> dict[str, list[dict[str, Any]]]:
+    def by_type(
+        self, availability: dict[tuple[str, str, str], tuple[int, int]] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The catalogue grouped by device type; with ``availability`` ((name, platform, os) → (online,
+        free)), each device also says whether one is online and free now."""
         grouped: dict[str, list[dict[str, Any]]] = {}
         for device in self.devices:
-            grouped.setdefault(device.device_type, []).append(device.public())
+            entry = device.public()
+            if availability is not None:
+                online, free = availability.get((device.name, device.platform, device.os_version), (0, 0))
+                entry.update(online=online > 0, available=free > 0, online_count=online, free_count=free)
+            grouped.setdefault(device.device_type, []).append(entry)
         return grouped
 
     def find(self, name: str, platform: str, os_version: str | None) -> Device | None:

@@ -4,7 +4,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from qualgent.deps import PrincipalDep, StateDep
+from qualgent.agents.repository import AgentRepository
+from qualgent.deps import PrincipalDep, SessionDep, StateDep
 from qualgent.lenient_json import LenientJSONRoute
 
 router = APIRouter(prefix="/v1/devices", tags=["Devices"], route_class=LenientJSONRoute)
@@ -44,6 +45,9 @@ _EXAMPLE = {
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}},
 )
 @router.get("", response_model=dict[str, list[dict[str, Any]]], include_in_schema=False)
-async def list_devices(state: StateDep, principal: PrincipalDep) -> dict[str, list[dict[str, Any]]]:
-    """List all available devices, keyed by device type."""
-    return state.devices.by_type()
+async def list_devices(
+    session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> dict[str, list[dict[str, Any]]]:
+    """List all available devices, keyed by device type, with how many are online and free now."""
+    availability = await AgentRepository(session).availability()
+    return state.devices.by_type(availability)

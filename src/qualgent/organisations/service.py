@@ -11,6 +11,7 @@ from qualgent.auth.repository import ApiKeyRepository
 from qualgent.auth.service import forget_cached_keys
 from qualgent.db.base import utcnow
 from qualgent.db.models import ApiKey, Organization, User
+from qualgent.db.session import on_commit
 from qualgent.errors import NotFound, Unprocessable
 from qualgent.ids import new_id
 from qualgent.organisations.repository import OrganisationRepository
@@ -93,7 +94,7 @@ async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     await session.flush()
-    forget_cached_keys()
+    on_commit(session, forget_cached_keys)
     return key
 
 
@@ -105,7 +106,7 @@ async def set_key_rate_limit(session: AsyncSession, key_id: str, per_second: int
         raise Unprocessable("A rate limit is at least 1 request per second.")
     key.rate_limit = per_second
     await session.flush()
-    forget_cached_keys()
+    on_commit(session, forget_cached_keys)
     return key
 
 

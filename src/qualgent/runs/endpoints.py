@@ -3,15 +3,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
 
+from qualgent.auth.service import client_address
 from qualgent.deps import PrincipalDep, SessionDep, StateDep
-from qualgent.errors import NotFound
+from qualgent.errors import Forbidden, NotFound, RateLimited
 from qualgent.ids import has_shape
 from qualgent.lenient_json import LenientJSONRoute
 from qualgent.pagination import PageDep, set_next_link
-from qualgent.runs import service
+from qualgent.runs import reports, service
 from qualgent.runs.repository import RunRepository
-from qualgent.runs.schemas import CancelOut, RunListOut, RunOut, RunStatus
+from qualgent.runs.schemas import CancelOut, QueueInfo, RunListOut, RunOut, RunReport, RunStatus
+from qualgent.signing import verify_path
 
 router = APIRouter(prefix="/v1/jobs", tags=["Jobs"], route_class=LenientJSONRoute)
 
@@ -54,13 +57,77 @@ async def list_jobs(
 @router.get("/status/{test_run_id}", response_model=RunOut)
 async def job_status(test_run_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep) -> RunOut:
     """Get the status of a specific test run."""
-    run = await RunRepository(session, principal.organization_id, state.reader).view(test_run_id)
+    repo = RunRepository(session, principal.organization_id, state.reader)
+    run = await repo.view(test_run_id)
     if run is None:
         raise NotFound(f"No test run {test_run_id}.")
-    return service.to_out(state, run)
+    out = service.to_out(state, run)
+    if run.status == "queued":
+        reason, position = await repo.queue_info(run, state.settings.default_parallel_runs)
+        out.queue = QueueInfo(reason=reason, position=position)
+    return out
+
+
+@router.get("/{test_run_id}/report", response_model=RunReport)
+async def job_report(test_run_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep) -> RunReport:
+    """A run's report: its attempts and each step with status, duration, log lines and screenshot link."""
+    _run, report = await reports.build(
+        RunRepository(session, principal.organization_id, state.reader), state, test_run_id
+    )
+    return report
+
+
+@router.get(
+    "/{test_run_id}/junit",
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}, "description": "JUnit XML for the run."}},
+)
+async def job_junit(test_run_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep) -> Response:
+    """A run's result as JUnit XML (one test suite per device, one test case per run)."""
+    _run, report = await reports.build(
+        RunRepository(session, principal.organization_id, state.reader), state, test_run_id
+    )
+    return Response(reports.to_junit(report), media_type="application/xml")
 
 
 @router.post("/{test_run_id}/cancel", response_model=CancelOut)
 async def cancel_job(test_run_id: str, session: SessionDep, principal: PrincipalDep) -> CancelOut:
     """Cancel a run: a queued one at once, a running one at its agent's next heartbeat."""
     return await service.cancel(session, principal, test_run_id)
+
+
+# Pre-signed screenshot links carry their own authorisation, like app downloads.
+artifacts_router = APIRouter(prefix="/v1/jobs", tags=["Jobs"], route_class=LenientJSONRoute)
+
+
+@artifacts_router.get(
+    "/{test_run_id}/screenshots/{attempt}/{index}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 403: {}, 404: {}},
+)
+async def screenshot(
+    test_run_id: str,
+    attempt: int,
+    index: int,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    org: Annotated[str, Query(max_length=40)],
+    expires: Annotated[int, Query()],
+    signature: Annotated[str, Query(max_length=128)],
+) -> Response:
+    """A step's screenshot through a pre-signed link (valid 5 minutes)."""
+    address = client_address(request)
+    blocked = await state.limiter.auth_failures_exceeded(address)
+    if blocked is not None:
+        raise RateLimited("Too many failed attempts from this address; wait and retry.", headers=blocked.headers())
+    path = reports.screenshot_path(test_run_id, attempt, index)
+    if not verify_path(state.signing_key, org, path, expires, signature):
+        await state.limiter.record_auth_failure(address)
+        raise Forbidden("This link is invalid or has expired; fetch the report again.", code="invalid_signature")
+    steps = await RunRepository(session, org, state.reader).steps(test_run_id, attempt)
+    step = next((s for s in steps if s.index == index and s.screenshot_key), None)
+    local = state.storage.path(step.screenshot_key) if step is not None else None
+    if local is None:
+        raise NotFound("No such screenshot.")
+    return FileResponse(local, media_type="image/png")

@@ -4,9 +4,9 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 
-from qualgent.db.models import AppFile, TestCase, TestRun, User
+from qualgent.db.models import AppFile, Device, Organization, RunAttempt, RunStep, TestCase, TestRun, User
 from qualgent.db.repository import OrgScopedRepository
 from qualgent.ids import has_shape
 
@@ -16,6 +16,7 @@ COMPLETED = ("passed", "failed")
 VIEW_COLUMNS = (
     TestRun.id,
     TestRun.status,
+    TestRun.priority_rank,
     TestRun.priority,
     TestRun.progress,
     TestRun.device_name,
@@ -104,6 +105,58 @@ class RunRepository(OrgScopedRepository[TestRun]):
         )
         stmt = self._view().where(TestRun.id.in_(select(ranked.c.id).where(ranked.c.rn == 1)))
         return {row.test_case_id: row for row in await self.read_all(stmt)}
+
+    async def queue_info(self, run: Any, default_cap: int) -> tuple[str, int]:
+        """(reason, position) for a queued run: what it waits for and its place in the claim order."""
+        ahead = self.scoped_view(func.count()).where(
+            TestRun.status == "queued",
+            or_(
+                TestRun.priority_rank > run.priority_rank,
+                and_(TestRun.priority_rank == run.priority_rank, TestRun.id < run.id),
+            ),
+        )
+        position = int((await self.read_all(ahead))[0][0]) + 1
+        org = (
+            await self.read_all(
+                select(Organization.running_runs, func.coalesce(Organization.max_parallel_runs, default_cap)).where(
+                    Organization.id == self.organization_id
+                )
+            )
+        )[0]
+        if org[0] >= org[1]:
+            return "concurrency_cap", position
+        free = (
+            select(func.count())
+            .select_from(Device)
+            .where(
+                Device.online.is_(True),
+                Device.current_run_id.is_(None),
+                Device.name == run.device_name,
+                Device.platform == run.device_platform,
+                Device.os_version == run.device_os_version,
+            )
+        )
+        if int((await self.read_all(free))[0][0]) == 0:
+            return "no_device", position
+        return "scheduling", position
+
+    async def attempts(self, run_id: str) -> list[Any]:
+        stmt = (
+            self.scoped_view(RunAttempt)
+            .join(RunAttempt, RunAttempt.run_id == TestRun.id)
+            .where(TestRun.id == run_id)
+            .order_by(RunAttempt.number)
+        )
+        return await self.read_all(stmt)
+
+    async def steps(self, run_id: str, attempt: int) -> list[Any]:
+        stmt = (
+            self.scoped_view(RunStep)
+            .join(RunStep, RunStep.run_id == TestRun.id)
+            .where(TestRun.id == run_id, RunStep.attempt == attempt)
+            .order_by(RunStep.index)
+        )
+        return await self.read_all(stmt)
 
     async def add_all(self, runs: list[TestRun]) -> None:
         for run in runs:

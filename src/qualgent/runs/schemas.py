@@ -27,6 +27,13 @@ class Failure(BaseModel):
     step: int | None
 
 
+class QueueInfo(BaseModel):
+    """Why a queued run waits, and how many of the organisation's runs start before it (1 = next)."""
+
+    reason: Literal["concurrency_cap", "no_device", "scheduling"]
+    position: int
+
+
 class DeviceRequested(BaseModel):
     name: str
     platform: str
@@ -74,6 +81,7 @@ class RunOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue: QueueInfo | None = Field(default=None, description="For a queued run (status route): why it waits.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [_RUN_EXAMPLE]})
 
@@ -179,3 +187,29 @@ class CancelOut(BaseModel):
     success: bool = True
     id: str
     status: RunStatus
+
+
+class StepReport(BaseModel):
+    index: int
+    description: str
+    status: Literal["passed", "failed", "skipped"]
+    message: str
+    duration_ms: int
+    logs: list[str]
+    screenshot: str | None = Field(description="Pre-signed link to the step's screenshot (valid 5 minutes).")
+
+
+class AttemptReport(BaseModel):
+    number: int
+    device: str
+    device_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None = Field(description="passed | failed | cancelled | lost | timeout; null while running.")
+    message: str | None
+
+
+class RunReport(BaseModel):
+    run: RunOut
+    attempts: list[AttemptReport]
+    steps: list[StepReport] = Field(description="The steps of the latest attempt.")

@@ -12,6 +12,7 @@ from qualgent.auth.principal import Principal
 from qualgent.categories.repository import CategoryRepository
 from qualgent.db.base import utcnow
 from qualgent.db.models import AppFile, TestCase, TestRun
+from qualgent.db.session import on_commit
 from qualgent.devices.catalogue import Device, normalise_platform
 from qualgent.errors import BadRequest, NotFound, Unprocessable
 from qualgent.ids import new_id
@@ -177,7 +178,7 @@ async def _resolve_target(
     return app, device, orientation
 
 
-def _build_runs(principal: Principal, plans: list[_Plan]) -> list[TestRun]:
+def _build_runs(principal: Principal, plans: list[_Plan], max_attempts: int) -> list[TestRun]:
     now = utcnow()
     return [
         TestRun(
@@ -196,6 +197,7 @@ def _build_runs(principal: Principal, plans: list[_Plan]) -> list[TestRun]:
             priority_rank=PRIORITY_RANK[plan.priority],
             progress=0,
             attempt=0,
+            max_attempts=max_attempts,
             timeout_seconds=plan.timeout_seconds or plan.test_case.timeout_seconds,
             queued_at=now,
         )
@@ -227,8 +229,9 @@ async def queue_jobs(
             app, device, orientation = target
             plans.append(_Plan(test_case, app, device, orientation, job.priority, job.timeout_seconds))
     problems.raise_if_any()
-    runs = _build_runs(principal, plans)
+    runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
+    on_commit(session, state.wakeup.wake)
     return [QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs]
 
 
@@ -266,8 +269,9 @@ async def queue_all(
             code="no_test_cases",
         )
     plans = [_Plan(case, app, chosen, orientation, priority, timeout_seconds) for case in cases]
-    runs = _build_runs(principal, plans)
+    runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
+    on_commit(session, state.wakeup.wake)
     return [QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs]
 
 

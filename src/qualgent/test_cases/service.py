@@ -9,6 +9,8 @@ from qualgent.categories.repository import CategoryRepository
 from qualgent.db.base import utcnow
 from qualgent.db.models import Category, TestCase
 from qualgent.errors import NotFound, Unprocessable
+from qualgent.flows.model import FlowError
+from qualgent.flows.parse import parse_flow
 from qualgent.ids import new_id
 from qualgent.runs.repository import RunRepository
 from qualgent.runs.schemas import Ref
@@ -63,7 +65,23 @@ async def _category(session: AsyncSession, organization_id: str, category_id: st
     return category
 
 
+def validate_flow(flow: str) -> None:
+    """A flow is checked when it is stored, so a run never starts with steps no device can run."""
+    if not flow.strip():
+        return
+    try:
+        parse_flow(flow)
+    except FlowError as exc:
+        where = f"line {exc.line}: " if exc.line else ""
+        raise Unprocessable(
+            f"The flow is invalid: {where}{exc.message}",
+            code="invalid_flow",
+            details=[{"field": "flow", "line": exc.line, "issue": exc.message}],
+        ) from None
+
+
 async def create(session: AsyncSession, organization_id: str, body: TestCaseIn) -> str:
+    validate_flow(body.flow)
     if body.category_id is not None:
         await _category(session, organization_id, body.category_id)
     case = TestCase(
@@ -85,6 +103,8 @@ async def update(session: AsyncSession, organization_id: str, test_case_id: str,
     if case is None:
         raise NotFound(f"No test case {test_case_id}.")
     changes = body.model_dump(exclude_unset=True)
+    if changes.get("flow") is not None:
+        validate_flow(changes["flow"])
     if changes.get("category_id") is not None:
         await _category(session, organization_id, changes["category_id"])
     if "name" in changes and changes["name"] is not None:

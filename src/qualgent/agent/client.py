@@ -1,0 +1,125 @@
+"""The agent's HTTP client for the server's agent routes. Retries what is safe to retry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qualgent.agents.schemas import (
+    AppPayload,
+    ClaimOut,
+    DeviceIn,
+    HeartbeatOut,
+    RegisterOut,
+    RunPayload,
+)
+
+
+class RunMovedOn(Exception):
+    """The server says the run moved on (409): drop it without reporting further."""
+
+
+class AgentClient:
+    def __init__(self, server_url: str, token: str, *, timeout: float = 30) -> None:
+        self.http = httpx.AsyncClient(
+            base_url=server_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout, connect=5),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any], *, retries: int = 5, wait: float | None = None) -> Any:
+        delay = 0.2
+        for attempt in range(retries + 1):
+            try:
+                response = await self.http.post(path, json=body, timeout=wait or self.http.timeout)
+            except httpx.TransportError:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            if response.status_code == 409:
+                raise RunMovedOn(response.json().get("error", {}).get("message", "run moved on"))
+            if response.status_code >= 500 and attempt < retries:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            response.raise_for_status()
+            return response.json()
+        raise AssertionError("unreachable")
+
+    async def register(self, devices: list[DeviceIn]) -> RegisterOut:
+        body = {"devices": [d.model_dump() for d in devices]}
+        return RegisterOut.model_validate(await self._post("/v1/agent/register", body))
+
+    async def claim(self, device_ids: list[str], wait_seconds: float) -> RunPayload | None:
+        data = await self._post(
+            "/v1/agent/claim",
+            {"device_ids": device_ids, "wait_seconds": wait_seconds},
+            retries=0,
+            wait=wait_seconds + 15,
+        )
+        return ClaimOut.model_validate(data).run
+
+    async def start(self, run: RunPayload, step_count: int) -> None:
+        await self._post(f"/v1/agent/runs/{run.id}/start", {"attempt": run.attempt, "step_count": step_count})
+
+    async def heartbeat(self, run: RunPayload, progress: int | None = None) -> HeartbeatOut:
+        data = await self._post(
+            f"/v1/agent/runs/{run.id}/heartbeat", {"attempt": run.attempt, "progress": progress}, retries=1
+        )
+        return HeartbeatOut.model_validate(data)
+
+    async def step(self, run: RunPayload, body: dict[str, Any]) -> None:
+        await self._post(f"/v1/agent/runs/{run.id}/steps", {"attempt": run.attempt, **body})
+
+    async def screenshot(self, run: RunPayload, index: int, png: bytes) -> None:
+        response = await self.http.put(
+            f"/v1/agent/runs/{run.id}/steps/{run.attempt}/{index}/screenshot",
+            content=png,
+            headers={"Content-Type": "image/png"},
+        )
+        if response.status_code == 409:
+            raise RunMovedOn("run moved on")
+        response.raise_for_status()
+
+    async def finish(self, run: RunPayload, status: str, failure: dict[str, Any] | None) -> None:
+        await self._post(
+            f"/v1/agent/runs/{run.id}/finish", {"attempt": run.attempt, "status": status, "failure": failure}, retries=8
+        )
+
+    async def fetch_app(self, app: AppPayload, cache_dir: Path) -> Path:
+        """The app's file, downloaded once per content (cached by SHA-256) and checked against its hash."""
+        target = cache_dir / app.sha256
+        if await asyncio.to_thread(target.exists):
+            return target
+        await asyncio.to_thread(cache_dir.mkdir, parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix="download-", suffix=".part")
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async with (
+                    httpx.AsyncClient(timeout=httpx.Timeout(60, connect=5)) as plain,
+                    plain.stream("GET", app.download_url) as response,
+                ):
+                    response.raise_for_status()
+                    async for chunk in response.aiter_bytes(1024 * 1024):
+                        digest.update(chunk)
+                        out.write(chunk)
+            if digest.hexdigest() != app.sha256:
+                raise OSError(f"downloaded app {app.id} does not match its SHA-256")
+            os.replace(tmp_name, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+        return target

@@ -1,0 +1,224 @@
+"""A device agent: registers its devices, long-polls for runs, executes flows through drivers, reports.
+
+It talks to the server over HTTP only (``agent.client``) and never imports the database layer. One
+task per device, so a device runs one test at a time and a slow device never holds up another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qualgent.agent.client import AgentClient, RunMovedOn
+from qualgent.agents.schemas import DeviceIn, RunPayload
+from qualgent.drivers.base import AppUnderTest, DeviceConfig, DeviceSession, Driver, InfrastructureError
+from qualgent.flows.model import FlowError
+from qualgent.flows.parse import parse_flow
+
+log = logging.getLogger("qualgent.agent")
+
+
+@dataclass
+class _Outcome:
+    status: str  # passed | failed | cancelled
+    failure: dict[str, Any] | None = None
+
+
+class Agent:
+    def __init__(
+        self,
+        server_url: str,
+        token: str,
+        devices: list[DeviceConfig],
+        drivers: Mapping[str, Driver],
+        cache_dir: Path,
+        *,
+        claim_wait: float = 20,
+    ) -> None:
+        unknown = {d.driver for d in devices} - set(drivers)
+        if unknown:
+            raise ValueError(f"no driver named {', '.join(sorted(unknown))}; known: {', '.join(drivers)}")
+        self.client = AgentClient(server_url, token)
+        self.devices = devices
+        self.drivers = drivers
+        self.cache_dir = cache_dir
+        self.claim_wait = claim_wait
+        self.heartbeat_seconds = 5.0
+        self.registered = asyncio.Event()
+        self.runs_done = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; runs in progress are abandoned (their leases expire)."""
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            server_ids = await self._register(stop)
+            if server_ids is None:
+                return
+            tasks = [asyncio.create_task(self._device_loop(d, server_ids[d.id])) for d in self.devices]
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.client.close()
+
+    async def _register(self, stop: asyncio.Event) -> dict[str, str] | None:
+        payload = [
+            DeviceIn(
+                id=d.id,
+                name=d.name,
+                platform=d.platform,
+                os_version=d.os_version,
+                device_type=d.device_type,
+                driver=d.driver,
+            )
+            for d in self.devices
+        ]
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                registered = await self.client.register(payload)
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (401, 403, 422):
+                    raise
+                log.warning("cannot reach the server to register (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            self.heartbeat_seconds = registered.heartbeat_seconds
+            self.registered.set()
+            log.info("registered %d devices as agent %s", len(registered.devices), registered.agent_id)
+            return {d.config_id: d.id for d in registered.devices}
+        return None
+
+    async def _device_loop(self, device: DeviceConfig, server_id: str) -> None:
+        delay = 0.2
+        while True:
+            try:
+                run = await self.client.claim([server_id], self.claim_wait)
+                delay = 0.2
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                log.warning("%s: claim failed (%s); retrying", device.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            if run is None:
+                continue
+            try:
+                await self._execute(device, run)
+            except RunMovedOn:
+                log.info("run %s moved on; dropped", run.id)
+            except Exception:
+                log.exception("run %s: the agent failed; the server will requeue it when its lease expires", run.id)
+            self.runs_done += 1
+
+    async def _execute(self, device: DeviceConfig, run: RunPayload) -> None:
+        cancelled = asyncio.Event()
+        outcome: _Outcome
+        beats = asyncio.create_task(self._heartbeats(run, cancelled))
+        work = asyncio.create_task(self._perform(device, run))
+        try:
+            done, _ = await asyncio.wait(
+                {work, beats}, timeout=run.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if work in done:
+                outcome = work.result()
+            elif beats in done:
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                beats.result()  # raises RunMovedOn when the run moved on
+                outcome = _Outcome("cancelled")
+            else:
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                outcome = _Outcome(
+                    "failed",
+                    {
+                        "kind": "timeout",
+                        "message": f"Execution took longer than {run.timeout_seconds:g} s.",
+                        "step": None,
+                    },
+                )
+        finally:
+            beats.cancel()
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RunMovedOn, Exception):
+                await beats
+        await self.client.finish(run, outcome.status, outcome.failure)
+
+    async def _heartbeats(self, run: RunPayload, cancelled: asyncio.Event) -> None:
+        """Renew the lease; return when the server asks to cancel; raise RunMovedOn on 409."""
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                answer = await self.client.heartbeat(run)
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                log.warning("heartbeat for %s failed (%s)", run.id, exc)
+                continue
+            if answer.cancel:
+                cancelled.set()
+                return
+
+    async def _perform(self, device: DeviceConfig, run: RunPayload) -> _Outcome:
+        try:
+            flow = parse_flow(run.flow)
+        except FlowError as exc:
+            await self.client.start(run, 0)
+            return _Outcome("failed", {"kind": "test", "message": f"The flow is invalid: {exc}", "step": None})
+        await self.client.start(run, len(flow.steps))
+        try:
+            path = await self.client.fetch_app(run.app, self.cache_dir)
+        except (httpx.HTTPError, OSError) as exc:
+            return _Outcome(
+                "failed", {"kind": "infrastructure", "message": f"Cannot download the app: {exc}", "step": None}
+            )
+        metadata = run.app.metadata
+        app = AppUnderTest(
+            path=str(path),
+            sha256=run.app.sha256,
+            platform=run.app.os,
+            package_id=metadata.get("package_id") or metadata.get("package_name") or metadata.get("bundle_id"),
+            metadata=metadata,
+        )
+        driver = self.drivers[device.driver]
+        session: DeviceSession | None = None
+        try:
+            session = await driver.open(device, app, flow)
+            for step in flow.steps:
+                started = time.monotonic()
+                result = await session.run_step(step)
+                await self.client.step(
+                    run,
+                    {
+                        "index": step.index,
+                        "description": step.describe(),
+                        "status": result.status,
+                        "message": result.message,
+                        "logs": result.logs,
+                        "duration_ms": int((time.monotonic() - started) * 1000),
+                    },
+                )
+                if result.screenshot:
+                    await self.client.screenshot(run, step.index, result.screenshot)
+                if result.status == "failed":
+                    message = f"Step {step.index + 1} ({step.describe()}, line {step.line}) failed: {result.message}"
+                    return _Outcome("failed", {"kind": "test", "message": message, "step": step.index})
+            return _Outcome("passed")
+        except InfrastructureError as exc:
+            return _Outcome("failed", {"kind": "infrastructure", "message": str(exc), "step": None})
+        finally:
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    await session.close()

@@ -1,0 +1,95 @@
+"""Routes for device agents: their own credentials (agent tokens), never users' API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from qualgent.agents import service
+from qualgent.agents.schemas import (
+    Ack,
+    ClaimIn,
+    ClaimOut,
+    FinishIn,
+    HeartbeatIn,
+    HeartbeatOut,
+    RegisterIn,
+    RegisterOut,
+    StartIn,
+    StepIn,
+)
+from qualgent.deps import SessionDep, StateDep, get_state
+from qualgent.errors import BadRequest, PayloadTooLarge
+from qualgent.lenient_json import LenientJSONRoute
+from qualgent.state import AppState
+
+router = APIRouter(prefix="/v1/agent", tags=["Agents"], route_class=LenientJSONRoute)
+
+MAX_SCREENSHOT_BYTES = 20 * 1024 * 1024
+
+
+async def get_agent(request: Request, state: Annotated[AppState, Depends(get_state)]) -> service.AgentPrincipal:
+    return await service.authenticate_agent(request, state)
+
+
+AgentDep = Annotated[service.AgentPrincipal, Depends(get_agent)]
+
+
+@router.post("/register", response_model=RegisterOut)
+async def register(body: RegisterIn, session: SessionDep, state: StateDep, agent: AgentDep) -> RegisterOut:
+    """Register (or re-register) the devices this agent serves."""
+    return await service.register(session, state, agent, body)
+
+
+@router.post("/claim", response_model=ClaimOut)
+async def claim(body: ClaimIn, request: Request, state: StateDep, agent: AgentDep) -> ClaimOut:
+    """Long-poll for a run one of the given free devices can take; `run` is null when none came."""
+    return ClaimOut(run=await service.claim(state, agent, body.device_ids, body.wait_seconds, request.is_disconnected))
+
+
+@router.post("/runs/{run_id}/start", response_model=Ack)
+async def start(run_id: str, body: StartIn, session: SessionDep, agent: AgentDep) -> Ack:
+    """The agent parsed the flow and starts executing it: record its step count for progress."""
+    await service.start(session, agent, run_id, body.attempt, body.step_count)
+    return Ack()
+
+
+@router.post("/runs/{run_id}/heartbeat", response_model=HeartbeatOut)
+async def heartbeat(
+    run_id: str, body: HeartbeatIn, session: SessionDep, state: StateDep, agent: AgentDep
+) -> HeartbeatOut:
+    """Renew the lease on a running run; `cancel` tells the agent to stop it."""
+    cancel, lease = await service.heartbeat(session, state, agent, run_id, body.attempt, body.progress)
+    return HeartbeatOut(cancel=cancel, lease_expires_at=lease)
+
+
+@router.post("/runs/{run_id}/steps", response_model=Ack)
+async def step(run_id: str, body: StepIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
+    """Report one step's result (repeating a report is harmless)."""
+    await service.record_step(session, state, agent, run_id, body)
+    return Ack()
+
+
+@router.put("/runs/{run_id}/steps/{attempt}/{index}/screenshot", response_model=Ack)
+async def screenshot(
+    run_id: str, attempt: int, index: int, request: Request, session: SessionDep, state: StateDep, agent: AgentDep
+) -> Ack:
+    """Upload a step's screenshot (PNG body)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_SCREENSHOT_BYTES:
+            raise PayloadTooLarge("A screenshot is at most 20 MiB.")
+    if not body.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise BadRequest("A screenshot must be a PNG image.")
+    await service.store_screenshot(session, state, agent, run_id, attempt, index, bytes(body))
+    return Ack()
+
+
+@router.post("/runs/{run_id}/finish", response_model=Ack, responses={409: {"description": "The run moved on."}})
+async def finish(run_id: str, body: FinishIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
+    """Report the end of the agent's attempt. A repeat is 200; a run that moved on is 409 (drop it)."""
+    failure = (body.failure.kind, body.failure.message, body.failure.step) if body.failure else None
+    await service.finish(session, state, agent, run_id, body.attempt, body.status, failure)
+    return Ack()

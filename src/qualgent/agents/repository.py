@@ -1,0 +1,83 @@
+"""Agents and their devices. Not organisation-scoped: devices serve every organisation's runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qualgent.db.base import utcnow
+from qualgent.db.models import Agent, Device
+
+
+class AgentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_token_hash(self, token_hash: str) -> Agent | None:
+        result: Agent | None = await self.session.scalar(
+            select(Agent).where(Agent.token_hash == token_hash, Agent.revoked_at.is_(None))
+        )
+        return result
+
+    async def get(self, agent_id: str) -> Agent | None:
+        return await self.session.get(Agent, agent_id)
+
+    async def embedded(self) -> Agent | None:
+        result: Agent | None = await self.session.scalar(select(Agent).where(Agent.embedded.is_(True)).limit(1))
+        return result
+
+    async def add(self, agent: Agent) -> Agent:
+        self.session.add(agent)
+        await self.session.flush()
+        return agent
+
+    async def list(self) -> Sequence[Agent]:
+        return (await self.session.scalars(select(Agent).order_by(Agent.id))).all()
+
+    async def devices_of(self, agent_id: str) -> Sequence[Device]:
+        return (await self.session.scalars(select(Device).where(Device.agent_id == agent_id))).all()
+
+    async def add_device(self, device: Device) -> None:
+        self.session.add(device)
+        await self.session.flush()
+
+    async def seen(self, agent_id: str) -> None:
+        now = utcnow()
+        await self.session.execute(update(Agent).where(Agent.id == agent_id).values(last_seen_at=now))
+        await self.session.execute(
+            update(Device).where(Device.agent_id == agent_id).values(online=True, last_seen_at=now)
+        )
+
+    async def free_devices(self, agent_id: str, device_ids: Sequence[str]) -> Sequence[Device]:
+        stmt = select(Device).where(
+            Device.agent_id == agent_id, Device.id.in_(device_ids), Device.current_run_id.is_(None)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def availability(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """(name, platform, os_version) → (online devices, of which free)."""
+        stmt = (
+            select(
+                Device.name,
+                Device.platform,
+                Device.os_version,
+                func.count(),
+                func.count().filter(Device.current_run_id.is_(None)),
+            )
+            .where(Device.online.is_(True))
+            .group_by(Device.name, Device.platform, Device.os_version)
+        )
+        rows: list[Any] = list((await self.session.execute(stmt)).all())
+        return {(r[0], r[1], r[2]): (int(r[3]), int(r[4])) for r in rows}
+
+
+async def mark_silent_agents_offline(session: AsyncSession, after_seconds: float) -> None:
+    cutoff = utcnow() - timedelta(seconds=after_seconds)
+    silent = select(Agent.id).where(Agent.last_seen_at < cutoff)
+    await session.execute(
+        update(Device).where(Device.online.is_(True), Device.agent_id.in_(silent)).values(online=False)
+    )

@@ -1,0 +1,104 @@
+"""What agents and the server say to each other (the agent imports these too; they import no db)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=200, description="The device's id in the agent's devices file.")
+    name: str = Field(min_length=1, max_length=200)
+    platform: str = Field(pattern="^(Android|iOS|android|ios)$")
+    os_version: str = Field(min_length=1, max_length=40)
+    device_type: Literal["phone", "tablet"] = "phone"
+    driver: str = Field(default="simulator", max_length=40)
+
+
+class RegisterIn(BaseModel):
+    devices: list[DeviceIn] = Field(min_length=1, max_length=500)
+
+
+class RegisteredDevice(BaseModel):
+    id: str  # the server's dev_… id
+    config_id: str
+
+
+class RegisterOut(BaseModel):
+    agent_id: str
+    devices: list[RegisteredDevice]
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class ClaimIn(BaseModel):
+    device_ids: list[str] = Field(min_length=1, max_length=500, description="Free devices (server dev_… ids).")
+    wait_seconds: float = Field(default=20, ge=0, le=60, description="Long-poll: wait this long for work.")
+
+
+class AppPayload(BaseModel):
+    id: str
+    sha256: str
+    os: str
+    file_size: int
+    download_url: str
+    metadata: dict[str, Any]
+
+
+class RunPayload(BaseModel):
+    id: str
+    attempt: int
+    device_id: str
+    flow: str
+    test_case_name: str
+    timeout_seconds: float
+    lease_expires_at: str
+    app: AppPayload
+
+
+class ClaimOut(BaseModel):
+    run: RunPayload | None
+
+
+class StartIn(BaseModel):
+    attempt: int
+    step_count: int = Field(ge=0, le=10_000)
+
+
+class HeartbeatIn(BaseModel):
+    attempt: int
+    progress: int | None = Field(default=None, ge=0, le=100)
+
+
+class HeartbeatOut(BaseModel):
+    cancel: bool
+    lease_expires_at: str
+
+
+class StepIn(BaseModel):
+    attempt: int
+    index: int = Field(ge=0, le=10_000)
+    description: str = Field(max_length=1200)
+    status: Literal["passed", "failed", "skipped"]
+    message: str = Field(default="", max_length=10_000)
+    logs: list[str] = Field(default_factory=list, max_length=1000)
+    duration_ms: int = Field(default=0, ge=0)
+
+
+class FailureIn(BaseModel):
+    kind: Literal["test", "timeout", "infrastructure"]
+    message: str = Field(max_length=10_000)
+    step: int | None = None
+
+
+class FinishIn(BaseModel):
+    attempt: int
+    status: Literal["passed", "failed", "cancelled"]
+    failure: FailureIn | None = None
+
+
+class Ack(BaseModel):
+    success: bool = True

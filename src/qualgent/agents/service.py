@@ -1,0 +1,281 @@
+"""The server's side of the agent protocol: registration, claims (long-polled), reports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qualgent.agents.repository import AgentRepository
+from qualgent.agents.schemas import AppPayload, RegisteredDevice, RegisterIn, RegisterOut, RunPayload, StepIn
+from qualgent.apps.service import app_link
+from qualgent.auth.keys import (
+    AGENT_TOKEN_PREFIX,
+    display_prefix,
+    generate_agent_token,
+    hash_key,
+    looks_like_agent_token,
+)
+from qualgent.auth.service import client_address
+from qualgent.db.models import Agent, AppFile, Device, RunStep, TestCase, TestRun
+from qualgent.db.session import on_commit, transaction
+from qualgent.devices.catalogue import PLATFORMS
+from qualgent.errors import Conflict, NotFound, RateLimited, Unauthorized
+from qualgent.ids import new_id
+from qualgent.runs import transitions
+from qualgent.state import AppState
+
+# How often a waiting claim re-checks the queue when no wake-up arrives (runs queued by other processes).
+POLL_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class AgentPrincipal:
+    agent_id: str
+    name: str
+
+
+async def authenticate_agent(request: Request, state: AppState) -> AgentPrincipal:
+    address = client_address(request)
+    blocked = await state.limiter.auth_failures_exceeded(address)
+    if blocked is not None:
+        raise RateLimited("Too many failed authentications from this address.", headers=blocked.headers())
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    agent = None
+    if looks_like_agent_token(token):
+        async with state.read_sessions() as session:
+            agent = await AgentRepository(session).by_token_hash(hash_key(token))
+    if agent is None:
+        await state.limiter.record_auth_failure(address)
+        raise Unauthorized(
+            f"Agent routes need 'Authorization: Bearer {AGENT_TOKEN_PREFIX}…' with a token from "
+            "`qualgent admin create-agent`.",
+            code="invalid_agent_token",
+        )
+    return AgentPrincipal(agent.id, agent.name)
+
+
+async def create_agent(session: AsyncSession, name: str, *, embedded: bool = False) -> tuple[Agent, str]:
+    """A new agent and its token (shown once). The embedded agent's token is replaced at every start."""
+    repo = AgentRepository(session)
+    token = generate_agent_token()
+    if embedded and (existing := await repo.embedded()) is not None:
+        existing.token_hash = hash_key(token)
+        existing.token_prefix = display_prefix(token)
+        existing.revoked_at = None
+        await session.flush()
+        return existing, token
+    agent = Agent(
+        id=new_id("agent"), name=name, token_prefix=display_prefix(token), token_hash=hash_key(token), embedded=embedded
+    )
+    return await repo.add(agent), token
+
+
+async def register(session: AsyncSession, state: AppState, agent: AgentPrincipal, body: RegisterIn) -> RegisterOut:
+    repo = AgentRepository(session)
+    known = {d.config_id: d for d in await repo.devices_of(agent.agent_id)}
+    out = []
+    for entry in body.devices:
+        fields = {
+            "name": entry.name,
+            "platform": PLATFORMS[entry.platform.lower()],
+            "os_version": entry.os_version,
+            "device_type": entry.device_type,
+            "driver": entry.driver,
+            "online": True,
+        }
+        device = known.get(entry.id)
+        if device is None:
+            device = Device(id=new_id("dev"), agent_id=agent.agent_id, config_id=entry.id, **fields)
+            await repo.add_device(device)
+        else:
+            for name, value in fields.items():
+                setattr(device, name, value)
+        out.append(RegisteredDevice(id=device.id, config_id=entry.id))
+    await session.flush()
+    await repo.seen(agent.agent_id)
+    on_commit(session, state.wakeup.wake)
+    return RegisterOut(
+        agent_id=agent.agent_id,
+        devices=out,
+        lease_seconds=state.settings.lease_seconds,
+        heartbeat_seconds=state.settings.heartbeat_seconds,
+    )
+
+
+async def claim(
+    state: AppState,
+    agent: AgentPrincipal,
+    device_ids: list[str],
+    wait_seconds: float,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> RunPayload | None:
+    """Long-poll for a run for one of the agent's free devices.
+
+    Stops as soon as the agent hangs up: a run claimed for an agent that is gone would sit `running`
+    until its lease expired.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        if await disconnected():
+            return None
+        payload = await _claim_once(state, agent, device_ids, disconnected)
+        if payload is not None:
+            return payload
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        await state.wakeup.wait(min(remaining, POLL_INTERVAL))
+
+
+class _HungUp(Exception):
+    """The agent went away while its claim was being made: roll the claim back."""
+
+
+async def _claim_once(
+    state: AppState, agent: AgentPrincipal, device_ids: list[str], disconnected: Callable[[], Awaitable[bool]]
+) -> RunPayload | None:
+    try:
+        async with transaction(state.write_sessions) as session:
+            repo = AgentRepository(session)
+            await repo.seen(agent.agent_id)
+            free = await repo.free_devices(agent.agent_id, device_ids)
+            specs = [transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free]
+            claimed = await transitions.claim(
+                session,
+                agent_id=agent.agent_id,
+                devices=specs,
+                default_cap=state.settings.default_parallel_runs,
+                lease_seconds=state.settings.lease_seconds,
+            )
+            if claimed is None:
+                return None
+            # A claim can wait for the write lock; if the agent hung up meanwhile, nobody would run it.
+            if await disconnected():
+                raise _HungUp
+            return await _payload(session, state, claimed)
+    except (transitions.DeviceBusy, _HungUp):
+        return None
+
+
+async def _payload(session: AsyncSession, state: AppState, claimed: transitions.Claimed) -> RunPayload:
+    row = (
+        await session.execute(
+            select(TestRun, TestCase.flow, TestCase.name, AppFile)
+            .join(TestCase, TestCase.id == TestRun.test_case_id)
+            .join(AppFile, AppFile.id == TestRun.app_id)
+            .where(TestRun.id == claimed.run_id)
+        )
+    ).one()
+    run, flow, test_case_name, app = row
+    return RunPayload(
+        id=run.id,
+        attempt=claimed.attempt,
+        device_id=claimed.device_id,
+        flow=flow,
+        test_case_name=test_case_name,
+        timeout_seconds=float(run.timeout_seconds or state.settings.execution_timeout),
+        lease_expires_at=claimed.lease_expires_at.isoformat(),
+        app=AppPayload(
+            id=app.id,
+            sha256=app.sha256,
+            os=app.os,
+            file_size=app.file_size,
+            download_url=app_link(state, app),
+            metadata=app.package_metadata,
+        ),
+    )
+
+
+def _moved_on(run_id: str) -> Conflict:
+    return Conflict(
+        f"Run {run_id} has moved on (finished, cancelled, requeued or taken by another attempt); drop it.",
+        code="run_moved_on",
+    )
+
+
+async def start(session: AsyncSession, agent: AgentPrincipal, run_id: str, attempt: int, step_count: int) -> None:
+    if not await transitions.set_step_count(session, run_id, attempt, agent.agent_id, step_count):
+        raise _moved_on(run_id)
+
+
+async def heartbeat(
+    session: AsyncSession, state: AppState, agent: AgentPrincipal, run_id: str, attempt: int, progress: int | None
+) -> tuple[bool, str]:
+    result = await transitions.heartbeat(
+        session, run_id, attempt, agent.agent_id, state.settings.lease_seconds, progress
+    )
+    if result is None:
+        raise _moved_on(run_id)
+    await AgentRepository(session).seen(agent.agent_id)
+    cancel, lease = result
+    return cancel, lease.isoformat()
+
+
+async def record_step(session: AsyncSession, state: AppState, agent: AgentPrincipal, run_id: str, body: StepIn) -> None:
+    run = await _own_running(session, agent, run_id, body.attempt)
+    existing = await session.get(RunStep, (run_id, body.attempt, body.index))
+    if existing is None:
+        session.add(
+            RunStep(
+                run_id=run_id,
+                attempt=body.attempt,
+                index=body.index,
+                description=body.description,
+                status=body.status,
+                message=body.message,
+                logs=[line[:2000] for line in body.logs],
+                duration_ms=body.duration_ms,
+            )
+        )
+    if run.step_count:
+        progress = min(99, (body.index + 1) * 100 // run.step_count)
+        await transitions.heartbeat(
+            session, run_id, body.attempt, agent.agent_id, state.settings.lease_seconds, progress
+        )
+    await session.flush()
+
+
+async def store_screenshot(
+    session: AsyncSession, state: AppState, agent: AgentPrincipal, run_id: str, attempt: int, index: int, png: bytes
+) -> None:
+    run = await _own_running(session, agent, run_id, attempt)
+    step = await session.get(RunStep, (run_id, attempt, index))
+    if step is None:
+        raise NotFound(f"Report step {index} of attempt {attempt} before its screenshot.")
+    upload = state.storage.begin()
+    try:
+        await upload.write(png)
+        stored = await upload.commit(f"{run.organization_id}/screenshots/{run_id}/{attempt}-{index}.png")
+    finally:
+        await upload.abort()
+    step.screenshot_key = stored.key
+    await session.flush()
+
+
+async def _own_running(session: AsyncSession, agent: AgentPrincipal, run_id: str, attempt: int) -> TestRun:
+    run = await session.get(TestRun, run_id)
+    if run is None or run.status != "running" or run.attempt != attempt or run.agent_id != agent.agent_id:
+        raise _moved_on(run_id)
+    return run
+
+
+async def finish(
+    session: AsyncSession,
+    state: AppState,
+    agent: AgentPrincipal,
+    run_id: str,
+    attempt: int,
+    status: transitions.FinalStatus,
+    failure: tuple[transitions.FailureKind, str, int | None] | None,
+) -> None:
+    outcome = await transitions.finish(session, run_id, attempt, agent.agent_id, status, failure)
+    if outcome == "moved_on":
+        raise _moved_on(run_id)
+    # A device came free and an organisation may be under its cap again: wake waiting agents.
+    on_commit(session, state.wakeup.wake)

@@ -1,0 +1,118 @@
+"""Simulated devices: a real static check of the flow against the build, never passed off as a device.
+
+The rule (documented in docs/flows.md): ``appId`` must equal the uploaded package's id; a step that
+names a text or an id passes when the package contains it (APK string resources and resource names,
+Info.plist values, the app label); ``assertNotVisible`` and the steps that name nothing pass. So the
+outcome is deterministic: the same flow on the same build always gives the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import textwrap
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFont
+
+from qualgent.drivers.base import AppUnderTest, DeviceConfig, StepResult
+from qualgent.flows.model import Flow, Step
+from qualgent.packages.inspect import PackageTexts, package_texts
+
+SIMULATED = "simulated"
+
+
+@dataclass
+class SimulatorDriver:
+    """``step_seconds``: how long each step takes (a short, realistic delay; 0 for benchmarks)."""
+
+    step_seconds: float = 0.2
+    name: str = "simulator"
+
+    async def open(self, device: DeviceConfig, app: AppUnderTest, flow: Flow) -> SimulatorSession:
+        texts = await asyncio.to_thread(package_texts, app.path)
+        return SimulatorSession(device, app, flow, texts, self.step_seconds)
+
+
+class SimulatorSession:
+    def __init__(
+        self, device: DeviceConfig, app: AppUnderTest, flow: Flow, texts: PackageTexts, step_seconds: float
+    ) -> None:
+        self.device = device
+        self.app = app
+        self.flow = flow
+        self.texts = texts
+        self.step_seconds = step_seconds
+        self.closed = False
+        self.where = f"[{SIMULATED} {device.name} · {device.platform} {device.os_version}]"
+
+    async def run_step(self, step: Step) -> StepResult:
+        if self.step_seconds:
+            await asyncio.sleep(self.step_seconds)
+        result = self._judge(step)
+        if result.status == "failed" and step.optional:
+            result.status = "skipped"
+            result.logs.append(f"{self.where} optional step failed; continuing")
+        if step.command == "takeScreenshot" or result.status == "failed":
+            result.screenshot = await asyncio.to_thread(render_screenshot, self.device, step, result)
+        return result
+
+    def _judge(self, step: Step) -> StepResult:
+        what = step.describe()
+        if step.command in ("launchApp", "stopApp"):
+            wanted = step.app_id or self.flow.app_id
+            actual = self.app.package_id
+            if wanted and actual and wanted != actual:
+                return StepResult(
+                    "failed",
+                    f"appId {wanted!r} is not this build's package id {actual!r}.",
+                    [f"{self.where} {what}: package is {actual}"],
+                )
+            return StepResult("passed", "", [f"{self.where} {what}: {actual or 'app'} {step.command[:-3]}ed"])
+        if step.command == "assertNotVisible":
+            return StepResult("passed", "", [f"{self.where} {what}: a simulated screen shows nothing unexpected"])
+        selector = step.selector
+        if selector is None:
+            return StepResult("passed", "", [f"{self.where} {what}"])
+        if selector.id is not None:
+            found = self.texts.contains_id(selector.id)
+            kind = "resource id"
+            needle = selector.id
+        else:
+            needle = selector.text or ""
+            found = self.texts.contains_text(needle)
+            kind = "text"
+        if found:
+            return StepResult("passed", "", [f"{self.where} {what}: {kind} found in the build"])
+        return StepResult(
+            "failed",
+            f"No {kind} {needle!r} in the build: the simulated device cannot find it on any screen.",
+            [
+                f"{self.where} {what}: {kind} not found among {len(self.texts.texts)} texts and {len(self.texts.ids)} ids"
+            ],
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def render_screenshot(device: DeviceConfig, step: Step, result: StepResult) -> bytes:
+    """A generated picture of a phone showing the step, labelled as simulated."""
+    width, height = (480, 640) if device.device_type == "tablet" else (360, 720)
+    image = Image.new("RGB", (width, height), (245, 246, 248))
+    draw = ImageDraw.Draw(image)
+    title = ImageFont.load_default(size=18)
+    body = ImageFont.load_default(size=16)
+    draw.rectangle((0, 0, width, 56), fill=(32, 33, 36))
+    draw.text((14, 10), f"SIMULATED · {device.name}", fill=(255, 255, 255), font=title)
+    draw.text((14, 32), f"{device.platform} {device.os_version}", fill=(190, 190, 190), font=body)
+    colour = {"passed": (26, 127, 55), "failed": (207, 34, 46), "skipped": (130, 130, 130)}[result.status]
+    draw.rectangle((14, 80, width - 14, 120), outline=colour, width=3)
+    draw.text((26, 90), f"step {step.index + 1}: {result.status}", fill=colour, font=title)
+    y = 140
+    for line in [*textwrap.wrap(step.describe(), 34)[:8], "", *textwrap.wrap(result.message, 36)[:12]]:
+        draw.text((20, y), line, fill=(32, 33, 36), font=body)
+        y += 22
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False)
+    return out.getvalue()

@@ -1,0 +1,83 @@
+"""What keeps runs moving inside a server process: wake-ups for waiting agents and the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from qualgent.agents.repository import mark_silent_agents_offline
+from qualgent.config import Settings
+from qualgent.runs import transitions
+
+log = logging.getLogger("qualgent.scheduler")
+
+
+class Wakeup:
+    """Wakes agents long-polling for work when runs are queued or released in this process.
+
+    Agents of other processes notice within ``poll_interval`` (their claim loop re-checks that often),
+    so the queue never depends on a wake-up being delivered.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.generation = 0
+
+    def wake(self) -> None:
+        self.generation += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> None:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+
+class Reaper:
+    """Requeues runs whose agent vanished, ends runs past their timeouts, marks silent agents offline."""
+
+    def __init__(
+        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], on_change: Callable[[], None]
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.on_change = on_change
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> int:
+        async with self.sessions() as session:
+            changed = await transitions.reap_expired_leases(session)
+            changed += await transitions.reap_timeouts(
+                session,
+                queue_timeout=self.settings.queue_timeout,
+                default_execution_timeout=self.settings.execution_timeout,
+            )
+            await mark_silent_agents_offline(session, self.settings.agent_offline_after)
+            await session.commit()
+        if changed:
+            self.on_change()
+        return changed
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reaper pass failed; retrying")
+            await asyncio.sleep(self.settings.reaper_interval)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
