@@ -429,3 +429,40 @@ def test_concurrent_claims_never_exceed_the_cap(org: Tenant, exec_server: LiveSe
     assert len(body["test_runs"]) == 3
     for run in org.client.get("/v1/jobs/list").json()["test_runs"]:  # leave nothing for later tests
         org.client.post(f"/v1/jobs/{run['id']}/cancel")
+
+
+@pytest.fixture(scope="module")
+def quick_timeouts(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(
+        backend,
+        tmp_path_factory.mktemp(f"timeouts-{backend}"),
+        execution_timeout=1.0,
+        queue_timeout=1.0,
+        lease_seconds=5,
+        heartbeat_seconds=0.3,
+        reaper_interval=0.2,
+    ) as srv:
+        yield srv
+
+
+def test_queue_and_execution_timeouts_fail_runs(quick_timeouts: LiveServer, tmp_path: Path) -> None:
+    database = Database(quick_timeouts.settings.resolved_database_url)
+    try:
+        tenant = make_tenant(database, quick_timeouts.url)
+        app = _ios_app(tenant)
+        # Nobody serves an iPhone: the run waits, then fails for having waited too long.
+        case = create_test_case(tenant, flow="".join("- tapOn: Sign in\n" for _ in range(20)))
+        [waiting] = _queue(tenant, case["id"], app)
+        done = _wait_status(tenant, waiting, {"failed"}, timeout=10)
+        assert done["failure"]["kind"] == "timeout" and "queue" in done["failure"]["message"]
+
+        # A run that takes longer than the execution timeout (20 steps of 0.2 s > 1 s) fails as timeout.
+        [slow] = _queue(tenant, case["id"], app)
+        devices = simulated_devices(["iPhone 14 Pro"])
+        with running_agent(quick_timeouts.url, agent_token(database), devices, tmp_path, step_seconds=0.2):
+            done = _wait_status(tenant, slow, {"failed", "passed"}, timeout=15)
+        assert done["status"] == "failed" and done["failure"]["kind"] == "timeout", done
+        assert _running_count(database, tenant.organization_id) == 0
+        tenant.client.close()
+    finally:
+        database.close()
