@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import jobs_api
+from bench import engine, jobs_api
 
-BENCHES = {"jobs": jobs_api.main}
+BENCHES = {"jobs": jobs_api.main, "engine": engine.main}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)
