@@ -2,7 +2,8 @@
 
 The fake driver loads tests/appium/app.xml as its "app": it finds ``id``/accessibility id on ``@id``,
 static text only through XPath on ``@text``, has no back / activate_app / active element, and returns
-a fixed PNG for screenshots. Install it with ``bash tests/appium/install.sh``.
+a fixed PNG for screenshots. Install it with ``bash tests/appium/install.sh``; the server is the
+one in tests/fixtures/appium.py.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import asyncio
 import os
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from qualgent.drivers.appium import AppiumDriver, AppiumSession, merge_capabilities, text_xpath, xpath_literal
@@ -31,84 +30,16 @@ from qualgent.drivers.base import (
     StepResult,
 )
 from qualgent.flows.model import Flow, Selector, Step
+from tests.fixtures.appium import APPIUM_DIR, FAKE_APP, AppiumServer, appium_server
+from tests.fixtures.servers import free_port
 
-APPIUM_DIR = Path(__file__).parent / "appium"
-APPIUM_BIN = APPIUM_DIR / "node_modules" / ".bin" / "appium"
-FAKE_APP = APPIUM_DIR / "app.xml"
 PNG = b"\x89PNG"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class AppiumServer:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def session_ids(self) -> list[str]:
-        response = httpx.get(f"{self.url}/appium/sessions", timeout=10)
-        response.raise_for_status()
-        return [s["id"] for s in response.json()["value"]]
-
-    def command(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        """A WebDriver command sent by the test itself, to look at what the driver did."""
-        response = httpx.request(method, f"{self.url}{path}", json=payload, timeout=10)
-        return response.json()["value"]
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def appium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppiumServer]:
-    if shutil.which("node") is None or not APPIUM_BIN.exists():
-        pytest.fail("Appium is not installed for the tests: run `bash tests/appium/install.sh` (needs node and npm)")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("appium") / "appium.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(APPIUM_BIN),
-                "server",
-                "--address",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--allow-insecure",
-                "*:session_discovery",  # GET /appium/sessions, to check that sessions are quit
-                "--log-no-colors",
-            ],
-            cwd=APPIUM_DIR,
-            env={**os.environ, "APPIUM_HOME": str(APPIUM_DIR)},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = AppiumServer(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"appium server exited early:\n{log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{server.url}/status", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"appium server did not answer /status in 30 s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.1)
+    with appium_server(tmp_path_factory.mktemp("appium")) as server:
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def fake_device(url: str, **capabilities: Any) -> DeviceConfig:

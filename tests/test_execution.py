@@ -341,7 +341,7 @@ def test_reports_are_idempotent_and_stale_ones_conflict(
     claimed = _claim_raw(exec_server, token, device_ids)
     assert claimed is not None
     auth = {"Authorization": f"Bearer {token}"}
-    step = {"attempt": 1, "index": 0, "description": "launchApp", "status": "passed", "logs": ["ok"]}
+    step = {"attempt": 1, "steps": [{"index": 0, "description": "launchApp", "status": "passed", "logs": ["ok"]}]}
     for _ in range(2):
         assert httpx.post(f"{exec_server.url}/v1/agent/runs/{run_id}/steps", json=step, headers=auth).status_code == 200
     finish = {"attempt": 1, "status": "passed"}

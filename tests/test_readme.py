@@ -26,7 +26,7 @@ def _quickstart_block() -> str:
     return blocks[-1]
 
 
-def test_quickstart_runs_as_printed(exec_server: LiveServer, exec_db: Database, tmp_path: Path) -> None:
+def test_quickstart_runs_as_printed(exec_server: LiveServer, exec_db: Database, tmp_path: Path) -> None:  # noqa: F811
     """The quickstart, run by bash from the repository's folder, against a server with a simulated
     device agent (as `./dev serve` has)."""
     assert shutil.which("jq"), "the quickstart uses jq; install it (apt-get install jq)"

@@ -71,17 +71,14 @@ class AgentClient:
         )
         return ClaimOut.model_validate(data).run
 
-    async def start(self, run: RunPayload, step_count: int) -> None:
-        await self._post(f"/v1/agent/runs/{run.id}/start", {"attempt": run.attempt, "step_count": step_count})
-
     async def heartbeat(self, run: RunPayload, progress: int | None = None) -> HeartbeatOut:
         data = await self._post(
             f"/v1/agent/runs/{run.id}/heartbeat", {"attempt": run.attempt, "progress": progress}, retries=1
         )
         return HeartbeatOut.model_validate(data)
 
-    async def step(self, run: RunPayload, body: dict[str, Any]) -> None:
-        await self._post(f"/v1/agent/runs/{run.id}/steps", {"attempt": run.attempt, **body})
+    async def steps(self, run: RunPayload, steps: list[dict[str, Any]]) -> None:
+        await self._post(f"/v1/agent/runs/{run.id}/steps", {"attempt": run.attempt, "steps": steps})
 
     async def screenshot(self, run: RunPayload, index: int, png: bytes) -> None:
         response = await self.http.put(
@@ -93,10 +90,11 @@ class AgentClient:
             raise RunMovedOn("run moved on")
         response.raise_for_status()
 
-    async def finish(self, run: RunPayload, status: str, failure: dict[str, Any] | None) -> None:
-        await self._post(
-            f"/v1/agent/runs/{run.id}/finish", {"attempt": run.attempt, "status": status, "failure": failure}, retries=8
-        )
+    async def finish(
+        self, run: RunPayload, status: str, failure: dict[str, Any] | None, steps: list[dict[str, Any]]
+    ) -> None:
+        body = {"attempt": run.attempt, "status": status, "failure": failure, "steps": steps}
+        await self._post(f"/v1/agent/runs/{run.id}/finish", body, retries=8)
 
     async def fetch_app(self, app: AppPayload, cache_dir: Path) -> Path:
         """The app's file, downloaded once per content (cached by SHA-256) and checked against its hash."""

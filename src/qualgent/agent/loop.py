@@ -123,42 +123,38 @@ class Agent:
             self.runs_done += 1
 
     async def _execute(self, device: DeviceConfig, run: RunPayload) -> None:
-        cancelled = asyncio.Event()
+        reporter = _StepReporter(self.client, run)
+        beats = asyncio.create_task(self._heartbeats(run))
+        work = asyncio.create_task(self._perform(device, run, reporter))
         outcome: _Outcome
-        beats = asyncio.create_task(self._heartbeats(run, cancelled))
-        work = asyncio.create_task(self._perform(device, run))
         try:
             done, _ = await asyncio.wait(
                 {work, beats}, timeout=run.timeout_seconds, return_when=asyncio.FIRST_COMPLETED
             )
             if work in done:
                 outcome = work.result()
-            elif beats in done:
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
-                beats.result()  # raises RunMovedOn when the run moved on
-                outcome = _Outcome("cancelled")
             else:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
-                outcome = _Outcome(
-                    "failed",
-                    {
-                        "kind": "timeout",
-                        "message": f"Execution took longer than {run.timeout_seconds:g} s.",
-                        "step": None,
-                    },
-                )
+                if beats in done:
+                    beats.result()  # raises RunMovedOn when the run moved on
+                    outcome = _Outcome("cancelled")
+                else:
+                    message = f"Execution took longer than {run.timeout_seconds:g} s."
+                    outcome = _Outcome("failed", {"kind": "timeout", "message": message, "step": None})
         finally:
             beats.cancel()
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, RunMovedOn, Exception):
                 await beats
-        await self.client.finish(run, outcome.status, outcome.failure)
+            # When the agent stops mid-run, let the driver end its session (an Appium quit can take
+            # seconds): a session left open keeps the device busy for the next agent.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+        await self.client.finish(run, outcome.status, outcome.failure, reporter.take())
 
-    async def _heartbeats(self, run: RunPayload, cancelled: asyncio.Event) -> None:
+    async def _heartbeats(self, run: RunPayload) -> None:
         """Renew the lease; return when the server asks to cancel; raise RunMovedOn on 409."""
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
@@ -168,16 +164,13 @@ class Agent:
                 log.warning("heartbeat for %s failed (%s)", run.id, exc)
                 continue
             if answer.cancel:
-                cancelled.set()
                 return
 
-    async def _perform(self, device: DeviceConfig, run: RunPayload) -> _Outcome:
+    async def _perform(self, device: DeviceConfig, run: RunPayload, reporter: _StepReporter) -> _Outcome:
         try:
             flow = parse_flow(run.flow)
         except FlowError as exc:
-            await self.client.start(run, 0)
             return _Outcome("failed", {"kind": "test", "message": f"The flow is invalid: {exc}", "step": None})
-        await self.client.start(run, len(flow.steps))
         try:
             path = await self.client.fetch_app(run.app, self.cache_dir)
         except (httpx.HTTPError, OSError) as exc:
@@ -199,8 +192,7 @@ class Agent:
             for step in flow.steps:
                 started = time.monotonic()
                 result = await session.run_step(step)
-                await self.client.step(
-                    run,
+                await reporter.add(
                     {
                         "index": step.index,
                         "description": step.describe(),
@@ -209,9 +201,8 @@ class Agent:
                         "logs": result.logs,
                         "duration_ms": int((time.monotonic() - started) * 1000),
                     },
+                    result.screenshot,
                 )
-                if result.screenshot:
-                    await self.client.screenshot(run, step.index, result.screenshot)
                 if result.status == "failed":
                     message = f"Step {step.index + 1} ({step.describe()}, line {step.line}) failed: {result.message}"
                     return _Outcome("failed", {"kind": "test", "message": message, "step": step.index})
@@ -222,3 +213,36 @@ class Agent:
             if session is not None:
                 with contextlib.suppress(Exception):
                     await session.close()
+
+
+class _StepReporter:
+    """Sends step results in small batches: at once when a step has a screenshot (the step must exist
+    before its picture), else at most every ``interval`` seconds; what is left goes with ``finish``.
+
+    Steps that take seconds on a real device are still reported one by one; instant simulated steps
+    cost one request per batch instead of one each.
+    """
+
+    def __init__(self, client: AgentClient, run: RunPayload, interval: float = 0.25) -> None:
+        self.client = client
+        self.run = run
+        self.interval = interval
+        self.pending: list[dict[str, Any]] = []
+        self.last_sent = time.monotonic()
+
+    async def add(self, step: dict[str, Any], screenshot: bytes | None) -> None:
+        self.pending.append(step)
+        if screenshot is not None or time.monotonic() - self.last_sent >= self.interval:
+            await self.flush()
+        if screenshot is not None:
+            await self.client.screenshot(self.run, step["index"], screenshot)
+
+    async def flush(self) -> None:
+        if self.pending:
+            batch, self.pending = self.pending, []
+            await self.client.steps(self.run, batch)
+        self.last_sent = time.monotonic()
+
+    def take(self) -> list[dict[str, Any]]:
+        batch, self.pending = self.pending, []
+        return batch

@@ -16,8 +16,7 @@ from qualgent.agents.schemas import (
     HeartbeatOut,
     RegisterIn,
     RegisterOut,
-    StartIn,
-    StepIn,
+    StepsIn,
 )
 from qualgent.deps import SessionDep, StateDep, get_state
 from qualgent.errors import BadRequest, PayloadTooLarge
@@ -48,13 +47,6 @@ async def claim(body: ClaimIn, request: Request, state: StateDep, agent: AgentDe
     return ClaimOut(run=await service.claim(state, agent, body.device_ids, body.wait_seconds, request.is_disconnected))
 
 
-@router.post("/runs/{run_id}/start", response_model=Ack)
-async def start(run_id: str, body: StartIn, session: SessionDep, agent: AgentDep) -> Ack:
-    """The agent parsed the flow and starts executing it: record its step count for progress."""
-    await service.start(session, agent, run_id, body.attempt, body.step_count)
-    return Ack()
-
-
 @router.post("/runs/{run_id}/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(
     run_id: str, body: HeartbeatIn, session: SessionDep, state: StateDep, agent: AgentDep
@@ -65,9 +57,9 @@ async def heartbeat(
 
 
 @router.post("/runs/{run_id}/steps", response_model=Ack)
-async def step(run_id: str, body: StepIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
-    """Report one step's result (repeating a report is harmless)."""
-    await service.record_step(session, state, agent, run_id, body)
+async def steps(run_id: str, body: StepsIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
+    """Report step results (repeating a report is harmless)."""
+    await service.record_steps(session, state, agent, run_id, body.attempt, body.steps)
     return Ack()
 
 
@@ -91,5 +83,5 @@ async def screenshot(
 async def finish(run_id: str, body: FinishIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
     """Report the end of the agent's attempt. A repeat is 200; a run that moved on is 409 (drop it)."""
     failure = (body.failure.kind, body.failure.message, body.failure.step) if body.failure else None
-    await service.finish(session, state, agent, run_id, body.attempt, body.status, failure)
+    await service.finish(session, state, agent, run_id, body.attempt, body.status, failure, body.steps)
     return Ack()

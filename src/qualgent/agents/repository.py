@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
+from qualgent.db.dialect import Reader
 from qualgent.db.models import Agent, Device
 
 
@@ -35,7 +36,7 @@ class AgentRepository:
         await self.session.flush()
         return agent
 
-    async def list(self) -> Sequence[Agent]:
+    async def all_agents(self) -> Sequence[Agent]:
         return (await self.session.scalars(select(Agent).order_by(Agent.id))).all()
 
     async def devices_of(self, agent_id: str) -> Sequence[Device]:
@@ -57,6 +58,13 @@ class AgentRepository:
             Device.agent_id == agent_id, Device.id.in_(device_ids), Device.current_run_id.is_(None)
         )
         return (await self.session.scalars(stmt)).all()
+
+    @staticmethod
+    async def free_devices_fast(reader: Reader, agent_id: str, device_ids: Sequence[str]) -> list[Any]:
+        stmt = select(Device.id, Device.name, Device.platform, Device.os_version).where(
+            Device.agent_id == agent_id, Device.id.in_(device_ids), Device.current_run_id.is_(None)
+        )
+        return await reader.all(stmt, {})
 
     async def availability(self) -> dict[tuple[str, str, str], tuple[int, int]]:
         """(name, platform, os_version) → (online devices, of which free)."""

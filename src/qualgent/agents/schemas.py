@@ -63,11 +63,6 @@ class ClaimOut(BaseModel):
     run: RunPayload | None
 
 
-class StartIn(BaseModel):
-    attempt: int
-    step_count: int = Field(ge=0, le=10_000)
-
-
 class HeartbeatIn(BaseModel):
     attempt: int
     progress: int | None = Field(default=None, ge=0, le=100)
@@ -78,14 +73,20 @@ class HeartbeatOut(BaseModel):
     lease_expires_at: str
 
 
-class StepIn(BaseModel):
-    attempt: int
+class StepItem(BaseModel):
     index: int = Field(ge=0, le=10_000)
     description: str = Field(max_length=1200)
     status: Literal["passed", "failed", "skipped"]
     message: str = Field(default="", max_length=10_000)
     logs: list[str] = Field(default_factory=list, max_length=1000)
     duration_ms: int = Field(default=0, ge=0)
+
+
+class StepsIn(BaseModel):
+    """Step results of one attempt; agents send them in small batches (and with ``finish``)."""
+
+    attempt: int
+    steps: list[StepItem] = Field(min_length=1, max_length=500)
 
 
 class FailureIn(BaseModel):
@@ -98,6 +99,7 @@ class FinishIn(BaseModel):
     attempt: int
     status: Literal["passed", "failed", "cancelled"]
     failure: FailureIn | None = None
+    steps: list[StepItem] = Field(default_factory=list, max_length=500, description="Steps not reported yet.")
 
 
 class Ack(BaseModel):

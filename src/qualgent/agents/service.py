@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.agents.repository import AgentRepository
-from qualgent.agents.schemas import AppPayload, RegisteredDevice, RegisterIn, RegisterOut, RunPayload, StepIn
+from qualgent.agents.schemas import AppPayload, RegisteredDevice, RegisterIn, RegisterOut, RunPayload, StepItem
 from qualgent.apps.service import app_link
 from qualgent.auth.keys import (
     AGENT_TOKEN_PREFIX,
@@ -25,6 +25,8 @@ from qualgent.db.models import Agent, AppFile, Device, RunStep, TestCase, TestRu
 from qualgent.db.session import on_commit, transaction
 from qualgent.devices.catalogue import PLATFORMS
 from qualgent.errors import Conflict, NotFound, RateLimited, Unauthorized
+from qualgent.flows.model import FlowError
+from qualgent.flows.parse import parse_flow
 from qualgent.ids import new_id
 from qualgent.runs import transitions
 from qualgent.state import AppState
@@ -99,7 +101,7 @@ async def register(session: AsyncSession, state: AppState, agent: AgentPrincipal
         out.append(RegisteredDevice(id=device.id, config_id=entry.id))
     await session.flush()
     await repo.seen(agent.agent_id)
-    on_commit(session, state.wakeup.wake)
+    on_commit(session, state.wakeup.wake_all)
     return RegisterOut(
         agent_id=agent.agent_id,
         devices=out,
@@ -121,49 +123,72 @@ async def claim(
     until its lease expired.
     """
     deadline = time.monotonic() + wait_seconds
+    woken = False
     while True:
         if await disconnected():
             return None
         payload = await _claim_once(state, agent, device_ids, disconnected)
         if payload is not None:
             return payload
+        if woken:
+            # The wake-up was meant for a run these devices cannot take: pass it on.
+            state.wakeup.wake(1)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        await state.wakeup.wait(min(remaining, POLL_INTERVAL))
+        woken = await state.wakeup.wait(min(remaining, POLL_INTERVAL))
 
 
 class _HungUp(Exception):
     """The agent went away while its claim was being made: roll the claim back."""
 
 
+# last_seen_at is written at most this often per agent and process while it only polls.
+_SEEN_EVERY = 5.0
+_seen: dict[str, float] = {}
+
+
 async def _claim_once(
     state: AppState, agent: AgentPrincipal, device_ids: list[str], disconnected: Callable[[], Awaitable[bool]]
 ) -> RunPayload | None:
+    settings = state.settings
+    now = time.monotonic()
+    if now - _seen.get(agent.agent_id, 0.0) > _SEEN_EVERY:
+        _seen[agent.agent_id] = now
+        async with transaction(state.write_sessions) as session:
+            await AgentRepository(session).seen(agent.agent_id)
+    # Read-only first: most polls find nothing, and a claim attempt is a write transaction.
+    free = await AgentRepository.free_devices_fast(state.reader, agent.agent_id, device_ids)
+    specs = [transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free]
+    if (
+        not specs
+        or await state.reader.one(transitions.candidate_statement(specs, settings.default_parallel_runs), {}) is None
+    ):
+        return None
     try:
         async with transaction(state.write_sessions) as session:
             repo = AgentRepository(session)
-            await repo.seen(agent.agent_id)
-            free = await repo.free_devices(agent.agent_id, device_ids)
-            specs = [transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free]
+            free_now = await repo.free_devices(agent.agent_id, device_ids)
             claimed = await transitions.claim(
                 session,
                 agent_id=agent.agent_id,
-                devices=specs,
-                default_cap=state.settings.default_parallel_runs,
-                lease_seconds=state.settings.lease_seconds,
+                devices=[transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free_now],
+                default_cap=settings.default_parallel_runs,
+                lease_seconds=settings.lease_seconds,
             )
             if claimed is None:
                 return None
             # A claim can wait for the write lock; if the agent hung up meanwhile, nobody would run it.
             if await disconnected():
                 raise _HungUp
-            return await _payload(session, state, claimed)
+            return await _payload(session, state, claimed, agent)
     except (transitions.DeviceBusy, _HungUp):
         return None
 
 
-async def _payload(session: AsyncSession, state: AppState, claimed: transitions.Claimed) -> RunPayload:
+async def _payload(
+    session: AsyncSession, state: AppState, claimed: transitions.Claimed, agent: AgentPrincipal
+) -> RunPayload:
     row = (
         await session.execute(
             select(TestRun, TestCase.flow, TestCase.name, AppFile)
@@ -173,6 +198,11 @@ async def _payload(session: AsyncSession, state: AppState, claimed: transitions.
         )
     ).one()
     run, flow, test_case_name, app = row
+    try:
+        step_count = len(parse_flow(flow).steps)
+    except FlowError:
+        step_count = 0  # the agent reports the flow's problem as the run's failure
+    await transitions.set_step_count(session, run.id, claimed.attempt, agent.agent_id, step_count)
     return RunPayload(
         id=run.id,
         attempt=claimed.attempt,
@@ -199,11 +229,6 @@ def _moved_on(run_id: str) -> Conflict:
     )
 
 
-async def start(session: AsyncSession, agent: AgentPrincipal, run_id: str, attempt: int, step_count: int) -> None:
-    if not await transitions.set_step_count(session, run_id, attempt, agent.agent_id, step_count):
-        raise _moved_on(run_id)
-
-
 async def heartbeat(
     session: AsyncSession, state: AppState, agent: AgentPrincipal, run_id: str, attempt: int, progress: int | None
 ) -> tuple[bool, str]:
@@ -217,27 +242,42 @@ async def heartbeat(
     return cancel, lease.isoformat()
 
 
-async def record_step(session: AsyncSession, state: AppState, agent: AgentPrincipal, run_id: str, body: StepIn) -> None:
-    run = await _own_running(session, agent, run_id, body.attempt)
-    existing = await session.get(RunStep, (run_id, body.attempt, body.index))
-    if existing is None:
+async def record_steps(
+    session: AsyncSession, state: AppState, agent: AgentPrincipal, run_id: str, attempt: int, steps: list[StepItem]
+) -> None:
+    """Record step results (a repeated step is ignored) and move progress along."""
+    if not steps:
+        return
+    run = await _own_running(session, agent, run_id, attempt)
+    existing = {
+        s.index
+        for s in (
+            await session.scalars(
+                select(RunStep).where(
+                    RunStep.run_id == run_id, RunStep.attempt == attempt, RunStep.index.in_([x.index for x in steps])
+                )
+            )
+        ).all()
+    }
+    for step in steps:
+        if step.index in existing:
+            continue
+        existing.add(step.index)
         session.add(
             RunStep(
                 run_id=run_id,
-                attempt=body.attempt,
-                index=body.index,
-                description=body.description,
-                status=body.status,
-                message=body.message,
-                logs=[line[:2000] for line in body.logs],
-                duration_ms=body.duration_ms,
+                attempt=attempt,
+                index=step.index,
+                description=step.description,
+                status=step.status,
+                message=step.message,
+                logs=[line[:2000] for line in step.logs],
+                duration_ms=step.duration_ms,
             )
         )
     if run.step_count:
-        progress = min(99, (body.index + 1) * 100 // run.step_count)
-        await transitions.heartbeat(
-            session, run_id, body.attempt, agent.agent_id, state.settings.lease_seconds, progress
-        )
+        progress = min(99, (max(x.index for x in steps) + 1) * 100 // run.step_count)
+        await transitions.heartbeat(session, run_id, attempt, agent.agent_id, state.settings.lease_seconds, progress)
     await session.flush()
 
 
@@ -273,9 +313,14 @@ async def finish(
     attempt: int,
     status: transitions.FinalStatus,
     failure: tuple[transitions.FailureKind, str, int | None] | None,
+    steps: list[StepItem],
 ) -> None:
+    if steps:
+        run = await session.get(TestRun, run_id)
+        if run is not None and run.status == "running" and run.attempt == attempt and run.agent_id == agent.agent_id:
+            await record_steps(session, state, agent, run_id, attempt, steps)
     outcome = await transitions.finish(session, run_id, attempt, agent.agent_id, status, failure)
     if outcome == "moved_on":
         raise _moved_on(run_id)
-    # A device came free and an organisation may be under its cap again: wake waiting agents.
+    # A device came free and an organisation may be under its cap again: wake a waiting agent.
     on_commit(session, state.wakeup.wake)

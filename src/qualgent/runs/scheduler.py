@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,30 +20,47 @@ log = logging.getLogger("qualgent.scheduler")
 class Wakeup:
     """Wakes agents long-polling for work when runs are queued or released in this process.
 
-    Agents of other processes notice within ``poll_interval`` (their claim loop re-checks that often),
-    so the queue never depends on a wake-up being delivered.
+    ``wake(n)`` wakes the n longest-waiting claimers (one per run that became claimable), not all of
+    them: with many devices waiting, waking every one for each finished run would cost a claim attempt
+    per device per run. Agents of other processes, and waiters not woken, re-check on their own every
+    ``poll`` seconds, so the queue never depends on a wake-up being delivered.
     """
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self.generation = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def wake(self) -> None:
-        self.generation += 1
-        self._event.set()
-        self._event = asyncio.Event()
+    def wake(self, n: int = 1) -> None:
+        while n > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
 
-    async def wait(self, seconds: float) -> None:
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+    def wake_all(self) -> None:
+        self.wake(len(self._waiters))
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait to be woken, at most ``seconds``; True when woken."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), seconds)
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
 
 class Reaper:
     """Requeues runs whose agent vanished, ends runs past their timeouts, marks silent agents offline."""
 
     def __init__(
-        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], on_change: Callable[[], None]
+        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], on_change: Callable[[int], None]
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -60,7 +78,7 @@ class Reaper:
             await mark_silent_agents_offline(session, self.settings.agent_offline_after)
             await session.commit()
         if changed:
-            self.on_change()
+            self.on_change(changed)
         return changed
 
     async def _loop(self) -> None:

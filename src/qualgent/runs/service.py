@@ -231,7 +231,7 @@ async def queue_jobs(
     problems.raise_if_any()
     runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
-    on_commit(session, state.wakeup.wake)
+    on_commit(session, lambda: state.wakeup.wake(len(runs)))
     return [QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs]
 
 
@@ -271,7 +271,7 @@ async def queue_all(
     plans = [_Plan(case, app, chosen, orientation, priority, timeout_seconds) for case in cases]
     runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
-    on_commit(session, state.wakeup.wake)
+    on_commit(session, lambda: state.wakeup.wake(len(runs)))
     return [QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs]
 
 

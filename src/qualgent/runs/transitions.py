@@ -75,6 +75,21 @@ async def _close_attempt(
 # ----------------------------------------------------------------------------------------------- claim
 
 
+def candidate_statement(devices: Sequence[DeviceSpec], default_cap: int) -> Any:
+    """The run ``claim`` would take for these devices: best priority, then oldest, organisation under
+    its cap. Also run read-only (outside any transaction) to skip claim attempts that would find nothing."""
+    specs = [(d.name, d.platform, d.os_version) for d in devices]
+    cap = func.coalesce(Organization.max_parallel_runs, default_cap)
+    run_spec = tuple_(TestRun.device_name, TestRun.device_platform, TestRun.device_os_version)
+    return (
+        select(TestRun.id, TestRun.organization_id)
+        .join(Organization, Organization.id == TestRun.organization_id)
+        .where(TestRun.status == "queued", run_spec.in_(specs), Organization.running_runs < cap)
+        .order_by(TestRun.priority_rank.desc(), TestRun.id)
+        .limit(1)
+    )
+
+
 async def claim(
     session: AsyncSession,
     *,
@@ -95,16 +110,8 @@ async def claim(
         return None
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
-    specs = [(d.name, d.platform, d.os_version) for d in devices]
     cap = func.coalesce(Organization.max_parallel_runs, default_cap)
-    run_spec = tuple_(TestRun.device_name, TestRun.device_platform, TestRun.device_os_version)
-    candidate = (
-        select(TestRun.id, TestRun.organization_id)
-        .join(Organization, Organization.id == TestRun.organization_id)
-        .where(TestRun.status == "queued", run_spec.in_(specs), Organization.running_runs < cap)
-        .order_by(TestRun.priority_rank.desc(), TestRun.id)
-        .limit(1)
-    )
+    candidate = candidate_statement(devices, default_cap)
     start = {
         "status": "running",
         "attempt": TestRun.attempt + 1,
