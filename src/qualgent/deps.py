@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.auth.principal import Principal
 from qualgent.auth.service import authenticate
+from qualgent.db.dialect import SerializedWriteSession
 from qualgent.state import AppState
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -46,6 +47,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     finally:
         if session.in_transaction():
             await session.close()
+        if isinstance(session, SerializedWriteSession):
+            session.release_write_lock()
 
 
 # scope="function": the transaction ends before the response is sent, so a client never sees a

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from qualgent.auth.ratelimit import RateLimiter, make_storage
 from qualgent.config import Settings
-from qualgent.db.dialect import Reader, writer
+from qualgent.db.dialect import Reader, write_sessionmaker
 from qualgent.db.session import make_engine, make_sessionmaker
 from qualgent.devices.catalogue import Catalogue, load_catalogue
 from qualgent.runs.scheduler import Reaper, Wakeup
@@ -34,7 +34,7 @@ class AppState:
     def build(cls, settings: Settings) -> AppState:
         engine = make_engine(settings.resolved_database_url)
         wakeup = Wakeup()
-        write_sessions = make_sessionmaker(writer(engine))
+        write_sessions = write_sessionmaker(engine)
         return cls(
             settings=settings,
             engine=engine,

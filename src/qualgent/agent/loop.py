@@ -143,6 +143,9 @@ class Agent:
                 else:
                     message = f"Execution took longer than {run.timeout_seconds:g} s."
                     outcome = _Outcome("failed", {"kind": "timeout", "message": message, "step": None})
+            # Heartbeats go on until the server has the result: a finish that waits (a busy database,
+            # retries while the server restarts) must not let the lease lapse, or the run is run again.
+            await self.client.finish(run, outcome.status, outcome.failure, reporter.take())
         finally:
             beats.cancel()
             work.cancel()
@@ -152,7 +155,6 @@ class Agent:
             # seconds): a session left open keeps the device busy for the next agent.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await work
-        await self.client.finish(run, outcome.status, outcome.failure, reporter.take())
 
     async def _heartbeats(self, run: RunPayload) -> None:
         """Renew the lease; return when the server asks to cancel; raise RunMovedOn on 409."""

@@ -7,7 +7,7 @@ every read starts, so no route or service filters by organisation itself.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,10 +27,21 @@ class OrgScopedRepository(Generic[M]):
     # Models with soft deletion hide deleted rows from every read.
     soft_delete: ClassVar[bool] = False
 
-    def __init__(self, session: AsyncSession, organization_id: str, reader: Reader | None = None) -> None:
-        self.session = session
+    def __init__(self, session: AsyncSession | None, organization_id: str, reader: Reader | None = None) -> None:
+        self._session = session
         self.organization_id = organization_id
         self._reader = reader
+
+    @classmethod
+    def for_reads(cls, reader: Reader, organization_id: str) -> Self:
+        """A repository for fast reads only (``read_all`` and what is built on it): no session at all."""
+        return cls(None, organization_id, reader)
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError(f"{type(self).__name__} was opened for fast reads only")
+        return self._session
 
     def scoped(self, *columns: Any) -> Select[Any]:
         stmt = select(*columns) if columns else select(self.model)

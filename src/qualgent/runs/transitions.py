@@ -331,6 +331,10 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
             select(TestRun.id, TestRun.attempt, TestRun.max_attempts, TestRun.cancel_requested, TestRun.device_id)
             .where(TestRun.status == "running", TestRun.lease_expires_at < now)
             .limit(limit)
+            # PostgreSQL: lock these runs up front and pass over those an agent is reporting on right
+            # now. Waiting for one of them while holding an organisation's row (taken for an earlier
+            # run) deadlocks with that report, which takes the run's row, then the organisation's.
+            .with_for_update(skip_locked=True)
         )
     ).all()
     changed = 0
@@ -353,7 +357,13 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
         row = (
             await session.execute(
                 update(TestRun)
-                .where(TestRun.id == run_id, TestRun.status == "running", TestRun.attempt == attempt)
+                .where(
+                    TestRun.id == run_id,
+                    TestRun.status == "running",
+                    TestRun.attempt == attempt,
+                    # Still expired when the change is made (no heartbeat renewed it meanwhile).
+                    TestRun.lease_expires_at < now,
+                )
                 .values(**values, lease_expires_at=None, updated_at=now)
                 .returning(TestRun.organization_id)
             )
