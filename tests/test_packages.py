@@ -59,7 +59,9 @@ from tests.fixtures.packages import (
 
 MB = 1024 * 1024
 # What every reader must stay under, however hostile its input.
-HOSTILE_SECONDS = 1.0
+# Bounded work, not speed: a parser without limits takes minutes on these inputs. CPU time, with wide
+# room, so a busy machine does not fail the suite (measured worst case here: about 0.5 s).
+HOSTILE_SECONDS = 10.0
 
 REAL_METADATA = {
     "package_type": "apk",
@@ -92,10 +94,10 @@ REAL_IDS = {
 
 @contextmanager
 def fast() -> Iterator[None]:
-    started = time.perf_counter()
+    started = time.process_time()
     yield
-    elapsed = time.perf_counter() - started
-    assert elapsed < HOSTILE_SECONDS, f"took {elapsed:.2f}s"
+    elapsed = time.process_time() - started
+    assert elapsed < HOSTILE_SECONDS, f"took {elapsed:.2f} s of CPU"
 
 
 def refused(path: str, claimed: str | None = None) -> str:

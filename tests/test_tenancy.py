@@ -373,7 +373,7 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
 def test_route_table_covers_every_route() -> None:
     """A route added to the application without a line above fails here."""
     routes = app_routes(("/v1", "/test-runs"))
-    assert PRESIGNED <= routes
+    assert routes >= PRESIGNED
     assert set(ROUTE_TABLE) == routes - PRESIGNED
 
 
