@@ -161,10 +161,12 @@ def bench_backend(name: str, url: str, tmp: Path) -> dict[str, float]:
         with process(agent, env, tmp / "agent.log"):
             t0 = time.perf_counter()
             while True:
-                queued_left = client.get("/v1/jobs/list", params={"status": "queued", "limit": 1}).json()["test_runs"]
-                running = client.get("/v1/jobs/list", params={"status": "running", "limit": 1}).json()["test_runs"]
+                queued_left = _runs(client, "queued", tmp)
+                running = _runs(client, "running", tmp)
                 if not queued_left and not running:
                     break
+                if os.environ.get("BENCH_VERBOSE"):
+                    print(f"  {time.perf_counter() - t0:6.1f} s  queued={len(queued_left)} running={len(running)}", flush=True)
                 if time.perf_counter() - t0 > 600:
                     raise RuntimeError("runs did not finish in 10 minutes")
                 time.sleep(0.2)
@@ -207,6 +209,14 @@ def bench_backend(name: str, url: str, tmp: Path) -> dict[str, float]:
             results["latency_p99_ms"] = sorted(latencies)[int(len(latencies) * 0.99) - 1]
         client.close()
     return results
+
+
+def _runs(client: httpx.Client, status: str, tmp: Path) -> list[dict[str, object]]:
+    response = client.get("/v1/jobs/list", params={"status": status, "limit": 1000})
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.status_code} {response.text}\n{(tmp / 'serve.log').read_text()[-3000:]}")
+    runs: list[dict[str, object]] = response.json()["test_runs"]
+    return runs
 
 
 def report(name: str, r: dict[str, float]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -29,6 +30,7 @@ class AppState:
     signing_key: bytes
     wakeup: Wakeup
     reaper: Reaper
+    claim_lock: asyncio.Lock
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -47,6 +49,7 @@ class AppState:
             signing_key=settings.resolved_secret_key().encode(),
             wakeup=wakeup,
             reaper=Reaper(settings, write_sessions, wakeup.wake),
+            claim_lock=asyncio.Lock(),
         )
 
     async def close(self) -> None:

@@ -166,7 +166,10 @@ async def _claim_once(
     ):
         return None
     try:
-        async with transaction(state.write_sessions) as session:
+        # One claim at a time per process: claims of one organisation serialise on its row anyway
+        # (that is what keeps the cap exact), and queuing here costs nothing while contending in the
+        # database costs lock waits for every claimer.
+        async with state.claim_lock, transaction(state.write_sessions) as session:
             repo = AgentRepository(session)
             free_now = await repo.free_devices(agent.agent_id, device_ids)
             claimed = await transitions.claim(
