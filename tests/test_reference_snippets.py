@@ -66,6 +66,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.contract import json_type
 from tests.fixtures.factories import PIXEL_7, Tenant, apk_bytes, create_category, create_test_case, upload_app
 from tests.fixtures.servers import LiveServer
 
@@ -207,22 +208,6 @@ EXAMPLES: dict[str, Any] = {
 # example. Our categorised test case's category is checked by check_meaning; no run has finished here (no
 # device executes one), so latest_completed_run is null.
 NULLABLE = frozenset({"category", "latest_completed_run"})
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    raise TypeError(f"not a JSON value: {value!r}")
 
 
 def assert_shape(actual: Any, example: Any, where: str = "$") -> None:
