@@ -123,20 +123,20 @@ async def claim(
     until its lease expired.
     """
     deadline = time.monotonic() + wait_seconds
-    woken = False
     while True:
         if await disconnected():
             return None
         payload = await _claim_once(state, agent, device_ids, disconnected)
         if payload is not None:
             return payload
-        if woken:
-            # The wake-up was meant for a run these devices cannot take: pass it on.
-            state.wakeup.wake(1)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        woken = await state.wakeup.wait(min(remaining, POLL_INTERVAL))
+        # A wake-up this claim could not use is not passed on to the next waiter: for a run that no
+        # waiting device can take (another device model, an organisation at its cap) it went round
+        # the waiters without end, one claim attempt per hop. Waiters not woken re-check every
+        # POLL_INTERVAL anyway.
+        await state.wakeup.wait(min(remaining, POLL_INTERVAL))
 
 
 class _HungUp(Exception):

@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.auth.principal import Principal
 from qualgent.db.base import utcnow
-from qualgent.db.dialect import Reader
+from qualgent.db.dialect import Reader, prepared
 from qualgent.db.models import ApiKey, User
 
 # Key resolution is the one lookup not scoped by organisation: it is how the organisation is found.
-_RESOLVE = (
+_RESOLVE = prepared(
     select(ApiKey.id, ApiKey.organization_id, ApiKey.scopes, ApiKey.rate_limit, User.id, User.name, User.email)
     .join(User, User.id == ApiKey.user_id)
     .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))

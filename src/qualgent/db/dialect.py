@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import namedtuple
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+T = TypeVar("T")
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -57,7 +59,9 @@ class Reader:
     - SQLite: a synchronous pysqlite connection, queried inline on the event loop. An indexed lookup
       takes tens of microseconds, less than one hop to aiosqlite's thread; WAL means readers never
       wait for writers.
-    - PostgreSQL: the async engine in AUTOCOMMIT, with no reset when connections return to the pool.
+    - PostgreSQL: the async engine in AUTOCOMMIT, with no reset when connections return to the pool;
+      statements marked with ``prepared()`` (the fixed hottest ones) skip SQLAlchemy at run time and go
+      to asyncpg directly as prepared statements: 45 µs instead of 360 µs for a run's status here.
     Statements are built once with bind parameters, so SQLAlchemy compiles each once per process.
     """
 
@@ -82,12 +86,39 @@ class Reader:
             self._async = create_async_engine(
                 url, pool_size=10, max_overflow=10, pool_reset_on_return=None, isolation_level="AUTOCOMMIT"
             )
+            self._dsn = self._async.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._pool: Any = None
+            self._pool_lock = asyncio.Lock()
+            self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
 
     async def all(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
         if self.is_sqlite:
             return list(self._sync_conn.execute(stmt, params).all())
+        if id(stmt) in _PREPARED:
+            return await self._raw(stmt, params)
         async with self._async.connect() as conn:
             return list((await conn.execute(stmt, params)).all())
+
+    async def _raw(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
+        entry = self._compiled.get(id(stmt))
+        if entry is None:
+            from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+            compiled = stmt.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+            names = [column.key for column in stmt.selected_columns]
+            row_class: Any = namedtuple("Row", names, rename=True)  # type: ignore[misc]
+            entry = (str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params), row_class)
+            self._compiled[id(stmt)] = entry
+        sql, order, defaults, row_type = entry
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    import asyncpg  # type: ignore[import-untyped]
+
+                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10)
+        args = [params[name] if name in params else defaults[name] for name in order]
+        records = await self._pool.fetch(sql, *args)
+        return [row_type(*record) for record in records]
 
     async def one(self, stmt: Any, params: dict[str, Any]) -> Any | None:
         rows = await self.all(stmt, params)
@@ -98,7 +129,20 @@ class Reader:
             self._sync_conn.close()
             self._sync.dispose()
         else:
+            if self._pool is not None:
+                await self._pool.close()
             await self._async.dispose()
+
+
+# Statements the Reader sends to asyncpg directly on PostgreSQL (by identity: they are module-level or
+# cached, built once). Only fixed statements belong here: no expanding IN lists, no JSON columns.
+_PREPARED: dict[int, Any] = {}
+
+
+def prepared(stmt: T) -> T:
+    """Mark a fixed hot statement for the Reader's direct asyncpg path."""
+    _PREPARED[id(stmt)] = stmt
+    return stmt
 
 
 class SerializedWriteSession(AsyncSession):

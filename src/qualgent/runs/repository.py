@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, or_, select
 
+from qualgent.db.dialect import prepared
 from qualgent.db.models import AppFile, Device, Organization, RunAttempt, RunStep, TestCase, TestRun, User
 from qualgent.db.repository import OrgScopedRepository
 from qualgent.ids import has_shape
@@ -58,7 +59,7 @@ class RunRepository(OrgScopedRepository[TestRun]):
     @classmethod
     @cache
     def _view_by_id(cls) -> Select[Any]:
-        return cls._view().where(TestRun.id == bindparam("run_id"))
+        return prepared(cls._view().where(TestRun.id == bindparam("run_id")))
 
     async def view(self, run_id: str) -> Any | None:
         if not has_shape(run_id, "run"):
