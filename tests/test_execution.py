@@ -51,7 +51,7 @@ def exec_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with live_server(
         backend,
         tmp_path_factory.mktemp(f"exec-{backend}"),
-        lease_seconds=1.5,
+        lease_seconds=3,
         heartbeat_seconds=0.3,
         reaper_interval=0.2,
         max_attempts=2,
