@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from qualgent.auth.ratelimit import RateLimiter, make_storage
+from qualgent.auth.ratelimit import RateLimiter
 from qualgent.config import Settings
 from qualgent.db.dialect import Reader, write_sessionmaker
 from qualgent.db.session import make_engine, make_sessionmaker
@@ -43,7 +43,7 @@ class AppState:
             read_sessions=make_sessionmaker(engine),
             write_sessions=write_sessions,
             reader=Reader(settings.resolved_database_url),
-            limiter=RateLimiter(make_storage(settings.redis_url), settings.auth_failure_limit),
+            limiter=RateLimiter(settings.redis_url, settings.auth_failure_limit),
             storage=LocalStorage(settings.apps_dir, settings.tmp_dir),
             devices=load_catalogue(settings.devices_file),
             signing_key=settings.resolved_secret_key().encode(),

@@ -2,6 +2,11 @@
 
 A moving window: at most N requests in any one-second span, so a burst cannot straddle two fixed
 windows and get 2N through.
+
+In memory we use the library's synchronous storage: its asyncio memory storage starts an expiry task
+with a thread-pool hop on nearly every call, which cost more than the rest of a status request. The
+synchronous one keeps the same moving windows and expires keys from a timer thread; a call is a few
+microseconds of dictionary work, fine to make from the event loop.
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond, WindowStats
+from limits import strategies as sync_strategies
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import MemoryStorage
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,17 +41,50 @@ class Verdict:
         return headers
 
 
-def make_storage(redis_url: str | None) -> Storage:
-    if redis_url:
-        uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
-        return RedisStorage(uri, implementation="redispy")
-    return MemoryStorage()
+class _Limiter:
+    """The moving-window limiter, in Redis (async) or in memory (sync, see the module's note)."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self.storage: Any
+        if redis_url:
+            uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
+            self.storage = RedisStorage(uri, implementation="redispy")
+            self._async: MovingWindowRateLimiter | None = MovingWindowRateLimiter(self.storage)
+        else:
+            self.storage = MemoryStorage()
+            self._async = None
+            self._sync = sync_strategies.MovingWindowRateLimiter(self.storage)
+
+    async def hit(self, item: RateLimitItem, key: str) -> bool:
+        if self._async is not None:
+            return await self._async.hit(item, key)
+        return self._sync.hit(item, key)
+
+    async def test(self, item: RateLimitItem, key: str) -> bool:
+        if self._async is not None:
+            return await self._async.test(item, key)
+        return self._sync.test(item, key)
+
+    async def get_window_stats(self, item: RateLimitItem, key: str) -> WindowStats:
+        if self._async is not None:
+            return await self._async.get_window_stats(item, key)
+        return self._sync.get_window_stats(item, key)
+
+    async def check(self) -> bool:
+        if self._async is not None:
+            return bool(await self.storage.check())
+        return bool(self.storage.check())
+
+    async def reset(self) -> None:
+        if self._async is not None:
+            await self.storage.reset()
+        else:
+            self.storage.reset()
 
 
 class RateLimiter:
-    def __init__(self, storage: Storage, auth_failures_per_minute: int) -> None:
-        self.storage = storage
-        self._limiter = MovingWindowRateLimiter(storage)
+    def __init__(self, redis_url: str | None, auth_failures_per_minute: int) -> None:
+        self._limiter = _Limiter(redis_url)
         self._auth_failures = RateLimitItemPerMinute(auth_failures_per_minute, namespace="qg-authfail")
         self._items: dict[int, RateLimitItemPerSecond] = {}
 
@@ -72,7 +113,7 @@ class RateLimiter:
         await self._limiter.hit(self._auth_failures, address)
 
     async def check(self) -> bool:
-        return bool(await self.storage.check())
+        return await self._limiter.check()
 
     async def reset(self) -> None:
-        await self.storage.reset()
+        await self._limiter.reset()

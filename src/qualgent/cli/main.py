@@ -138,6 +138,8 @@ def serve(
         workers=workers,
         log_level=log_level,
         proxy_headers=True,
+        # Agents hold long-polls open; on shutdown cut them after a few seconds (they retry).
+        timeout_graceful_shutdown=3,
     )
 
 
