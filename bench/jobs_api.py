@@ -190,6 +190,8 @@ def bench_backend(name: str, url: str, data_dir: Path) -> dict[str, float | None
             "QUALGENT_DATABASE_URL": url,
             "QUALGENT_DATA_DIR": str(data_dir),
             "QUALGENT_DEFAULT_RATE_LIMIT": "1000000",
+            # No device agent: the seeded queued runs must stay as they are while we measure.
+            "QUALGENT_EMBEDDED_AGENT": "false",
         }
     )
     port, bare_port = free_port(), free_port()
