@@ -47,6 +47,28 @@ def _is_sqlite(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "sqlite"
 
 
+def _owned(run_id: str, attempt: int, agent_id: str) -> tuple[Any, ...]:
+    """The run is still this agent's running attempt: the condition every agent report is made on."""
+    return (TestRun.id == run_id, TestRun.status == "running", TestRun.attempt == attempt, TestRun.agent_id == agent_id)
+
+
+async def _left_running(
+    session: AsyncSession,
+    run_id: str,
+    attempt: int,
+    organization_id: str,
+    device_id: str | None,
+    outcome: str,
+    message: str | None,
+    now: datetime,
+) -> None:
+    """What follows any change out of `running`, in the same transaction: the organisation's count,
+    the device and the attempt's record."""
+    await _adjust_running(session, organization_id, -1)
+    await _release_device(session, device_id, run_id)
+    await _close_attempt(session, run_id, attempt, outcome, message, now)
+
+
 async def _adjust_running(session: AsyncSession, organization_id: str, delta: int) -> None:
     await session.execute(
         update(Organization)
@@ -220,12 +242,7 @@ async def heartbeat(
     row = (
         await session.execute(
             update(TestRun)
-            .where(
-                TestRun.id == run_id,
-                TestRun.status == "running",
-                TestRun.attempt == attempt,
-                TestRun.agent_id == agent_id,
-            )
+            .where(*_owned(run_id, attempt, agent_id))
             .values(**values)
             .returning(TestRun.cancel_requested)
         )
@@ -235,12 +252,7 @@ async def heartbeat(
 
 async def set_step_count(session: AsyncSession, run_id: str, attempt: int, agent_id: str, count: int) -> bool:
     result = await session.execute(
-        update(TestRun)
-        .where(
-            TestRun.id == run_id, TestRun.status == "running", TestRun.attempt == attempt, TestRun.agent_id == agent_id
-        )
-        .values(step_count=count)
-        .returning(TestRun.id)
+        update(TestRun).where(*_owned(run_id, attempt, agent_id)).values(step_count=count).returning(TestRun.id)
     )
     return result.first() is not None
 
@@ -260,12 +272,7 @@ async def finish(
     row = (
         await session.execute(
             update(TestRun)
-            .where(
-                TestRun.id == run_id,
-                TestRun.status == "running",
-                TestRun.attempt == attempt,
-                TestRun.agent_id == agent_id,
-            )
+            .where(*_owned(run_id, attempt, agent_id))
             .values(
                 status=status,
                 progress=100,
@@ -281,9 +288,7 @@ async def finish(
     ).first()
     if row is not None:
         org_id, device_id = row
-        await _adjust_running(session, org_id, -1)
-        await _release_device(session, device_id, run_id)
-        await _close_attempt(session, run_id, attempt, status, message, now)
+        await _left_running(session, run_id, attempt, org_id, device_id, status, message, now)
         return "done"
     current = (
         await session.execute(select(TestRun.status, TestRun.attempt, TestRun.agent_id).where(TestRun.id == run_id))
@@ -370,9 +375,7 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
         ).first()
         if row is None:
             continue
-        await _adjust_running(session, row[0], -1)
-        await _release_device(session, device_id, run_id)
-        await _close_attempt(session, run_id, attempt, "lost", lost, now)
+        await _left_running(session, run_id, attempt, row[0], device_id, "lost", lost, now)
         changed += 1
     return changed
 
@@ -426,8 +429,6 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
         ).first()
         if row is None:
             continue
-        await _adjust_running(session, row[0], -1)
-        await _release_device(session, row[1], run_id)
-        await _close_attempt(session, run_id, attempt, "timeout", message, now)
+        await _left_running(session, run_id, attempt, row[0], row[1], "timeout", message, now)
         changed += 1
     return changed
