@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
-from qualgent.db.dialect import Reader
-from qualgent.db.models import Agent, Device
+from qualgent.db.dialect import Reader, insert_ignoring_duplicates
+from qualgent.db.models import Agent, Device, RunStep
 
 
 class AgentRepository:
@@ -23,6 +23,29 @@ class AgentRepository:
             select(Agent).where(Agent.token_hash == token_hash, Agent.revoked_at.is_(None))
         )
         return result
+
+    async def add_steps(self, run_id: str, attempt: int, steps: Sequence[dict[str, Any]]) -> None:
+        """Step results of an attempt in one statement; a step already recorded (a repeated report)
+        is skipped."""
+        now = utcnow()
+        rows = [
+            {
+                "run_id": run_id,
+                "attempt": attempt,
+                "index": step["index"],
+                "description": step["description"],
+                "status": step["status"],
+                "message": step["message"],
+                "logs": [line[:2000] for line in step["logs"]],
+                "duration_ms": step["duration_ms"],
+                "screenshot_key": None,
+                "created_at": now,
+            }
+            for step in steps
+        ]
+        table = RunStep.__table__
+        assert isinstance(table, Table)
+        await self.session.execute(insert_ignoring_duplicates(self.session, table), rows)
 
     async def get(self, agent_id: str) -> Agent | None:
         return await self.session.get(Agent, agent_id)

@@ -252,36 +252,10 @@ async def record_steps(
     if not steps:
         return
     run = await _own_running(session, agent, run_id, attempt)
-    existing = {
-        s.index
-        for s in (
-            await session.scalars(
-                select(RunStep).where(
-                    RunStep.run_id == run_id, RunStep.attempt == attempt, RunStep.index.in_([x.index for x in steps])
-                )
-            )
-        ).all()
-    }
-    for step in steps:
-        if step.index in existing:
-            continue
-        existing.add(step.index)
-        session.add(
-            RunStep(
-                run_id=run_id,
-                attempt=attempt,
-                index=step.index,
-                description=step.description,
-                status=step.status,
-                message=step.message,
-                logs=[line[:2000] for line in step.logs],
-                duration_ms=step.duration_ms,
-            )
-        )
+    await AgentRepository(session).add_steps(run_id, attempt, [step.model_dump() for step in steps])
     if run.step_count:
         progress = min(99, (max(x.index for x in steps) + 1) * 100 // run.step_count)
         await transitions.heartbeat(session, run_id, attempt, agent.agent_id, state.settings.lease_seconds, progress)
-    await session.flush()
 
 
 async def store_screenshot(
@@ -318,12 +292,12 @@ async def finish(
     failure: tuple[transitions.FailureKind, str, int | None] | None,
     steps: list[StepItem],
 ) -> None:
-    if steps:
-        run = await session.get(TestRun, run_id)
-        if run is not None and run.status == "running" and run.attempt == attempt and run.agent_id == agent.agent_id:
-            await record_steps(session, state, agent, run_id, attempt, steps)
     outcome = await transitions.finish(session, run_id, attempt, agent.agent_id, status, failure)
     if outcome == "moved_on":
         raise _moved_on(run_id)
+    if steps and outcome == "done":
+        # After the state change, which checked that the attempt is still this agent's: a report
+        # that is refused leaves nothing behind. No progress update: the finished run is at 100.
+        await AgentRepository(session).add_steps(run_id, attempt, [step.model_dump() for step in steps])
     # A device came free and an organisation may be under its cap again: wake a waiting agent.
     on_commit(session, state.wakeup.wake)

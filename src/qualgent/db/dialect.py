@@ -6,7 +6,9 @@ import asyncio
 from collections import namedtuple
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Insert, Table, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -41,6 +43,14 @@ def configure_engine(engine: AsyncEngine) -> None:
         # for other writers at its start rather than failing when it upgrades from a read.
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Insert:
+    """``INSERT … ON CONFLICT DO NOTHING`` for the session's database: a repeated row is skipped in
+    the same statement instead of being looked up first."""
+    if session.get_bind().dialect.name == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return postgresql_insert(table).on_conflict_do_nothing()
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:

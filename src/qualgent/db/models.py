@@ -118,8 +118,6 @@ class TestRun(TimestampMixin, Base):
         Index("ix_test_runs_org_id", "organization_id", "id"),
         Index("ix_test_runs_org_status", "organization_id", "status"),
         Index("ix_test_runs_latest", "test_case_id", "status", "finished_at"),
-        # The scheduler's claim order: highest priority first, then oldest.
-        Index("ix_test_runs_queue", "status", "priority_rank", "id"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -164,6 +162,11 @@ class TestRun(TimestampMixin, Base):
     app: Mapped[AppFile] = relationship(lazy="raise")
     user: Mapped[User] = relationship(lazy="raise")
 
+
+
+# The scheduler's claim order, highest priority first, then oldest, read straight off the index: with
+# an ascending priority column both databases sorted every queued run of the top priority on every claim.
+Index("ix_test_runs_queue", TestRun.status, TestRun.priority_rank.desc(), TestRun.id)
 
 class Agent(TimestampMixin, Base):
     """A device agent: a process that serves devices and executes runs, authenticated by its own token."""
