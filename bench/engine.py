@@ -174,7 +174,10 @@ def bench_backend(name: str, url: str, tmp: Path) -> dict[str, float]:
                 if not queued_left and not running:
                     break
                 if os.environ.get("BENCH_VERBOSE"):
-                    print(f"  {time.perf_counter() - t0:6.1f} s  queued={len(queued_left)} running={len(running)}", flush=True)
+                    print(
+                        f"  {time.perf_counter() - t0:6.1f} s  queued={len(queued_left)} running={len(running)}",
+                        flush=True,
+                    )
                 if time.perf_counter() - t0 > 600:
                     raise RuntimeError("runs did not finish in 10 minutes")
                 time.sleep(0.2)

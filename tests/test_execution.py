@@ -270,6 +270,20 @@ def _claim_raw(server: LiveServer, token: str, device_ids: list[str], wait: floa
     return run
 
 
+def _claim_many(server: LiveServer, token: str, device_ids: list[str], max_runs: int) -> list[dict[str, Any]]:
+    response = httpx.post(
+        f"{server.url}/v1/agent/claim",
+        json={"device_ids": device_ids, "wait_seconds": 0, "max_runs": max_runs},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    runs: list[dict[str, Any]] = body["runs"]
+    assert body["run"] == (runs[0] if runs else None)
+    return runs
+
+
 def _register_raw(server: LiveServer, token: str, names: list[str], copies: int = 1) -> list[str]:
     devices = [
         {"id": d.id, "name": d.name, "platform": d.platform, "os_version": d.os_version}
@@ -427,6 +441,69 @@ def test_concurrent_claims_never_exceed_the_cap(org: Tenant, exec_server: LiveSe
     assert _running_count(exec_db, org.organization_id) == 3
     body = org.client.get("/v1/jobs/list", params={"status": "running"}).json()
     assert len(body["test_runs"]) == 3
+    for run in org.client.get("/v1/jobs/list").json()["test_runs"]:  # leave nothing for later tests
+        org.client.post(f"/v1/jobs/{run['id']}/cancel")
+
+
+def test_one_claim_takes_a_run_for_each_free_device(org: Tenant, exec_server: LiveServer, exec_db: Database) -> None:
+    """An agent with several free devices claims for all of them in one request: one run per device,
+    each device of the run's model, never more than asked for, attempts recorded for each."""
+    app = _ios_app(org)
+    case = create_test_case(org, flow="- launchApp\n")
+    queued = _queue(org, case["id"], app, 5)
+    token = agent_token(exec_db, "batch claimer")
+    iphones = _register_raw(exec_server, token, ["iPhone 14 Pro"], copies=3)
+    # A device of another model, also free, that none of the queued runs can use.
+    token_ids = iphones + _register_raw(exec_server, token, ["iPhone 14 Pro", "Pixel 7"])[1:]
+
+    first = _claim_many(exec_server, token, token_ids, max_runs=2)
+    assert len(first) == 2
+    second = _claim_many(exec_server, token, token_ids, max_runs=10)
+    claimed = first + second
+    # Three iPhones, so three runs, the oldest three in queue order; the Pixel got none.
+    assert [r["id"] for r in claimed] == queued[:3]
+    assert sorted(r["device_id"] for r in claimed) == sorted(iphones)
+    assert _claim_many(exec_server, token, token_ids, max_runs=10) == []
+    for run in claimed:
+        assert [a[0] for a in _who(exec_db, run["id"])] == [1]
+        assert org.client.get(f"/v1/jobs/status/{run['id']}").json()["status"] == "running"
+    assert _running_count(exec_db, org.organization_id) == 3
+    for run_id in queued:
+        org.client.post(f"/v1/jobs/{run_id}/cancel")
+    auth = {"Authorization": f"Bearer {token}"}
+    for run in claimed:
+        finish = {"attempt": 1, "status": "cancelled"}
+        assert (
+            httpx.post(f"{exec_server.url}/v1/agent/runs/{run['id']}/finish", json=finish, headers=auth).status_code
+            == 200
+        )
+    assert _running_count(exec_db, org.organization_id) == 0
+
+
+def test_concurrent_batch_claims_never_exceed_the_cap(org: Tenant, exec_server: LiveServer, exec_db: Database) -> None:
+    """Agents with three free devices each claim up to three runs at the same moment; the cap of 4 holds."""
+    from qualgent.organisations.service import set_parallel_runs
+
+    exec_db.run(lambda s: set_parallel_runs(s, org.organization_id, 4))
+    app = _ios_app(org)
+    case = create_test_case(org, flow="- launchApp\n")
+    _queue(org, case["id"], app, 15)
+    agents = []
+    for n in range(5):
+        token = agent_token(exec_db, f"batch racer {n}")
+        agents.append((token, _register_raw(exec_server, token, ["iPhone 14 Pro"], copies=3)))
+    barrier = threading.Barrier(len(agents))
+
+    def race(token: str, device_ids: list[str]) -> list[dict[str, Any]]:
+        barrier.wait()
+        return _claim_many(exec_server, token, device_ids, max_runs=3)
+
+    with concurrent.futures.ThreadPoolExecutor(len(agents)) as pool:
+        claims = [run for runs in pool.map(lambda a: race(*a), agents) for run in runs]
+    assert len(claims) == 4, [c["id"] for c in claims]
+    assert len({c["id"] for c in claims}) == 4
+    assert len({c["device_id"] for c in claims}) == 4
+    assert _running_count(exec_db, org.organization_id) == 4
     for run in org.client.get("/v1/jobs/list").json()["test_runs"]:  # leave nothing for later tests
         org.client.post(f"/v1/jobs/{run['id']}/cancel")
 

@@ -62,14 +62,16 @@ class AgentClient:
         body = {"devices": [d.model_dump() for d in devices]}
         return RegisterOut.model_validate(await self._post("/v1/agent/register", body))
 
-    async def claim(self, device_ids: list[str], wait_seconds: float) -> RunPayload | None:
+    async def claim(self, device_ids: list[str], wait_seconds: float, max_runs: int = 1) -> list[RunPayload]:
+        """Runs for these free devices (at most one each, ``max_runs`` in all); long-polls up to
+        ``wait_seconds`` when none is ready."""
         data = await self._post(
             "/v1/agent/claim",
-            {"device_ids": device_ids, "wait_seconds": wait_seconds},
+            {"device_ids": device_ids, "wait_seconds": wait_seconds, "max_runs": max_runs},
             retries=0,
             wait=wait_seconds + 15,
         )
-        return ClaimOut.model_validate(data).run
+        return ClaimOut.model_validate(data).runs
 
     async def heartbeat(self, run: RunPayload, progress: int | None = None) -> HeartbeatOut:
         data = await self._post(
@@ -77,8 +79,9 @@ class AgentClient:
         )
         return HeartbeatOut.model_validate(data)
 
-    async def steps(self, run: RunPayload, steps: list[dict[str, Any]]) -> None:
-        await self._post(f"/v1/agent/runs/{run.id}/steps", {"attempt": run.attempt, "steps": steps})
+    async def steps(self, run: RunPayload, steps: list[dict[str, Any]], step_count: int | None = None) -> None:
+        body = {"attempt": run.attempt, "steps": steps, "step_count": step_count}
+        await self._post(f"/v1/agent/runs/{run.id}/steps", body)
 
     async def screenshot(self, run: RunPayload, index: int, png: bytes) -> None:
         response = await self.http.put(

@@ -54,6 +54,7 @@ class Agent:
         self.heartbeat_seconds = 5.0
         self.registered = asyncio.Event()
         self.runs_done = 0
+        self.claimer = _Claimer(self.client)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; runs in progress are abandoned (their leases expire)."""
@@ -63,6 +64,7 @@ class Agent:
             if server_ids is None:
                 return
             tasks = [asyncio.create_task(self._device_loop(d, server_ids[d.id])) for d in self.devices]
+            tasks.append(asyncio.create_task(self.claimer.serve()))
             await stop.wait()
         finally:
             for task in tasks:
@@ -105,7 +107,12 @@ class Agent:
         delay = 0.2
         while True:
             try:
-                run = await self.client.claim([server_id], self.claim_wait)
+                run = await self.claimer.claim_now(server_id)
+                if run is None:
+                    # Nothing queued for this device: wait for work on its own long-poll, so that a
+                    # run queued later starts on it at once.
+                    runs = await self.client.claim([server_id], self.claim_wait)
+                    run = runs[0] if runs else None
                 delay = 0.2
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 log.warning("%s: claim failed (%s); retrying", device.name, exc)
@@ -123,7 +130,7 @@ class Agent:
             self.runs_done += 1
 
     async def _execute(self, device: DeviceConfig, run: RunPayload) -> None:
-        reporter = _StepReporter(self.client, run)
+        reporter = _StepReporter(self.client, run, _step_count(run))
         beats = asyncio.create_task(self._heartbeats(run))
         work = asyncio.create_task(self._perform(device, run, reporter))
         outcome: _Outcome
@@ -217,6 +224,54 @@ class Agent:
                     await session.close()
 
 
+def _step_count(run: RunPayload) -> int | None:
+    try:
+        return len(parse_flow(run.flow).steps) or None
+    except FlowError:
+        return None
+
+
+class _Claimer:
+    """Claims for devices that just came free, several devices per request.
+
+    Under load devices come free one after another; each asking on its own would cost the server a
+    request and a write transaction per run. Here the devices that came free while one claim was on
+    its way go together in the next (like a database's group commit): one request, one transaction,
+    a run for each. A device that gets nothing goes back to long-polling on its own.
+    """
+
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        self.pending: dict[str, asyncio.Future[RunPayload | None]] = {}
+        self.ready = asyncio.Event()
+
+    async def claim_now(self, device_id: str) -> RunPayload | None:
+        """A run for this device if one is queued now (no waiting), else None."""
+        future: asyncio.Future[RunPayload | None] = asyncio.get_running_loop().create_future()
+        self.pending[device_id] = future
+        self.ready.set()
+        return await future
+
+    async def serve(self) -> None:
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            batch, self.pending = self.pending, {}
+            if not batch:
+                continue
+            try:
+                runs = await self.client.claim(list(batch), 0, max_runs=len(batch))
+            except Exception as exc:
+                for future in batch.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            by_device = {run.device_id: run for run in runs}
+            for device_id, future in batch.items():
+                if not future.done():
+                    future.set_result(by_device.get(device_id))
+
+
 class _StepReporter:
     """Sends step results in small batches: at once when a step has a screenshot (the step must exist
     before its picture), else at most every ``interval`` seconds; what is left goes with ``finish``.
@@ -225,9 +280,10 @@ class _StepReporter:
     cost one request per batch instead of one each.
     """
 
-    def __init__(self, client: AgentClient, run: RunPayload, interval: float = 0.25) -> None:
+    def __init__(self, client: AgentClient, run: RunPayload, step_count: int | None, interval: float = 0.25) -> None:
         self.client = client
         self.run = run
+        self.step_count = step_count
         self.interval = interval
         self.pending: list[dict[str, Any]] = []
         self.last_sent = time.monotonic()
@@ -242,7 +298,7 @@ class _StepReporter:
     async def flush(self) -> None:
         if self.pending:
             batch, self.pending = self.pending, []
-            await self.client.steps(self.run, batch)
+            await self.client.steps(self.run, batch, self.step_count)
         self.last_sent = time.monotonic()
 
     def take(self) -> list[dict[str, Any]]:

@@ -43,8 +43,10 @@ async def register(body: RegisterIn, session: SessionDep, state: StateDep, agent
 
 @router.post("/claim", response_model=ClaimOut)
 async def claim(body: ClaimIn, request: Request, state: StateDep, agent: AgentDep) -> ClaimOut:
-    """Long-poll for a run one of the given free devices can take; `run` is null when none came."""
-    return ClaimOut(run=await service.claim(state, agent, body.device_ids, body.wait_seconds, request.is_disconnected))
+    """Long-poll for runs the given free devices can take (up to `max_runs`, one per device); `run` is
+    null and `runs` empty when none came."""
+    runs = await service.claim(state, agent, body.device_ids, body.wait_seconds, request.is_disconnected, body.max_runs)
+    return ClaimOut(run=runs[0] if runs else None, runs=runs)
 
 
 @router.post("/runs/{run_id}/heartbeat", response_model=HeartbeatOut)
@@ -59,7 +61,7 @@ async def heartbeat(
 @router.post("/runs/{run_id}/steps", response_model=Ack)
 async def steps(run_id: str, body: StepsIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
     """Report step results (repeating a report is harmless)."""
-    await service.record_steps(session, state, agent, run_id, body.attempt, body.steps)
+    await service.record_steps(session, state, agent, run_id, body.attempt, body.steps, body.step_count)
     return Ack()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
 from qualgent.db.dialect import Reader, insert_ignoring_duplicates
-from qualgent.db.models import Agent, Device, RunStep
+from qualgent.db.models import Agent, AppFile, Device, RunStep, TestCase, TestRun
 
 
 class AgentRepository:
@@ -46,6 +46,18 @@ class AgentRepository:
         table = RunStep.__table__
         assert isinstance(table, Table)
         await self.session.execute(insert_ignoring_duplicates(self.session, table), rows)
+
+    async def run_details(self, run_ids: Sequence[str]) -> dict[str, Any]:
+        """Run id → (run, its test case's flow, the test case's name, the app), for claimed runs."""
+        rows = (
+            await self.session.execute(
+                select(TestRun, TestCase.flow, TestCase.name, AppFile)
+                .join(TestCase, TestCase.id == TestRun.test_case_id)
+                .join(AppFile, AppFile.id == TestRun.app_id)
+                .where(TestRun.id.in_(run_ids))
+            )
+        ).all()
+        return {row[0].id: tuple(row) for row in rows}
 
     async def get(self, agent_id: str) -> Agent | None:
         return await self.session.get(Agent, agent_id)

@@ -37,6 +37,9 @@ class RegisterOut(BaseModel):
 class ClaimIn(BaseModel):
     device_ids: list[str] = Field(min_length=1, max_length=500, description="Free devices (server dev_… ids).")
     wait_seconds: float = Field(default=20, ge=0, le=60, description="Long-poll: wait this long for work.")
+    max_runs: int = Field(
+        default=1, ge=1, le=500, description="Claim up to this many runs at once, at most one per device."
+    )
 
 
 class AppPayload(BaseModel):
@@ -60,7 +63,8 @@ class RunPayload(BaseModel):
 
 
 class ClaimOut(BaseModel):
-    run: RunPayload | None
+    run: RunPayload | None = Field(description="The first claimed run (null when none came).")
+    runs: list[RunPayload] = Field(default_factory=list, description="Every claimed run, `run` first.")
 
 
 class HeartbeatIn(BaseModel):
@@ -87,6 +91,9 @@ class StepsIn(BaseModel):
 
     attempt: int
     steps: list[StepItem] = Field(min_length=1, max_length=500)
+    step_count: int | None = Field(
+        default=None, ge=1, le=10_000, description="Steps in the flow the agent runs, for the run's progress."
+    )
 
 
 class FailureIn(BaseModel):

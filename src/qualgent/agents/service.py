@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.agents.repository import AgentRepository
@@ -21,12 +20,10 @@ from qualgent.auth.keys import (
     looks_like_agent_token,
 )
 from qualgent.auth.service import client_address
-from qualgent.db.models import Agent, AppFile, Device, RunStep, TestCase, TestRun
+from qualgent.db.models import Agent, Device, RunStep, TestRun
 from qualgent.db.session import on_commit, transaction
 from qualgent.devices.catalogue import PLATFORMS
 from qualgent.errors import Conflict, NotFound, RateLimited, Unauthorized
-from qualgent.flows.model import FlowError
-from qualgent.flows.parse import parse_flow
 from qualgent.ids import new_id
 from qualgent.runs import transitions
 from qualgent.state import AppState
@@ -116,8 +113,9 @@ async def claim(
     device_ids: list[str],
     wait_seconds: float,
     disconnected: Callable[[], Awaitable[bool]],
-) -> RunPayload | None:
-    """Long-poll for a run for one of the agent's free devices.
+    max_runs: int = 1,
+) -> list[RunPayload]:
+    """Long-poll for runs for the agent's free devices (at most one per device, ``max_runs`` in all).
 
     Stops as soon as the agent hangs up: a run claimed for an agent that is gone would sit `running`
     until its lease expired.
@@ -125,13 +123,13 @@ async def claim(
     deadline = time.monotonic() + wait_seconds
     while True:
         if await disconnected():
-            return None
-        payload = await _claim_once(state, agent, device_ids, disconnected)
-        if payload is not None:
-            return payload
+            return []
+        payloads = await _claim_once(state, agent, device_ids, disconnected, max_runs)
+        if payloads:
+            return payloads
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return None
+            return []
         # A wake-up this claim could not use is not passed on to the next waiter: for a run that no
         # waiting device can take (another device model, an organisation at its cap) it went round
         # the waiters without end, one claim attempt per hop. Waiters not woken re-check every
@@ -149,8 +147,12 @@ _seen: dict[str, float] = {}
 
 
 async def _claim_once(
-    state: AppState, agent: AgentPrincipal, device_ids: list[str], disconnected: Callable[[], Awaitable[bool]]
-) -> RunPayload | None:
+    state: AppState,
+    agent: AgentPrincipal,
+    device_ids: list[str],
+    disconnected: Callable[[], Awaitable[bool]],
+    max_runs: int,
+) -> list[RunPayload]:
     settings = state.settings
     now = time.monotonic()
     if now - _seen.get(agent.agent_id, 0.0) > _SEEN_EVERY:
@@ -164,7 +166,7 @@ async def _claim_once(
         not specs
         or await state.reader.one(transitions.candidate_statement(specs, settings.default_parallel_runs), {}) is None
     ):
-        return None
+        return []
     try:
         # One claim at a time per process: claims of one organisation serialise on its row anyway
         # (that is what keeps the cap exact), and queuing here costs nothing while contending in the
@@ -178,51 +180,44 @@ async def _claim_once(
                 devices=[transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free_now],
                 default_cap=settings.default_parallel_runs,
                 lease_seconds=settings.lease_seconds,
+                max_runs=max_runs,
             )
-            if claimed is None:
-                return None
+            if not claimed:
+                return []
             # A claim can wait for the write lock; if the agent hung up meanwhile, nobody would run it.
             if await disconnected():
                 raise _HungUp
-            return await _payload(session, state, claimed, agent)
+            return await _payloads(session, state, claimed)
     except (transitions.DeviceBusy, _HungUp):
-        return None
+        return []
 
 
-async def _payload(
-    session: AsyncSession, state: AppState, claimed: transitions.Claimed, agent: AgentPrincipal
-) -> RunPayload:
-    row = (
-        await session.execute(
-            select(TestRun, TestCase.flow, TestCase.name, AppFile)
-            .join(TestCase, TestCase.id == TestRun.test_case_id)
-            .join(AppFile, AppFile.id == TestRun.app_id)
-            .where(TestRun.id == claimed.run_id)
+async def _payloads(session: AsyncSession, state: AppState, claimed: list[transitions.Claimed]) -> list[RunPayload]:
+    """What the agent needs to run each claimed run, read in one query."""
+    rows = await AgentRepository(session).run_details([c.run_id for c in claimed])
+    out = []
+    for c in claimed:
+        run, flow, test_case_name, app = rows[c.run_id]
+        out.append(
+            RunPayload(
+                id=run.id,
+                attempt=c.attempt,
+                device_id=c.device_id,
+                flow=flow,
+                test_case_name=test_case_name,
+                timeout_seconds=float(run.timeout_seconds or state.settings.execution_timeout),
+                lease_expires_at=c.lease_expires_at.isoformat(),
+                app=AppPayload(
+                    id=app.id,
+                    sha256=app.sha256,
+                    os=app.os,
+                    file_size=app.file_size,
+                    download_url=app_link(state, app),
+                    metadata=app.package_metadata,
+                ),
+            )
         )
-    ).one()
-    run, flow, test_case_name, app = row
-    try:
-        step_count = len(parse_flow(flow).steps)
-    except FlowError:
-        step_count = 0  # the agent reports the flow's problem as the run's failure
-    await transitions.set_step_count(session, run.id, claimed.attempt, agent.agent_id, step_count)
-    return RunPayload(
-        id=run.id,
-        attempt=claimed.attempt,
-        device_id=claimed.device_id,
-        flow=flow,
-        test_case_name=test_case_name,
-        timeout_seconds=float(run.timeout_seconds or state.settings.execution_timeout),
-        lease_expires_at=claimed.lease_expires_at.isoformat(),
-        app=AppPayload(
-            id=app.id,
-            sha256=app.sha256,
-            os=app.os,
-            file_size=app.file_size,
-            download_url=app_link(state, app),
-            metadata=app.package_metadata,
-        ),
-    )
+    return out
 
 
 def _moved_on(run_id: str) -> Conflict:
@@ -246,12 +241,20 @@ async def heartbeat(
 
 
 async def record_steps(
-    session: AsyncSession, state: AppState, agent: AgentPrincipal, run_id: str, attempt: int, steps: list[StepItem]
+    session: AsyncSession,
+    state: AppState,
+    agent: AgentPrincipal,
+    run_id: str,
+    attempt: int,
+    steps: list[StepItem],
+    step_count: int | None = None,
 ) -> None:
     """Record step results (a repeated step is ignored) and move progress along."""
     if not steps:
         return
     run = await _own_running(session, agent, run_id, attempt)
+    if step_count and run.step_count != step_count:
+        run.step_count = step_count
     await AgentRepository(session).add_steps(run_id, attempt, [step.model_dump() for step in steps])
     if run.step_count:
         progress = min(99, (max(x.index for x in steps) + 1) * 100 // run.step_count)

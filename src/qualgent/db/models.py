@@ -163,10 +163,10 @@ class TestRun(TimestampMixin, Base):
     user: Mapped[User] = relationship(lazy="raise")
 
 
-
 # The scheduler's claim order, highest priority first, then oldest, read straight off the index: with
 # an ascending priority column both databases sorted every queued run of the top priority on every claim.
 Index("ix_test_runs_queue", TestRun.status, TestRun.priority_rank.desc(), TestRun.id)
+
 
 class Agent(TimestampMixin, Base):
     """A device agent: a process that serves devices and executes runs, authenticated by its own token."""

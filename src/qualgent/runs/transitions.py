@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, select, tuple_, update
+from sqlalchemy import and_, case, exists, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
@@ -40,6 +40,7 @@ class Claimed:
     run_id: str
     attempt: int
     device_id: str
+    device_name: str
     lease_expires_at: datetime
 
 
@@ -104,7 +105,9 @@ def candidate_statement(devices: Sequence[DeviceSpec], default_cap: int) -> Any:
     cap = func.coalesce(Organization.max_parallel_runs, default_cap)
     run_spec = tuple_(TestRun.device_name, TestRun.device_platform, TestRun.device_os_version)
     return (
-        select(TestRun.id, TestRun.organization_id)
+        select(
+            TestRun.id, TestRun.organization_id, TestRun.device_name, TestRun.device_platform, TestRun.device_os_version
+        )
         .join(Organization, Organization.id == TestRun.organization_id)
         .where(TestRun.status == "queued", run_spec.in_(specs), Organization.running_runs < cap)
         .order_by(TestRun.priority_rank.desc(), TestRun.id)
@@ -119,8 +122,10 @@ async def claim(
     devices: Sequence[DeviceSpec],
     default_cap: int,
     lease_seconds: float,
-) -> Claimed | None:
-    """Hand the best queued run that one of ``devices`` can take to the agent, or None.
+    max_runs: int = 1,
+) -> list[Claimed]:
+    """Hand the best queued runs that ``devices`` can take to the agent, at most one per device and
+    ``max_runs`` in all (an agent with several free devices claims for all of them in one go).
 
     Best: highest priority, then oldest; only from organisations under their parallel-run cap. On
     PostgreSQL the pick, the cap check and the state change are one statement (SKIP LOCKED, so
@@ -128,12 +133,48 @@ async def claim(
     increment serialises claims of one organisation, so the cap holds). On SQLite the session is a
     writer (BEGIN IMMEDIATE), which serialises claims outright.
     """
-    if not devices:
-        return None
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
+    free = list(devices)
+    claimed: list[Claimed] = []
+    while free and len(claimed) < max_runs:
+        one = await _claim_one(session, agent_id, free, default_cap, now, lease)
+        if one is None:
+            break
+        claimed.append(one)
+        free = [d for d in free if d.device_id != one.device_id]
+    if claimed:
+        await session.execute(
+            insert(RunAttempt),
+            [
+                {
+                    "run_id": c.run_id,
+                    "number": c.attempt,
+                    "agent_id": agent_id,
+                    "device_id": c.device_id,
+                    "device_name": c.device_name,
+                    "started_at": now,
+                }
+                for c in claimed
+            ],
+        )
+    return claimed
+
+
+async def _claim_one(
+    session: AsyncSession,
+    agent_id: str,
+    devices: Sequence[DeviceSpec],
+    default_cap: int,
+    now: datetime,
+    lease: datetime,
+) -> Claimed | None:
     cap = func.coalesce(Organization.max_parallel_runs, default_cap)
     candidate = candidate_statement(devices, default_cap)
+    # The first free device of each model: the run goes to the one of its model.
+    device_for: dict[tuple[str, str, str], DeviceSpec] = {}
+    for d in devices:
+        device_for.setdefault((d.name, d.platform, d.os_version), d)
     start = {
         "status": "running",
         "attempt": TestRun.attempt + 1,
@@ -144,20 +185,14 @@ async def claim(
         "progress": 0,
         "updated_at": now,
     }
-    returning = (
-        TestRun.id,
-        TestRun.organization_id,
-        TestRun.attempt,
-        TestRun.device_name,
-        TestRun.device_platform,
-        TestRun.device_os_version,
-    )
+    returning = (TestRun.id, TestRun.attempt, TestRun.device_id, TestRun.device_name)
 
     if _is_sqlite(session):
         picked = (await session.execute(candidate)).first()
         if picked is None:
             return None
-        run_id, org_id = picked
+        run_id, org_id, *spec = picked
+        device = device_for[(spec[0], spec[1], spec[2])]
         bumped = await session.execute(
             update(Organization)
             .where(Organization.id == org_id, Organization.running_runs < cap)
@@ -170,7 +205,7 @@ async def claim(
             await session.execute(
                 update(TestRun)
                 .where(TestRun.id == run_id, TestRun.status == "queued")
-                .values(**start)
+                .values(**start, device_id=device.device_id)
                 .returning(*returning)
             )
         ).first()
@@ -184,43 +219,43 @@ async def claim(
             .returning(Organization.id)
             .cte("bumped")
         )
+        # The device is picked in the same statement: the free device of the run's model.
+        device_id = case(
+            *[
+                (
+                    and_(TestRun.device_name == n, TestRun.device_platform == p, TestRun.device_os_version == v),
+                    d.device_id,
+                )
+                for (n, p, v), d in device_for.items()
+            ]
+        )
         # Executed at Core level: the ORM cannot map RETURNING rows of an UPDATE built on CTEs.
         connection = await session.connection()
         row = (
             await connection.execute(
                 update(TestRun)
                 .where(TestRun.id == cand.c.id, exists(select(org.c.id)))
-                .values(**start)
+                .values(**start, device_id=device_id)
                 .returning(*returning)
             )
         ).first()
     if row is None:
         return None
 
-    run_id, org_id, attempt, name, platform, os_version = row
-    device = next(d for d in devices if (d.name, d.platform, d.os_version) == (name, platform, os_version))
+    run_id, attempt, device_id_taken, device_name = row
+    assert device_id_taken is not None  # set by the statement above
     taken = await session.execute(
         update(Device)
-        .where(Device.id == device.device_id, Device.current_run_id.is_(None))
+        .where(Device.id == device_id_taken, Device.current_run_id.is_(None))
         .values(current_run_id=run_id)
         .returning(Device.id)
     )
     if taken.first() is None:
-        # The device was taken by another claim since the agent offered it: give the run back.
-        raise DeviceBusy(device.device_id)
-    await session.execute(update(TestRun).where(TestRun.id == run_id).values(device_id=device.device_id))
-    session.add(
-        RunAttempt(
-            run_id=run_id,
-            number=attempt,
-            agent_id=agent_id,
-            device_id=device.device_id,
-            device_name=name,
-            started_at=now,
-        )
+        # The device was taken by another claim since the agent offered it: give the runs back.
+        raise DeviceBusy(device_id_taken)
+    return Claimed(
+        run_id=run_id, attempt=attempt, device_id=device_id_taken, device_name=device_name, lease_expires_at=lease
     )
-    await session.flush()
-    return Claimed(run_id=run_id, attempt=attempt, device_id=device.device_id, lease_expires_at=lease)
 
 
 class DeviceBusy(Exception):
@@ -248,13 +283,6 @@ async def heartbeat(
         )
     ).first()
     return None if row is None else (bool(row[0]), lease)
-
-
-async def set_step_count(session: AsyncSession, run_id: str, attempt: int, agent_id: str, count: int) -> bool:
-    result = await session.execute(
-        update(TestRun).where(*_owned(run_id, attempt, agent_id)).values(step_count=count).returning(TestRun.id)
-    )
-    return result.first() is not None
 
 
 async def finish(
