@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     )
     auth_cache_seconds: float = Field(
         default=2.0,
-        description="Seconds a process may reuse a resolved API key before looking it up again; a revoked "
-        "key stops working within this time. 0 looks the key up on every request.",
+        description="Seconds a process may reuse a resolved API key or agent token before looking it up "
+        "again; a revoked one stops working within this time. 0 looks it up on every request.",
     )
     secret_key: str | None = Field(
         default=None,

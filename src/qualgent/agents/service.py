@@ -45,10 +45,7 @@ async def authenticate_agent(request: Request, state: AppState) -> AgentPrincipa
         raise RateLimited("Too many failed authentications from this address.", headers=blocked.headers())
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    agent = None
-    if looks_like_agent_token(token):
-        async with state.read_sessions() as session:
-            agent = await AgentRepository(session).by_token_hash(hash_key(token))
+    agent = await _resolve_agent(state, hash_key(token)) if looks_like_agent_token(token) else None
     if agent is None:
         await state.limiter.record_auth_failure(address)
         raise Unauthorized(
@@ -56,7 +53,31 @@ async def authenticate_agent(request: Request, state: AppState) -> AgentPrincipa
             "`qualgent admin create-agent`.",
             code="invalid_agent_token",
         )
-    return AgentPrincipal(agent.id, agent.name)
+    return agent
+
+
+# token hash → (principal, expiry): like API keys, valid agent tokens are cached for
+# ``auth_cache_seconds`` per process, which takes a query off every claim and report.
+_agents: dict[str, tuple[AgentPrincipal, float]] = {}
+_AGENT_CACHE_SIZE = 10_000
+
+
+async def _resolve_agent(state: AppState, token_hash: str) -> AgentPrincipal | None:
+    now = time.monotonic()
+    cached = _agents.get(token_hash)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    async with state.read_sessions() as session:
+        agent = await AgentRepository(session).by_token_hash(token_hash)
+    if agent is None:
+        _agents.pop(token_hash, None)
+        return None
+    principal = AgentPrincipal(agent.id, agent.name)
+    if state.settings.auth_cache_seconds > 0:
+        if len(_agents) >= _AGENT_CACHE_SIZE:
+            _agents.clear()
+        _agents[token_hash] = (principal, now + state.settings.auth_cache_seconds)
+    return principal
 
 
 async def create_agent(session: AsyncSession, name: str, *, embedded: bool = False) -> tuple[Agent, str]:
