@@ -480,6 +480,36 @@ def test_one_claim_takes_a_run_for_each_free_device(org: Tenant, exec_server: Li
     assert _running_count(exec_db, org.organization_id) == 0
 
 
+def test_a_finish_report_brings_the_device_s_next_run(org: Tenant, exec_server: LiveServer, exec_db: Database) -> None:
+    """`claim_next_for` on a finish claims the device's next run in the same request, only for a device of
+    the reporting agent."""
+    app = _ios_app(org)
+    case = create_test_case(org, flow="- launchApp\n")
+    first, second, third = _queue(org, case["id"], app, 3)
+    token = agent_token(exec_db, "finisher")
+    [device] = _register_raw(exec_server, token, ["iPhone 14 Pro"])
+    stranger = agent_token(exec_db, "stranger")
+    [foreign_device] = _register_raw(exec_server, stranger, ["iPhone 14 Pro"])
+    auth = {"Authorization": f"Bearer {token}"}
+    [claimed] = _claim_many(exec_server, token, [device], max_runs=1)
+    assert claimed["id"] == first
+
+    body = {"attempt": 1, "status": "passed", "claim_next_for": device}
+    answer = httpx.post(f"{exec_server.url}/v1/agent/runs/{first}/finish", json=body, headers=auth)
+    assert answer.status_code == 200, answer.text
+    next_run = answer.json()["next_run"]
+    assert (next_run["id"], next_run["device_id"], next_run["attempt"]) == (second, device, 1)
+    assert org.client.get(f"/v1/jobs/status/{first}").json()["status"] == "passed"
+    assert org.client.get(f"/v1/jobs/status/{second}").json()["status"] == "running"
+
+    # Another agent's device is not this agent's to claim for.
+    body = {"attempt": 1, "status": "passed", "claim_next_for": foreign_device}
+    answer = httpx.post(f"{exec_server.url}/v1/agent/runs/{second}/finish", json=body, headers=auth)
+    assert answer.status_code == 200 and answer.json()["next_run"] is None
+    assert org.client.get(f"/v1/jobs/status/{third}").json()["status"] == "queued"
+    org.client.post(f"/v1/jobs/{third}/cancel")
+
+
 def test_concurrent_batch_claims_never_exceed_the_cap(org: Tenant, exec_server: LiveServer, exec_db: Database) -> None:
     """Agents with three free devices each claim up to three runs at the same moment; the cap of 4 holds."""
     from qualgent.organisations.service import set_parallel_runs

@@ -16,6 +16,7 @@ from qualgent.agents.schemas import (
     AppPayload,
     ClaimOut,
     DeviceIn,
+    FinishOut,
     HeartbeatOut,
     RegisterOut,
     RunPayload,
@@ -94,10 +95,23 @@ class AgentClient:
         response.raise_for_status()
 
     async def finish(
-        self, run: RunPayload, status: str, failure: dict[str, Any] | None, steps: list[dict[str, Any]]
-    ) -> None:
-        body = {"attempt": run.attempt, "status": status, "failure": failure, "steps": steps}
-        await self._post(f"/v1/agent/runs/{run.id}/finish", body, retries=8)
+        self,
+        run: RunPayload,
+        status: str,
+        failure: dict[str, Any] | None,
+        steps: list[dict[str, Any]],
+        claim_next: bool = False,
+    ) -> RunPayload | None:
+        """Report the end of the run; with ``claim_next``, the device's next run (if one is queued)."""
+        body = {
+            "attempt": run.attempt,
+            "status": status,
+            "failure": failure,
+            "steps": steps,
+            "claim_next_for": run.device_id if claim_next else None,
+        }
+        data = await self._post(f"/v1/agent/runs/{run.id}/finish", body, retries=8)
+        return FinishOut.model_validate(data).next_run
 
     async def fetch_app(self, app: AppPayload, cache_dir: Path) -> Path:
         """The app's file, downloaded once per content (cached by SHA-256) and checked against its hash."""

@@ -105,31 +105,36 @@ class Agent:
 
     async def _device_loop(self, device: DeviceConfig, server_id: str) -> None:
         delay = 0.2
+        run: RunPayload | None = None
         while True:
-            try:
-                run = await self.claimer.claim_now(server_id)
-                if run is None:
-                    # Nothing queued for this device: wait for work on its own long-poll, so that a
-                    # run queued later starts on it at once.
-                    runs = await self.client.claim([server_id], self.claim_wait)
-                    run = runs[0] if runs else None
-                delay = 0.2
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                log.warning("%s: claim failed (%s); retrying", device.name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
-                continue
             if run is None:
-                continue
+                try:
+                    run = await self.claimer.claim_now(server_id)
+                    if run is None:
+                        # Nothing queued for this device: wait for work on its own long-poll, so that a
+                        # run queued later starts on it at once.
+                        runs = await self.client.claim([server_id], self.claim_wait)
+                        run = runs[0] if runs else None
+                    delay = 0.2
+                except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                    log.warning("%s: claim failed (%s); retrying", device.name, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5)
+                    continue
+                if run is None:
+                    continue
+            current, run = run, None
             try:
-                await self._execute(device, run)
+                # The finish report asks for the device's next run, which saves a claim per run.
+                run = await self._execute(device, current)
             except RunMovedOn:
-                log.info("run %s moved on; dropped", run.id)
+                log.info("run %s moved on; dropped", current.id)
             except Exception:
-                log.exception("run %s: the agent failed; the server will requeue it when its lease expires", run.id)
+                log.exception("run %s: the agent failed; the server will requeue it when its lease expires", current.id)
             self.runs_done += 1
 
-    async def _execute(self, device: DeviceConfig, run: RunPayload) -> None:
+    async def _execute(self, device: DeviceConfig, run: RunPayload) -> RunPayload | None:
+        """Run it and report the result; returns the device's next run when the server had one."""
         reporter = _StepReporter(self.client, run, _step_count(run))
         beats = asyncio.create_task(self._heartbeats(run))
         work = asyncio.create_task(self._perform(device, run, reporter))
@@ -152,7 +157,7 @@ class Agent:
                     outcome = _Outcome("failed", {"kind": "timeout", "message": message, "step": None})
             # Heartbeats go on until the server has the result: a finish that waits (a busy database,
             # retries while the server restarts) must not let the lease lapse, or the run is run again.
-            await self.client.finish(run, outcome.status, outcome.failure, reporter.take())
+            return await self.client.finish(run, outcome.status, outcome.failure, reporter.take(), claim_next=True)
         finally:
             beats.cancel()
             work.cancel()

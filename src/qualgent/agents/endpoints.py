@@ -12,6 +12,7 @@ from qualgent.agents.schemas import (
     ClaimIn,
     ClaimOut,
     FinishIn,
+    FinishOut,
     HeartbeatIn,
     HeartbeatOut,
     RegisterIn,
@@ -81,9 +82,18 @@ async def screenshot(
     return Ack()
 
 
-@router.post("/runs/{run_id}/finish", response_model=Ack, responses={409: {"description": "The run moved on."}})
-async def finish(run_id: str, body: FinishIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
-    """Report the end of the agent's attempt. A repeat is 200; a run that moved on is 409 (drop it)."""
+@router.post("/runs/{run_id}/finish", response_model=FinishOut, responses={409: {"description": "The run moved on."}})
+async def finish(
+    run_id: str, body: FinishIn, request: Request, session: SessionDep, state: StateDep, agent: AgentDep
+) -> FinishOut:
+    """Report the end of the agent's attempt. A repeat is 200; a run that moved on is 409 (drop it).
+    With `claim_next_for`, the device's next run comes back in the same answer."""
     failure = (body.failure.kind, body.failure.message, body.failure.step) if body.failure else None
     await service.finish(session, state, agent, run_id, body.attempt, body.status, failure, body.steps)
-    return Ack()
+    if body.claim_next_for is None:
+        return FinishOut()
+    # The result is committed first, on its own: the claim is a transaction of its own and must not
+    # hold up, or be held up by, the report.
+    await session.commit()
+    runs = await service.claim(state, agent, [body.claim_next_for], 0, request.is_disconnected)
+    return FinishOut(next_run=runs[0] if runs else None)

@@ -107,6 +107,17 @@ class FinishIn(BaseModel):
     status: Literal["passed", "failed", "cancelled"]
     failure: FailureIn | None = None
     steps: list[StepItem] = Field(default_factory=list, max_length=500, description="Steps not reported yet.")
+    claim_next_for: str | None = Field(
+        default=None,
+        max_length=40,
+        description="A device (server dev_… id) that is free once this run is over: claim its next run in "
+        "the same request (no waiting) and return it as `next_run`.",
+    )
+
+
+class FinishOut(BaseModel):
+    success: bool = True
+    next_run: RunPayload | None = None
 
 
 class Ack(BaseModel):
