@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ import httpx
 from qualgent.agent.client import AgentClient, RunMovedOn
 from qualgent.agents.schemas import DeviceIn, RunPayload
 from qualgent.drivers.base import AppUnderTest, DeviceConfig, DeviceSession, Driver, InfrastructureError
-from qualgent.flows.model import FlowError
+from qualgent.flows.model import Flow, FlowError
 from qualgent.flows.parse import parse_flow
 
 log = logging.getLogger("qualgent.agent")
@@ -182,7 +183,7 @@ class Agent:
 
     async def _perform(self, device: DeviceConfig, run: RunPayload, reporter: _StepReporter) -> _Outcome:
         try:
-            flow = parse_flow(run.flow)
+            flow = _parse(run.flow)
         except FlowError as exc:
             return _Outcome("failed", {"kind": "test", "message": f"The flow is invalid: {exc}", "step": None})
         try:
@@ -229,9 +230,15 @@ class Agent:
                     await session.close()
 
 
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> Flow:
+    """Parsed once per flow text: a suite runs the same flows again and again, on many devices."""
+    return parse_flow(text)
+
+
 def _step_count(run: RunPayload) -> int | None:
     try:
-        return len(parse_flow(run.flow).steps) or None
+        return len(_parse(run.flow).steps) or None
     except FlowError:
         return None
 
