@@ -380,7 +380,11 @@ def test_cancel_stops_a_running_run_at_its_next_heartbeat(
     [run_id] = _queue(org, case["id"], app)
     devices = simulated_devices(["iPhone 14 Pro"])
     with running_agent(exec_server.url, agent_token(exec_db), devices, tmp_path, step_seconds=0.1):
-        _wait_status(org, run_id, {"running"})
+        # Cancel once some steps are in (progress moved), so that the report shows where it stopped.
+        deadline = time.monotonic() + 20
+        while org.client.get(f"/v1/jobs/status/{run_id}").json()["progress"] == 0:
+            assert time.monotonic() < deadline, "no step was reported"
+            time.sleep(0.05)
         cancelled = org.client.post(f"/v1/jobs/{run_id}/cancel")
         assert cancelled.json()["status"] == "running"
         done = _wait_status(org, run_id, {"cancelled", "passed", "failed"}, timeout=10)
