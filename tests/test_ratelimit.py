@@ -240,3 +240,24 @@ def test_processes_share_the_limit_through_redis_and_not_without(tmp_path: Path)
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+def test_memory_windows_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process moving window: N hits in any one-second span, whatever the clock's alignment."""
+    from qualgent.auth import ratelimit
+
+    now = [1000.25]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: now[0])
+    windows = ratelimit.MemoryWindows()
+    results = []
+    for _ in range(4):
+        results.append(windows.hit("k", 3, 1).remaining)
+        now[0] += 0.1
+    assert results == [2, 1, 0, -1]  # the fourth, 0.3 s after the first, is refused
+    assert windows.peek("k", 3, 1).reset_time == pytest.approx(1001.25)  # when the first hit leaves
+    now[0] = 1001.30  # the first hit left the window; the second and third are still in it
+    assert windows.hit("k", 3, 1).remaining == 0
+    assert windows.hit("k", 3, 1).remaining == -1
+    assert windows.hit("other", 3, 1).remaining == 2  # keys are separate
+    now[0] = 1010.0
+    assert windows.peek("k", 3, 1).remaining == 3
