@@ -120,7 +120,7 @@ async def seed(url: str) -> tuple[str, list[str]]:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str], health_path: str, port: int) -> Iterator[None]:
+def process(args: list[str], env: dict[str, str], health_path: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
@@ -137,7 +137,7 @@ def process(args: list[str], env: dict[str, str], health_path: str, port: int) -
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.1)
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=15)
@@ -165,17 +165,30 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def wrk_rps(url: str, headers: dict[str, str], seconds: int = 5) -> float | None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_rps(url: str, headers: dict[str, str], pid: int, seconds: int = 5) -> tuple[float, float] | None:
+    """Requests per second, and the server's CPU microseconds per request (which other load on the
+    machine moves much less than the rate)."""
     if shutil.which("wrk") is None:
         return None
     args = ["wrk", "-t1", "-c8", f"-d{seconds}s"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
+    cpu0 = cpu_seconds(pid)
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu0
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
-    return float(match.group(1)) if match else None
+    if not match or not count:
+        return None
+    return float(match.group(1)), cpu * 1e6 / int(count.group(1))
 
 
 def bench_backend(name: str, url: str, data_dir: Path) -> dict[str, float | None]:
@@ -200,7 +213,7 @@ def bench_backend(name: str, url: str, data_dir: Path) -> dict[str, float | None
     results: dict[str, float | None] = {}
     serve = [sys.executable, "-m", "qualgent", "serve", "--port", str(port), "--log-level", "warning", "--no-migrate"]
     bare = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--log-level", "warning"]
-    with process(serve, env, "/healthz", port), process(bare, env, "/bare", bare_port):
+    with process(serve, env, "/healthz", port) as server, process(bare, env, "/bare", bare_port) as bare_server:
         status_paths = [f"/v1/jobs/status/{rng.choice(run_ids)}" for _ in range(2100)]
         status = latencies(port, status_paths, headers)
         # First pages and deep pages (cursor somewhere in the middle of the 100,000).
@@ -215,8 +228,13 @@ def bench_backend(name: str, url: str, data_dir: Path) -> dict[str, float | None
             bare_p50=statistics.median(bare_lat),
             bare_p99=pct(bare_lat, 0.99),
         )
-        results["status_rps"] = wrk_rps(f"http://127.0.0.1:{port}/v1/jobs/status/{run_ids[len(run_ids) // 2]}", headers)
-        results["bare_rps"] = wrk_rps(f"http://127.0.0.1:{bare_port}/bare", {})
+        status_url = f"http://127.0.0.1:{port}/v1/jobs/status/{run_ids[len(run_ids) // 2]}"
+        measured = (
+            wrk_rps(status_url, headers, server.pid),
+            wrk_rps(f"http://127.0.0.1:{bare_port}/bare", {}, bare_server.pid),
+        )
+        if measured[0] and measured[1]:
+            (results["status_rps"], results["status_cpu_us"]), (results["bare_rps"], results["bare_cpu_us"]) = measured
     return results
 
 
@@ -234,6 +252,10 @@ def report(name: str, r: dict[str, float | None]) -> None:
         print(
             f"  throughput (wrk, 8 conns)   status {r['status_rps']:.0f} req/s, bare {r['bare_rps']:.0f} req/s"
             f"  -> {ratio:.0%} of bare (target >= 40%)"
+        )
+        print(
+            f"  server CPU per request      status {r['status_cpu_us']:.0f} us, bare {r['bare_cpu_us']:.0f} us"
+            f"  -> bare/status {r['bare_cpu_us'] / r['status_cpu_us']:.0%}"  # type: ignore[operator]
         )
     else:
         print("  throughput: wrk not installed (apt-get install wrk); skipped")

@@ -60,18 +60,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The docs list sections in this order, whatever order the routers are matched in below.
+        openapi_tags=[{"name": name} for name in ("Apps", "Test Cases", "Categories", "Jobs", "Devices", "Agents")],
     )
     install_error_handlers(app)
 
+    # Requests are matched against routes in order: the hottest (run status and lists, agents' claims
+    # and reports) come first.
     for router in (
+        jobs_router,
+        agents_router,
         apps_router,
         download_router,
         test_cases_router,
         categories_router,
-        jobs_router,
         artifacts_router,
         devices_router,
-        agents_router,
     ):
         app.include_router(router)
     app.include_router(web_router)
