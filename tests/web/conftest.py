@@ -1,4 +1,4 @@
-"""Browser tests drive Debian's chromium (installed by .ci/install-chromium.sh) through Playwright.
+"""Browser tests drive Debian's chromium (installed by .ci/run) through Playwright.
 
 Playwright's own browser download does not work here, and neither an environment variable nor
 --browser-channel points it at another binary: overriding pytest-playwright's launch arguments does.
