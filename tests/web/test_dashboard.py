@@ -282,8 +282,10 @@ def test_run_a_test_case_and_watch_it_pass_without_a_reload(page: Page, dash: Da
     assert flow.locator("span").count() > 10
     shot(page, "test-case")
 
-    page.get_by_label("Device").select_option(label=IPHONE)
     page.get_by_label("Build").select_option(label="Example v1.2.3 (ios)")
+    # Only devices that can run an iOS build are offered.
+    assert page.locator("#run-device option[data-platform='android']").evaluate_all("os => os.every(o => o.disabled)")
+    page.get_by_label("Device").select_option(label=IPHONE)
     page.get_by_role("button", name="Run on this device").click()
     expect(page).to_have_url(re.compile(r"/test-runs/run_[0-9a-z]{26}$"))
     status = page.locator("#run-status")

@@ -90,6 +90,25 @@ function startCopy(button) {
   });
 }
 
+// The run form: only devices of the chosen build's platform can run it, so offer only those.
+function startPlatformMatch(form) {
+  const build = form.querySelector("#run-app");
+  const device = form.querySelector("#run-device");
+  function sync() {
+    const platform = build.selectedOptions[0] && build.selectedOptions[0].dataset.platform;
+    let firstMatch = null;
+    for (const option of device.options) {
+      const match = !platform || option.dataset.platform === platform;
+      option.disabled = !match;
+      option.hidden = !match;
+      if (match && !firstMatch) firstMatch = option;
+    }
+    if (device.selectedOptions[0] && device.selectedOptions[0].disabled && firstMatch) firstMatch.selected = true;
+  }
+  build.addEventListener("change", sync);
+  sync();
+}
+
 document.addEventListener("click", (event) => {
   const link = event.target.closest("a[data-enlarge]");
   const dialog = document.getElementById("shot-dialog");
@@ -111,4 +130,5 @@ document.addEventListener("DOMContentLoaded", () => {
   const upload = document.getElementById("upload-form");
   if (upload) startUpload(upload);
   document.querySelectorAll("button[data-copy]").forEach(startCopy);
+  document.querySelectorAll("form[data-match-platform]").forEach(startPlatformMatch);
 });
