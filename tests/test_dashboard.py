@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from qualgent.config import Settings
+from qualgent.db.models import WebSession
 from qualgent.ids import new_id
 from qualgent.state import AppState
 from qualgent.web.sessions import SESSION_COOKIE, set_session_cookie
@@ -117,6 +120,23 @@ def test_sign_in_sets_a_session_cookie_and_sign_out_ends_it(server: LiveServer, 
     # The cookie from before signing out is dead on the server, not only forgotten by the browser.
     with httpx.Client(base_url=server.url, timeout=30, cookies={SESSION_COOKIE: stolen}) as thief:
         assert_error(thief.get("/apps"), 401, "sign_in_required")
+
+
+def test_ended_sessions_are_forgotten_at_the_next_sign_in(server: LiveServer, db: Database, tenant: Tenant) -> None:
+    set_password(db, tenant.user_email)
+
+    async def rows(session: AsyncSession) -> list[tuple[Any, Any]]:
+        stmt = select(WebSession.revoked_at, WebSession.expires_at).where(WebSession.user_id == tenant.user_id)
+        return [tuple(r) for r in (await session.execute(stmt)).all()]
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        csrf = sign_in(client, tenant.user_email)
+        assert client.post("/sign-out", data={"csrf_token": csrf}).status_code == 303
+        [(revoked_at, _)] = db.run(rows)
+        assert revoked_at is not None  # signed out: kept, but dead
+        sign_in(client, tenant.user_email)
+        [(revoked_at, expires_at)] = db.run(rows)
+        assert revoked_at is None and expires_at is not None  # only the open one remains
 
 
 def test_cookies_are_secure_when_people_reach_the_server_over_https(tmp_path: Path) -> None:
@@ -354,6 +374,10 @@ def test_queueing_from_the_dashboard_validates_like_the_api(tenant: Tenant, web:
         tenant.client.post(f"/test-cases/{new_id('tc')}/run", data={"csrf_token": web, "device": "Pixel 7|Android|14"}),
         422,
     )
+    # A browser gets the reasons on the error page.
+    page = tenant.client.post(path, data={"csrf_token": web, "device": "Pixel 99|Android|14"}, headers=HTML)
+    assert page.status_code == 422 and page.headers["content-type"].startswith("text/html")
+    assert "no device &#39;Pixel 99&#39;" in page.text or "no device 'Pixel 99'" in page.text, page.text
     assert _state_of(tenant) == before
 
 

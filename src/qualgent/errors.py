@@ -134,7 +134,7 @@ def _validation_details(exc: RequestValidationError) -> tuple[int, list[dict[str
 
 # Renders an error as a page for a person's browser, or returns None to answer with the JSON body.
 # The dashboard (web/errors.py) provides it, so its pages fail as pages and the API as JSON.
-HtmlErrorRenderer = Callable[[Request, int, str, str, dict[str, str] | None], Response | None]
+HtmlErrorRenderer = Callable[[Request, int, str, str, list[Any] | None, dict[str, str] | None], Response | None]
 
 
 def install_error_handlers(app: FastAPI, html: HtmlErrorRenderer | None = None) -> None:
@@ -146,7 +146,7 @@ def install_error_handlers(app: FastAPI, html: HtmlErrorRenderer | None = None) 
         details: list[Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        page = html(request, status, code, message, headers) if html is not None else None
+        page = html(request, status, code, message, details, headers) if html is not None else None
         return page if page is not None else error_response(request, status, code, message, details, headers)
 
     @app.exception_handler(QualgentError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
@@ -36,7 +37,12 @@ def safe_next(path: str | None) -> str:
 
 
 def render_error_page(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: list[Any] | None,
+    headers: dict[str, str] | None,
 ) -> Response | None:
     if not wants_html(request):
         return None
@@ -46,7 +52,14 @@ def render_error_page(
     response = render(
         request,
         "error.html",
-        {"status": status, "code": code, "message": message, "request_id": request_id(request), "user": None},
+        {
+            "status": status,
+            "code": code,
+            "message": message,
+            "details": details or [],
+            "request_id": request_id(request),
+            "user": None,
+        },
         status_code=status,
     )
     if headers:

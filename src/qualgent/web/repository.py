@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
@@ -56,4 +56,13 @@ class WebSessionRepository:
             update(WebSession)
             .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
             .values(revoked_at=utcnow())
+        )
+
+    async def delete_ended(self, user_id: str, now: datetime) -> None:
+        """Forget a user's sessions that expired or were signed out (done at each sign-in, so a user's rows
+        stay as few as their open sessions)."""
+        await self.session.execute(
+            delete(WebSession).where(
+                WebSession.user_id == user_id, or_(WebSession.expires_at <= now, WebSession.revoked_at.is_not(None))
+            )
         )

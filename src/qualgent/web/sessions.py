@@ -103,7 +103,9 @@ async def sign_in(request: Request, session: AsyncSession, state: AppState, emai
         await state.limiter.record_auth_failure(address)
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
     token = secrets.token_urlsafe(32)
-    await WebSessionRepository(session).add(
+    sessions = WebSessionRepository(session)
+    await sessions.delete_ended(user.id, utcnow())
+    await sessions.add(
         WebSession(
             id=new_id("sess"),
             organization_id=user.organization_id,
