@@ -426,6 +426,13 @@ def test_every_page_fits_a_phone(browser: Browser, dash: Dashboard) -> None:
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     try:
         page = context.new_page()
+        # Every request goes to this server, and nothing is refused by the pages' CSP or fails in scripts.
+        requests: list[str] = []
+        problems: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         sign_in(page, dash, "/test-runs")
         pages = {
             "runs": "/test-runs",
@@ -445,5 +452,7 @@ def test_every_page_fits_a_phone(browser: Browser, dash: Dashboard) -> None:
                 if name == "run":
                     expect(page.locator("#run-status")).to_have_text("failed", timeout=30_000)
                 shot(page, f"phone-{name}")
+        assert requests and all(url.startswith(dash.url + "/") for url in requests), requests
+        assert not problems, problems
     finally:
         context.close()
