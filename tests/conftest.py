@@ -49,3 +49,11 @@ def other_tenant(db: Database, server: LiveServer) -> Iterator[Tenant]:
 @pytest.fixture
 def data_dir(server: LiveServer) -> Path:
     return server.settings.data_dir
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests (tests/web/) run last, whatever the order on the command line: once started,
+    Playwright's sync API keeps an event loop running in the main thread for the rest of the session,
+    and asyncio.Runner (tests/fixtures/factories.Database) refuses to run inside a running loop."""
+    web = Path(__file__).parent / "web"
+    items.sort(key=lambda item: item.path.is_relative_to(web))

@@ -30,6 +30,7 @@ ADMIN_COMMANDS = (
     "list-keys",
     "revoke-key",
     "set-rate-limit",
+    "set-password",
     "set-parallel-runs",
     "add-category",
     "add-test-case",
@@ -115,6 +116,13 @@ def test_serve_prints_a_working_key_on_first_start_only(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert httpx.get(url).status_code == 401
         assert f"{first.url}/docs" in output
+        # And how to sign in to the dashboard: the admin's email and a password, shown once too.
+        assert f"sign in at {first.url}/sign-in" in output
+        email = re.search(r"email:\s+(\S+)", output)
+        password = re.search(r"password:\s+(\S+)", output)
+        assert email and password, output
+        assert _signs_in(first.url, email.group(1), password.group(1))
+        assert not _signs_in(first.url, email.group(1), password.group(1) + "x")
     finally:
         first.stop()
     assert first.proc.returncode is not None
@@ -124,11 +132,49 @@ def test_serve_prints_a_working_key_on_first_start_only(tmp_path: Path) -> None:
         output = second.output()
         assert not KEY.search(output), output
         assert "qg_" not in output and "curl" not in output
-        assert f"{second.url}/docs" in output
+        assert password.group(1) not in output and "password:" not in output
+        assert f"{second.url}/docs" in output and f"{second.url}/sign-in" in output
         # The first start's key still works.
         assert httpx.get(f"{second.url}/v1/devices/list", headers={"X-Api-Key": key}).status_code == 200
     finally:
         second.stop()
+
+
+def _signs_in(base_url: str, email: str, password: str) -> bool:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        form = client.get("/sign-in").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert csrf, form
+        response = client.post("/sign-in", data={"email": email, "password": password, "csrf_token": csrf.group(1)})
+        return response.status_code == 303 and client.get("/devices").status_code == 200
+
+
+def test_set_password_lets_a_user_sign_in(cli: Cli, server: LiveServer) -> None:
+    org = cli("admin", "create-org", "Password Org").stdout.strip()
+    email = f"pw-{uuid.uuid4().hex[:8]}@example.com"
+    cli("admin", "create-user", email, "--org", org)
+    assert not _signs_in(server.url, email, "first password")  # no password yet: no sign-in
+    result = cli.runner.invoke(
+        app, ["admin", "set-password", email, "--password-stdin"], env=cli.env, input="first password\n"
+    )
+    assert result.exit_code == 0, result.stdout
+    assert "/sign-in" in result.stdout and "first password" not in result.stdout
+    assert _signs_in(server.url, email, "first password")
+    # Interactive: asked twice.
+    result = cli.runner.invoke(
+        app, ["admin", "set-password", email], env=cli.env, input="second password\nsecond password\n"
+    )
+    assert result.exit_code == 0, result.stdout
+    assert not _signs_in(server.url, email, "first password")
+    assert _signs_in(server.url, email, "second password")
+    # Too short, or nobody: refused, and the password stays.
+    short = cli.runner.invoke(app, ["admin", "set-password", email, "--password-stdin"], env=cli.env, input="short\n")
+    assert short.exit_code == 1 and "at least 8" in short.stderr
+    nobody = cli.runner.invoke(
+        app, ["admin", "set-password", "nobody@example.com", "--password-stdin"], env=cli.env, input="long enough\n"
+    )
+    assert nobody.exit_code == 1 and "No user" in nobody.stderr
+    assert _signs_in(server.url, email, "second password")
 
 
 def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ once the IDs are swapped back. Responses must also never carry any of B's data t
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,16 +21,18 @@ from qualgent.ids import new_id
 from qualgent.signing import signed_download_url
 from tests.fixtures.factories import (
     PIXEL_7,
+    Database,
     Tenant,
     apk_bytes,
     create_category,
     create_test_case,
     upload_app,
 )
-from tests.fixtures.routes import PRESIGNED, app_routes
+from tests.fixtures.routes import DASHBOARD_PREFIXES, PRESIGNED, app_routes
 from tests.fixtures.servers import LiveServer
+from tests.fixtures.web import PASSWORD, csrf_of, sign_in, signed_in_tenant
 
-PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run"}
+PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run", "key": "key"}
 
 
 @dataclass
@@ -43,6 +46,8 @@ class World:
     b_secrets: set[str]
     a_app_ids: set[str] = field(default_factory=set)
     a_category_ids: set[str] = field(default_factory=set)
+    # A's client is signed in to the dashboard too; its forms send this token.
+    csrf: str = ""
 
 
 def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
@@ -60,13 +65,13 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
     )
     assert queued.status_code == 200, queued.text
     run_id = queued.json()["jobs"][0]["id"]
-    ids = {"app": file["id"], "cat": category["id"], "tc": case["id"], "run": run_id}
+    ids = {"app": file["id"], "cat": category["id"], "tc": case["id"], "run": run_id, "key": tenant.key_id}
     names = {app_name, file["filename"], file["file_path"], file["sha256"], category["name"], case["name"]}
     return ids, names
 
 
 @pytest.fixture
-def world(tenant: Tenant, other_tenant: Tenant) -> World:
+def world(tenant: Tenant, other_tenant: Tenant, db: Database) -> World:
     b_ids, b_names = _populate(other_tenant, "bbb")
     # A has objects of its own too, so that requests mixing A's and B's IDs are possible.
     a_ids, _ = _populate(tenant, "aaa")
@@ -78,8 +83,10 @@ def world(tenant: Tenant, other_tenant: Tenant) -> World:
         other_tenant.user_email,
         other_tenant.key_id,
         other_tenant.key,
+        other_tenant.key[:10],  # the prefix the dashboard lists keys by
     }
-    return World(tenant, other_tenant, b_ids, a_ids, b_secrets, {a_ids["app"]}, {a_ids["cat"]})
+    csrf = signed_in_tenant(db, tenant)
+    return World(tenant, other_tenant, b_ids, a_ids, b_secrets, {a_ids["app"]}, {a_ids["cat"]}, csrf)
 
 
 # ------------------------------------------------------------------------------------------ probing
@@ -339,7 +346,173 @@ def run_page(w: World) -> None:
     indistinguishable(w, "GET", "/test-runs/<run>", ("run",), status=404, code="not_found")
 
 
+# ------------------------------------------------------------------------ the dashboard (signed in)
+
+
+def _form(w: World, **fields: str) -> dict[str, Any]:
+    return {"data": {"csrf_token": w.csrf, **fields}}
+
+
+def dashboard_home(w: World) -> None:
+    response = probe(w, "GET", "/", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/test-runs"
+
+
+def dashboard_sign_in_page(w: World) -> None:
+    # Already signed in: straight on, to a path of this server only.
+    response = probe(w, "GET", "/sign-in", params={"next": "//evil.example/x"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/test-runs"
+
+
+def dashboard_sign_in(w: World) -> None:
+    # B's user's email with A's password (and with no password set for B) opens nothing.
+    fresh = httpx.Client(base_url=str(w.a.client.base_url), timeout=30)
+    try:
+        form = fresh.get("/sign-in")
+        response = fresh.post(
+            "/sign-in",
+            data={"email": w.b.user_email, "password": PASSWORD, "csrf_token": csrf_of(form.text)},
+            follow_redirects=False,
+        )
+        assert response.status_code == 401, response.text
+        assert "qg_session" not in response.headers.get("set-cookie", "")
+    finally:
+        fresh.close()
+
+
+def dashboard_sign_out(w: World) -> None:
+    # A second session of A's, signed out; A's own session (the walk's) stays open.
+    other = httpx.Client(base_url=str(w.a.client.base_url), timeout=30)
+    try:
+        csrf = sign_in(other, w.a.user_email)
+        response = other.post("/sign-out", data={"csrf_token": csrf}, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/sign-in"
+        assert other.get("/settings/developer", follow_redirects=False).status_code == 401
+        assert probe(w, "GET", "/settings/developer").status_code == 200
+    finally:
+        other.close()
+
+
+def dashboard_run_list(path: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        response = probe(w, "GET", path)
+        assert response.status_code == 200, response.text
+        assert w.a_ids["run"] in response.text
+        for ref, param in (("tc", "test_case_id"), ("app", "app_id")):
+            indistinguishable(w, "GET", path, (ref,), status=200, params={param: f"<{ref}>"})
+
+    return check
+
+
+def dashboard_run(suffix: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        indistinguishable(w, "GET", f"/test-runs/<run>{suffix}", ("run",), status=404, code="not_found")
+
+    return check
+
+
+def dashboard_screenshot(w: World) -> None:
+    indistinguishable(w, "GET", "/test-runs/<run>/screenshots/1/0.png", ("run",), status=404, code="not_found")
+
+
+def dashboard_cancel(w: World) -> None:
+    indistinguishable(w, "POST", "/test-runs/<run>/cancel", ("run",), status=404, code="not_found", **_form(w))
+
+
+def dashboard_apps(w: World) -> None:
+    response = probe(w, "GET", "/apps")
+    assert response.status_code == 200 and w.a_ids["app"] in response.text
+
+
+def dashboard_upload(w: World) -> None:
+    b_name = next(s for s in w.b_secrets if s.startswith("App-bbb"))
+    response = probe(
+        w,
+        "POST",
+        "/apps/upload",
+        headers={"X-CSRF-Token": w.csrf},
+        data={"app_name": b_name, "version": "bbb.0.1"},
+        files={"file": ("app.apk", apk_bytes(), "application/octet-stream")},
+    )
+    assert response.status_code == 200, response.text
+    file = response.json()["file"]
+    assert file["organization_id"] == w.a.organization_id and file["id"] != w.b_ids["app"]
+    w.a_app_ids.add(file["id"])
+
+
+def dashboard_delete_app(w: World) -> None:
+    indistinguishable(w, "POST", "/apps/<app>/delete", ("app",), status=404, **_form(w))
+
+
+def dashboard_test_cases(w: World) -> None:
+    response = probe(w, "GET", "/test-cases")
+    assert response.status_code == 200 and w.a_ids["tc"] in response.text
+    indistinguishable(w, "GET", "/test-cases", ("cat",), status=404, code="not_found", params={"category": "<cat>"})
+
+
+def dashboard_test_case(w: World) -> None:
+    indistinguishable(w, "GET", "/test-cases/<tc>", ("tc",), status=404, code="not_found")
+
+
+def dashboard_run_test_case(w: World) -> None:
+    device = "Pixel 7|Android|14"
+    for refs, path, app in (
+        (("tc",), "/test-cases/<tc>/run", "<a:app>"),
+        (("app",), "/test-cases/<a:tc>/run", "<app>"),
+    ):
+        body = indistinguishable(w, "POST", path, refs, status=422, **_form(w, device=device, app_file_id=app))
+        assert body["error"]["details"], body
+
+
+def dashboard_devices(w: World) -> None:
+    response = probe(w, "GET", "/devices")
+    assert response.status_code == 200 and "Pixel 7" in response.text
+
+
+def dashboard_developer(w: World) -> None:
+    response = probe(w, "GET", "/settings/developer")
+    assert response.status_code == 200 and w.a.key[:10] in response.text
+
+
+def dashboard_generate_key(w: World) -> None:
+    response = probe(w, "POST", "/settings/developer/keys", **_form(w, name="walk", write="1"))
+    assert response.status_code == 200, response.text
+    secret = re.search(r'id="new-key-value" readonly value="(qg_[^"]+)"', response.text)
+    assert secret, response.text
+    # The new key is A's: it sees A's runs, not B's.
+    runs = httpx.get(w.a.client.base_url.join("/v1/jobs/list"), headers={"X-Api-Key": secret.group(1)}).json()[
+        "test_runs"
+    ]
+    assert [r["id"] for r in runs] == [w.a_ids["run"]]
+
+
+def dashboard_revoke_key(w: World) -> None:
+    indistinguishable(w, "POST", "/settings/developer/keys/<key>/revoke", ("key",), status=404, **_form(w))
+    assert w.b.client.get("/v1/jobs/list").status_code == 200  # B's key still works
+
+
 ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
+    # The dashboard, signed in as A; first, before A names things of its own like B's.
+    ("GET", "/"): dashboard_home,
+    ("GET", "/sign-in"): dashboard_sign_in_page,
+    ("POST", "/sign-in"): dashboard_sign_in,
+    ("POST", "/sign-out"): dashboard_sign_out,
+    ("GET", "/test-runs"): dashboard_run_list("/test-runs"),
+    ("GET", "/test-runs/rows"): dashboard_run_list("/test-runs/rows"),
+    ("GET", "/test-runs/{run_id}/live"): dashboard_run("/live"),
+    ("GET", "/test-runs/{run_id}/report.json"): dashboard_run("/report.json"),
+    ("GET", "/test-runs/{run_id}/junit.xml"): dashboard_run("/junit.xml"),
+    ("GET", "/test-runs/{run_id}/screenshots/{attempt}/{index}.png"): dashboard_screenshot,
+    ("POST", "/test-runs/{run_id}/cancel"): dashboard_cancel,
+    ("GET", "/apps"): dashboard_apps,
+    ("POST", "/apps/{app_id}/delete"): dashboard_delete_app,
+    ("GET", "/test-cases"): dashboard_test_cases,
+    ("GET", "/test-cases/{test_case_id}"): dashboard_test_case,
+    ("POST", "/test-cases/{test_case_id}/run"): dashboard_run_test_case,
+    ("GET", "/devices"): dashboard_devices,
+    ("GET", "/settings/developer"): dashboard_developer,
+    ("POST", "/settings/developer/keys"): dashboard_generate_key,
+    ("POST", "/settings/developer/keys/{key_id}/revoke"): dashboard_revoke_key,
     ("GET", "/v1/apps"): list_apps,
     ("GET", "/v1/apps/latest"): latest_app,
     ("GET", "/v1/apps/{app_id}"): get_app,
@@ -367,12 +540,13 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/test-runs/{run_id}"): run_page,
     # Last: A's upload adds an app of A's that the checks above need not know about.
     ("POST", "/v1/apps/upload"): upload,
+    ("POST", "/apps/upload"): dashboard_upload,
 }
 
 
 def test_route_table_covers_every_route() -> None:
     """A route added to the application without a line above fails here."""
-    routes = app_routes(("/v1", "/test-runs"))
+    routes = app_routes(("/v1", *DASHBOARD_PREFIXES))
     assert routes >= PRESIGNED
     assert set(ROUTE_TABLE) == routes - PRESIGNED
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from qualgent import __version__
@@ -22,7 +23,9 @@ from qualgent.runs.endpoints import artifacts_router
 from qualgent.runs.endpoints import router as jobs_router
 from qualgent.state import AppState
 from qualgent.test_cases.endpoints import router as test_cases_router
+from qualgent.web.errors import render_error_page
 from qualgent.web.routes import router as web_router
+from qualgent.web.templating import STATIC_DIR
 
 # Uploads that never finished (a crash mid-upload) are removed at start once this old.
 STALE_UPLOAD_SECONDS = 3600
@@ -63,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The docs list sections in this order, whatever order the routers are matched in below.
         openapi_tags=[{"name": name} for name in ("Apps", "Test Cases", "Categories", "Jobs", "Devices", "Agents")],
     )
-    install_error_handlers(app)
+    install_error_handlers(app, html=render_error_page)
 
     # Requests are matched against routes in order: the hottest (run status and lists, agents' claims
     # and reports) come first.
@@ -79,9 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(_health_router())
 
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_bytes, exempt_prefixes=("/v1/apps/upload",))
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_json_bytes, exempt_prefixes=("/v1/apps/upload", "/apps/upload")
+    )
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -91,11 +91,21 @@ class Settings(BaseSettings):
         default=60, description="Seconds after an agent's last request when its devices count as offline."
     )
 
+    # The dashboard (issue 6)
+    session_hours: float = Field(
+        default=12, description="Hours a dashboard sign-in lasts before the person signs in again."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'qualgent.db').resolve()}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are sent over HTTPS only when people reach the server over HTTPS."""
+        return self.public_base_url.startswith("https://")
 
     @property
     def is_sqlite(self) -> bool:

@@ -6,11 +6,12 @@ Body of every 4xx/5xx: ``{"success": false, "error": {"code", "message", "detail
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("qualgent")
@@ -131,13 +132,29 @@ def _validation_details(exc: RequestValidationError) -> tuple[int, list[dict[str
     return status, details
 
 
-def install_error_handlers(app: FastAPI) -> None:
+# Renders an error as a page for a person's browser, or returns None to answer with the JSON body.
+# The dashboard (web/errors.py) provides it, so its pages fail as pages and the API as JSON.
+HtmlErrorRenderer = Callable[[Request, int, str, str, list[Any] | None, dict[str, str] | None], Response | None]
+
+
+def install_error_handlers(app: FastAPI, html: HtmlErrorRenderer | None = None) -> None:
+    def respond(
+        request: Request,
+        status: int,
+        code: str,
+        message: str,
+        details: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        page = html(request, status, code, message, details, headers) if html is not None else None
+        return page if page is not None else error_response(request, status, code, message, details, headers)
+
     @app.exception_handler(QualgentError)
-    async def _domain(request: Request, exc: QualgentError) -> JSONResponse:
-        return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    async def _domain(request: Request, exc: QualgentError) -> Response:
+        return respond(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         status, details = _validation_details(exc)
         if status == 400:
             message = "The request is missing a required parameter or is not valid JSON; see details."
@@ -145,17 +162,15 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = "The request has invalid values; see details."
             code = "invalid_request"
-        return error_response(request, status, code, message, details)
+        return respond(request, status, code, message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = str(exc.detail) if exc.detail else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = f"No route {request.method} {request.url.path}; see /docs for the API."
-        return error_response(
-            request, exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None
-        )
+        return respond(request, exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -63,3 +63,7 @@ class ApiKeyRepository:
 
     async def get(self, key_id: str) -> ApiKey | None:
         return await self.session.get(ApiKey, key_id)
+
+    async def get_in_organization(self, organization_id: str, key_id: str) -> ApiKey | None:
+        stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id)
+        return await self.session.scalar(stmt)

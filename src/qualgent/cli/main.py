@@ -123,12 +123,22 @@ def serve(
             "\n[bold green]First start:[/bold green] created a default organisation and this API key. "
             "It is shown [bold]once[/bold]; keep it:\n"
         )
-        console.print(f"    [bold]{first.secret}[/bold]\n", highlight=False, soft_wrap=True)
+        console.print(f"    [bold]{first.key.secret}[/bold]\n", highlight=False, soft_wrap=True)
         console.print("Try it:\n", highlight=False)
-        console.print(f'    export QUALGENT_API_KEY="{first.secret}"', highlight=False, soft_wrap=True)
+        console.print(f'    export QUALGENT_API_KEY="{first.key.secret}"', highlight=False, soft_wrap=True)
         console.print(
             f'    curl {base}/v1/devices/list -H "X-Api-Key: $QUALGENT_API_KEY"\n', highlight=False, soft_wrap=True
         )
+        console.print(f"Dashboard: sign in at {base}/sign-in", highlight=False, soft_wrap=True)
+        console.print(f"    email:    {first.email}", highlight=False, soft_wrap=True)
+        console.print(f"    password: {first.password}", highlight=False, soft_wrap=True)
+        console.print(
+            f"Shown once too; change it with `qualgent admin set-password {first.email}`.\n",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"Dashboard: {base}/sign-in", highlight=False)
     console.print(f"API docs: {base}/docs", highlight=False)
     uvicorn.run(
         "qualgent.app:create_app",
@@ -369,6 +379,24 @@ def list_keys(org: Annotated[str | None, typer.Option(help="Organisation ID (def
             key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
         )
     _print_table(table)
+
+
+@admin_app.command("set-password")
+def set_password(
+    email: Annotated[str, typer.Argument(help="The user's email address.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (for scripts).")
+    ] = False,
+) -> None:
+    """Set a user's dashboard password (asked twice unless --password-stdin); signs the user out everywhere."""
+    from qualgent.organisations.service import set_password as set_it
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _run_in_session(lambda s: set_it(s, email, password))
+    console.print(f"Password set for {email}; sign in at {get_settings().public_base_url.rstrip('/')}/sign-in")
 
 
 @admin_app.command("revoke-key")

@@ -238,3 +238,22 @@ class RunStep(Base):
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     screenshot_key: Mapped[str | None] = mapped_column(String(600))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# ------------------------------------------------------------------ issue 6: the dashboard's sign-in
+
+
+class WebSession(TimestampMixin, Base):
+    """A person signed in to the dashboard. The cookie carries a signed random token; only its hash is
+    stored, so signing out (or expiry) ends the session on the server, not only in the browser."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Every form of the session carries this token; a POST without it is refused.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

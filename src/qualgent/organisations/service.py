@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.auth.keys import SCOPES, display_prefix, generate_key, hash_key
+from qualgent.auth.passwords import hash_password, password_problem
 from qualgent.auth.repository import ApiKeyRepository
 from qualgent.auth.service import forget_cached_keys
 from qualgent.db.base import utcnow
@@ -15,6 +17,7 @@ from qualgent.db.session import on_commit
 from qualgent.errors import NotFound, Unprocessable
 from qualgent.ids import new_id
 from qualgent.organisations.repository import OrganisationRepository
+from qualgent.web.repository import WebSessionRepository
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,28 @@ async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
     return key
 
 
+async def revoke_key_of_organization(session: AsyncSession, organization_id: str, key_id: str) -> ApiKey:
+    """Revoke a key of this organisation (the dashboard); another organisation's key is not found."""
+    key = await ApiKeyRepository(session).get_in_organization(organization_id, key_id)
+    if key is None:
+        raise NotFound(f"No API key {key_id}.")
+    return await revoke_key(session, key.id)
+
+
+async def set_password(session: AsyncSession, email: str, password: str) -> User:
+    """Set a user's dashboard password (Argon2id) and end their open dashboard sessions."""
+    problem = password_problem(password)
+    if problem:
+        raise Unprocessable(problem, code="weak_password")
+    user = await OrganisationRepository(session).user_by_email(email)
+    if user is None:
+        raise NotFound(f"No user with email {email}.")
+    user.password_hash = hash_password(password)
+    await session.flush()
+    await WebSessionRepository(session).revoke_all_for_user(user.id)
+    return user
+
+
 async def set_key_rate_limit(session: AsyncSession, key_id: str, per_second: int | None) -> ApiKey:
     key = await ApiKeyRepository(session).get(key_id)
     if key is None:
@@ -121,11 +146,25 @@ async def set_parallel_runs(session: AsyncSession, organization_id: str, cap: in
     return org
 
 
-async def bootstrap(session: AsyncSession) -> NewKey | None:
-    """On the very first start: a default organisation, its admin user and a key. Never again after."""
+@dataclass(frozen=True)
+class FirstStart:
+    """What the very first start created; ``key.secret`` and ``password`` are printed once, never stored."""
+
+    key: NewKey
+    email: str
+    password: str
+
+
+async def bootstrap(session: AsyncSession) -> FirstStart | None:
+    """On the very first start: a default organisation, its admin user (with a dashboard password) and a
+    key. Never again after."""
     repo = OrganisationRepository(session)
     if await repo.count() > 0:
         return None
     org = await create_organization(session, "Default organisation")
     user = await create_user(session, org.id, "Admin", "admin@localhost")
-    return await create_key(session, user.id, name="first key")
+    # Short enough to type, 96 random bits; `qualgent admin set-password` replaces it.
+    password = secrets.token_urlsafe(12)
+    user.password_hash = hash_password(password)
+    key = await create_key(session, user.id, name="first key")
+    return FirstStart(key, user.email, password)

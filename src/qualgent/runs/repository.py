@@ -76,6 +76,7 @@ class RunRepository(OrgScopedRepository[TestRun]):
         test_case_id: str | None = None,
         app_id: str | None = None,
         ids: list[str] | None = None,
+        device_name: str | None = None,
     ) -> Sequence[Any]:
         stmt = self._view().order_by(TestRun.id.desc()).limit(limit)
         if before:
@@ -88,6 +89,8 @@ class RunRepository(OrgScopedRepository[TestRun]):
             stmt = stmt.where(TestRun.app_id == app_id)
         if ids is not None:
             stmt = stmt.where(TestRun.id.in_(ids))
+        if device_name:
+            stmt = stmt.where(TestRun.device_name == device_name)
         return await self.read_all(stmt)
 
     async def latest_completed(self, test_case_ids: Sequence[str]) -> dict[str, Any]:

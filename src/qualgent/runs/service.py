@@ -187,7 +187,7 @@ def _build_runs(principal: Principal, plans: list[_Plan], max_attempts: int) -> 
             test_case_id=plan.test_case.id,
             app_id=plan.app.id,
             user_id=principal.user_id,
-            api_key_id=principal.key_id,
+            api_key_id=principal.key_id or None,  # a dashboard session has no key
             device_name=plan.device.name,
             device_platform=plan.device.platform,
             device_os_version=plan.device.os_version,

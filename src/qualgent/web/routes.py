@@ -1,38 +1,344 @@
-"""Pages for people. For now: the run page that every run's ``link`` points at."""
+"""The dashboard: pages for people, scoped to the signed-in person's organisation exactly like the API.
+
+Routes stay thin: web/service.py gathers what a page shows through the API's own services and
+repositories, web/sessions.py signs people in and out, and templates render it.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.responses import RedirectResponse, Response
 
+from qualgent.apps import service as apps_service
 from qualgent.auth.service import authenticate
 from qualgent.deps import SessionDep, StateDep
-from qualgent.errors import NotFound
+from qualgent.errors import NotFound, Unauthorized
 from qualgent.ids import has_shape
-from qualgent.runs import service
+from qualgent.organisations import service as organisations
+from qualgent.runs import reports
+from qualgent.runs import service as runs_service
 from qualgent.runs.repository import RunRepository
+from qualgent.web import service
+from qualgent.web.deps import FormUserDep, WebUserDep
+from qualgent.web.errors import safe_next
+from qualgent.web.sessions import (
+    SIGN_IN_CSRF_COOKIE,
+    check_csrf,
+    clear_session_cookie,
+    current_user,
+    set_session_cookie,
+    set_sign_in_csrf_cookie,
+    sign_in_csrf,
+)
+from qualgent.web.sessions import sign_in as open_session
+from qualgent.web.sessions import sign_out as close_session
+from qualgent.web.templating import SECURITY_HEADERS, TERMINAL, highlight_flow, render
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+Id = Annotated[str, Query(max_length=64)]
+OptionalFilter = Annotated[str | None, Query(max_length=200)]
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------------------------------ sign-in
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home() -> Response:
+    return _see_other("/test-runs")
+
+
+@router.get("/sign-in", response_class=HTMLResponse)
+async def sign_in_page(
+    request: Request, session: SessionDep, state: StateDep, next: Annotated[str | None, Query(max_length=2000)] = None
+) -> Response:
+    if await current_user(request, session, state) is not None:
+        return _see_other(safe_next(next))
+    return _sign_in_form(request, state, next, None, 200)
+
+
+def _sign_in_form(request: Request, state: StateDep, next: str | None, error: str | None, status: int) -> Response:
+    token = sign_in_csrf(request)
+    response = render(
+        request,
+        "sign_in.html",
+        {"user": None, "csrf_token": token, "next": safe_next(next), "error": error},
+        status_code=status,
+    )
+    set_sign_in_csrf_cookie(response, state, token)
+    return response
+
+
+@router.post("/sign-in", response_class=HTMLResponse)
+async def sign_in(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    email: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=1024)],
+    csrf_token: Annotated[str | None, Form(max_length=200)] = None,
+    next: Annotated[str | None, Form(max_length=2000)] = None,
+) -> Response:
+    check_csrf(request.cookies.get(SIGN_IN_CSRF_COOKIE, ""), csrf_token)
+    try:
+        cookie = await open_session(request, session, state, email, password)
+    except Unauthorized as exc:
+        return _sign_in_form(request, state, next, exc.message, 401)
+    response = _see_other(safe_next(next))
+    set_session_cookie(response, state, cookie)
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, session: SessionDep, state: StateDep, user: FormUserDep) -> Response:
+    await close_session(request, session, state)
+    response = _see_other("/sign-in")
+    clear_session_cookie(response, state)
+    return response
+
+
+# ---------------------------------------------------------------------------------------- test runs
+
+
+@router.get("/test-runs", response_class=HTMLResponse)
+async def runs_page(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    user: WebUserDep,
+    status: OptionalFilter = None,
+    app_id: OptionalFilter = None,
+    device: OptionalFilter = None,
+    test_case_id: OptionalFilter = None,
+) -> Response:
+    filters = service.RunFilters.parse(status, app_id, device, test_case_id)
+    return render(
+        request,
+        "runs.html",
+        {
+            "user": user,
+            "filters": filters,
+            "query": filters.query(),
+            "choices": await service.filter_choices(session, state, user.principal),
+            "runs": await service.run_list(state, user.principal, filters),
+        },
+    )
+
+
+@router.get("/test-runs/rows", response_class=HTMLResponse)
+async def runs_rows(
+    request: Request,
+    state: StateDep,
+    user: WebUserDep,
+    status: OptionalFilter = None,
+    app_id: OptionalFilter = None,
+    device: OptionalFilter = None,
+    test_case_id: OptionalFilter = None,
+) -> Response:
+    """The run list's rows alone, polled by the list page to stay current."""
+    filters = service.RunFilters.parse(status, app_id, device, test_case_id)
+    runs = await service.run_list(state, user.principal, filters)
+    return render(request, "_run_rows.html", {"runs": runs})
 
 
 @router.get("/test-runs/{run_id}", response_class=HTMLResponse)
-async def run_page(run_id: str, request: Request, session: SessionDep, state: StateDep) -> HTMLResponse:
-    """A run's page. With an API key it shows the run; without one, how to see it."""
+async def run_page(run_id: str, request: Request, session: SessionDep, state: StateDep) -> Response:
+    """A run's page (every run's ``link``). Signed in, or with an API key, it shows the run; otherwise how
+    to see it."""
     if not has_shape(run_id, "run"):
         raise NotFound(f"No test run {run_id}.")
-    run_out = None
+    user = await current_user(request, session, state)
+    if user is not None:
+        view = await service.run_view(session, state, user.principal, run_id)
+        return render(request, "run.html", {"user": user, "view": view, "run_id": run_id})
     if request.headers.get("x-api-key"):
         principal = await authenticate(request, state)
-        run = await RunRepository(session, principal.organization_id, state.reader).view(run_id)
-        if run is None:
+        row = await RunRepository(session, principal.organization_id, state.reader).view(run_id)
+        if row is None:
             raise NotFound(f"No test run {run_id}.")
-        run_out = service.to_out(state, run)
-    return templates.TemplateResponse(
-        request,
-        "run.html",
-        {"run_id": run_id, "run": run_out, "base_url": state.settings.public_base_url.rstrip("/")},
+        return render(request, "run_summary.html", {"user": None, "run": runs_service.to_out(state, row)})
+    base_url = state.settings.public_base_url.rstrip("/")
+    return render(request, "run_anonymous.html", {"user": None, "run_id": run_id, "base_url": base_url})
+
+
+@router.get("/test-runs/{run_id}/live", response_class=HTMLResponse)
+async def run_live(run_id: str, request: Request, session: SessionDep, state: StateDep, user: WebUserDep) -> Response:
+    """The changing part of a run's page, polled while the run moves; says when it will not change again."""
+    view = await service.run_view(session, state, user.principal, run_id)
+    response = render(request, "_run_live.html", {"user": user, "view": view, "run_id": run_id})
+    response.headers["X-Live-Final"] = "1" if view.run.status in TERMINAL else "0"
+    return response
+
+
+@router.post("/test-runs/{run_id}/cancel")
+async def cancel_run(run_id: str, session: SessionDep, user: FormUserDep) -> Response:
+    await runs_service.cancel(session, user.principal, run_id)
+    return _see_other(f"/test-runs/{run_id}")
+
+
+@router.get("/test-runs/{run_id}/report.json")
+async def run_report_json(run_id: str, session: SessionDep, state: StateDep, user: WebUserDep) -> Response:
+    report = await service.run_report(session, state, user.principal, run_id)
+    return Response(
+        report.model_dump_json(indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}.json"', **SECURITY_HEADERS},
     )
+
+
+@router.get("/test-runs/{run_id}/junit.xml")
+async def run_junit(run_id: str, session: SessionDep, state: StateDep, user: WebUserDep) -> Response:
+    report = await service.run_report(session, state, user.principal, run_id)
+    return Response(
+        reports.to_junit(report),
+        media_type="application/xml",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}.junit.xml"', **SECURITY_HEADERS},
+    )
+
+
+@router.get("/test-runs/{run_id}/screenshots/{attempt}/{index}.png")
+async def run_screenshot(
+    run_id: str, attempt: int, index: int, session: SessionDep, state: StateDep, user: WebUserDep
+) -> Response:
+    key = await service.screenshot_key(session, state, user.principal, run_id, attempt, index)
+    local = state.storage.path(key)
+    if local is None:
+        raise NotFound("No such screenshot.")
+    return FileResponse(local, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+# --------------------------------------------------------------------------------------------- apps
+
+
+@router.get("/apps", response_class=HTMLResponse)
+async def apps_page(request: Request, session: SessionDep, state: StateDep, user: WebUserDep) -> Response:
+    apps = await service.app_list(session, state, user.principal)
+    return render(
+        request, "apps.html", {"user": user, "apps": apps, "max_upload_bytes": state.settings.max_upload_bytes}
+    )
+
+
+@router.post("/apps/upload")
+async def upload_app(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    user: WebUserDep,
+    csrf_token: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """Streams the build like POST /v1/apps/upload. The CSRF token comes in a header (the page's script,
+    which shows progress) or the query (the plain form), since the body is read only as a stream."""
+    sent = request.headers.get("x-csrf-token")
+    check_csrf(user.csrf_token, sent or csrf_token)
+    uploaded = await apps_service.receive_upload(request, session, state, user.principal)
+    if sent:
+        return JSONResponse(uploaded.model_dump(mode="json"))
+    return _see_other("/apps")
+
+
+@router.post("/apps/{app_id}/delete")
+async def delete_app(app_id: str, session: SessionDep, user: FormUserDep) -> Response:
+    await apps_service.delete_apps(session, user.principal, [app_id])
+    return _see_other("/apps")
+
+
+# ------------------------------------------------------------------------------------- test cases
+
+
+@router.get("/test-cases", response_class=HTMLResponse)
+async def test_cases_page(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    user: WebUserDep,
+    category: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    catalogue = await service.test_case_list(session, state, user.principal, category)
+    return render(request, "test_cases.html", {"user": user, "catalogue": catalogue})
+
+
+@router.get("/test-cases/{test_case_id}", response_class=HTMLResponse)
+async def test_case_page(
+    test_case_id: str, request: Request, session: SessionDep, state: StateDep, user: WebUserDep
+) -> Response:
+    case = await service.test_case_detail(session, state, user.principal, test_case_id)
+    context: dict[str, Any] = {
+        "user": user,
+        "case": case,
+        "flow_html": highlight_flow(case.flow) if case.flow else None,
+        "devices": state.devices.devices,
+        "device_value": service.device_value,
+        "apps": await service.app_list(session, state, user.principal),
+    }
+    return render(request, "test_case.html", context)
+
+
+@router.post("/test-cases/{test_case_id}/run")
+async def run_test_case(
+    test_case_id: str,
+    session: SessionDep,
+    state: StateDep,
+    user: FormUserDep,
+    device: Annotated[str, Form(max_length=300)],
+    app_file_id: Annotated[str, Form(max_length=64)] = "",
+    priority: Annotated[str, Form(max_length=10)] = "medium",
+) -> Response:
+    queued = await service.queue_one(session, state, user.principal, test_case_id, device, app_file_id, priority)
+    return _see_other(f"/test-runs/{queued.id}")
+
+
+# ----------------------------------------------------------------------------------------- devices
+
+
+@router.get("/devices", response_class=HTMLResponse)
+async def devices_page(request: Request, session: SessionDep, state: StateDep, user: WebUserDep) -> Response:
+    groups = await service.devices_by_type(session, state)
+    return render(request, "devices.html", {"user": user, "groups": groups})
+
+
+# ------------------------------------------------------------------------------ settings: developer
+
+
+async def _developer_page(
+    request: Request, session: SessionDep, user: Any, new_key: Any = None, status: int = 200
+) -> Response:
+    keys = await organisations.list_keys(session, user.principal.organization_id)
+    return render(
+        request,
+        "developer.html",
+        {"user": user, "keys": sorted(keys, key=lambda k: k.id, reverse=True), "new_key": new_key},
+        status_code=status,
+    )
+
+
+@router.get("/settings/developer", response_class=HTMLResponse)
+async def developer_page(request: Request, session: SessionDep, user: WebUserDep) -> Response:
+    return await _developer_page(request, session, user)
+
+
+@router.post("/settings/developer/keys", response_class=HTMLResponse)
+async def generate_key(
+    request: Request,
+    session: SessionDep,
+    user: FormUserDep,
+    name: Annotated[str, Form(max_length=200)] = "",
+    write: Annotated[str | None, Form(max_length=10)] = None,
+) -> Response:
+    """A new key, shown in this response only (never in a URL, never stored)."""
+    new_key = await organisations.create_key(
+        session, user.principal.user_id, name=name.strip(), scopes="read write" if write else "read"
+    )
+    return await _developer_page(request, session, user, new_key)
+
+
+@router.post("/settings/developer/keys/{key_id}/revoke")
+async def revoke_key(key_id: str, session: SessionDep, user: FormUserDep) -> Response:
+    await organisations.revoke_key_of_organization(session, user.principal.organization_id, key_id)
+    return _see_other("/settings/developer")

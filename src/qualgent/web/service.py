@@ -1,0 +1,220 @@
+"""What the dashboard's pages show, gathered through the same services and repositories as the API, so
+a page sees exactly what its organisation's API keys see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from qualgent.agents.repository import AgentRepository
+from qualgent.apps import service as apps_service
+from qualgent.apps.repository import AppRepository
+from qualgent.apps.schemas import AppOut
+from qualgent.auth.principal import Principal
+from qualgent.categories.repository import CategoryRepository
+from qualgent.db.models import Category
+from qualgent.errors import NotFound, Unprocessable
+from qualgent.ids import has_shape
+from qualgent.runs import reports
+from qualgent.runs import service as runs_service
+from qualgent.runs.repository import RunRepository
+from qualgent.runs.schemas import DeviceIn, JobIn, QueuedJob, RunOut, RunStatus
+from qualgent.state import AppState
+from qualgent.test_cases import service as test_cases_service
+from qualgent.test_cases.repository import TestCaseRepository
+from qualgent.test_cases.schemas import TestCaseOut
+
+STATUSES: tuple[RunStatus, ...] = ("queued", "running", "passed", "failed", "cancelled")
+LIST_LIMIT = 100
+CHOICES_LIMIT = 500
+
+
+@dataclass
+class RunFilters:
+    status: str | None = None
+    app_id: str | None = None
+    device: str | None = None
+    test_case_id: str | None = None
+
+    @classmethod
+    def parse(cls, status: str | None, app_id: str | None, device: str | None, test_case_id: str | None) -> RunFilters:
+        status = status or None
+        if status is not None and status not in STATUSES:
+            raise Unprocessable(f"Unknown status {status!r}; use one of {', '.join(STATUSES)}.")
+        return cls(status, app_id or None, device or None, test_case_id or None)
+
+    def query(self) -> dict[str, str]:
+        return {k: v for k, v in vars(self).items() if v}
+
+
+async def run_list(state: AppState, principal: Principal, filters: RunFilters) -> list[RunOut]:
+    # An ID of the wrong shape matches nothing, as on GET /v1/jobs/list.
+    if (filters.app_id and not has_shape(filters.app_id, "file")) or (
+        filters.test_case_id and not has_shape(filters.test_case_id, "tc")
+    ):
+        return []
+    rows = await RunRepository.for_reads(state.reader, principal.organization_id).view_page(
+        LIST_LIMIT,
+        None,
+        status=filters.status,
+        test_case_id=filters.test_case_id,
+        app_id=filters.app_id,
+        device_name=filters.device,
+    )
+    return [runs_service.to_out(state, row) for row in rows]
+
+
+@dataclass
+class FilterChoices:
+    apps: list[Any]
+    test_cases: list[Any]
+    devices: list[str]
+    statuses: tuple[str, ...] = STATUSES
+
+
+async def filter_choices(session: AsyncSession, state: AppState, principal: Principal) -> FilterChoices:
+    org = principal.organization_id
+    apps = await AppRepository(session, org).page(CHOICES_LIMIT, None)
+    cases = await TestCaseRepository(session, org).page(CHOICES_LIMIT, None, None)
+    devices = sorted({d.name for d in state.devices.devices})
+    return FilterChoices(list(apps), list(cases), devices)
+
+
+@dataclass
+class AttemptView:
+    number: int
+    device: str
+    started_at: Any
+    finished_at: Any
+    outcome: str | None
+    message: str | None
+    steps: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class RunView:
+    run: RunOut
+    attempts: list[AttemptView]
+    queue: Any | None
+
+    @property
+    def finished(self) -> bool:
+        return self.run.status in ("passed", "failed", "cancelled")
+
+    @property
+    def failing_step(self) -> Any | None:
+        if self.run.failure is None or self.run.failure.step is None or not self.attempts:
+            return None
+        return next((s for s in self.attempts[-1].steps if s.index == self.run.failure.step), None)
+
+
+async def run_view(session: AsyncSession, state: AppState, principal: Principal, run_id: str) -> RunView:
+    repo = RunRepository(session, principal.organization_id, state.reader)
+    row = await repo.view(run_id)
+    if row is None:
+        raise NotFound(f"No test run {run_id}.")
+    attempts = []
+    for attempt in await repo.attempts(row.id):
+        steps = await repo.steps(row.id, attempt.number)
+        attempts.append(
+            AttemptView(
+                attempt.number,
+                attempt.device_name,
+                attempt.started_at,
+                attempt.finished_at,
+                attempt.outcome,
+                attempt.message,
+                list(steps),
+            )
+        )
+    queue = None
+    if row.status == "queued":
+        reason, position = await repo.queue_info(row, state.settings.default_parallel_runs)
+        queue = {"reason": reason.replace("_", " "), "position": position}
+    return RunView(runs_service.to_out(state, row), attempts, queue)
+
+
+async def run_report(session: AsyncSession, state: AppState, principal: Principal, run_id: str) -> Any:
+    _run, report = await reports.build(RunRepository(session, principal.organization_id, state.reader), state, run_id)
+    return report
+
+
+async def screenshot_key(
+    session: AsyncSession, state: AppState, principal: Principal, run_id: str, attempt: int, index: int
+) -> str:
+    if not has_shape(run_id, "run"):
+        raise NotFound("No such screenshot.")
+    steps = await RunRepository(session, principal.organization_id, state.reader).steps(run_id, attempt)
+    step = next((s for s in steps if s.index == index and s.screenshot_key), None)
+    if step is None:
+        raise NotFound("No such screenshot.")
+    key: str = step.screenshot_key
+    return key
+
+
+async def app_list(session: AsyncSession, state: AppState, principal: Principal) -> list[AppOut]:
+    apps = await AppRepository(session, principal.organization_id).page(CHOICES_LIMIT, None)
+    return [apps_service.to_out(state, app) for app in apps]
+
+
+@dataclass
+class CatalogueView:
+    categories: list[Category]
+    test_cases: list[TestCaseOut]
+    category: Category | None
+
+
+async def test_case_list(
+    session: AsyncSession, state: AppState, principal: Principal, category_id: str | None
+) -> CatalogueView:
+    org = principal.organization_id
+    categories = list(await CategoryRepository(session, org).page(CHOICES_LIMIT, None))
+    category = None
+    if category_id:
+        category = await CategoryRepository(session, org).get(category_id)
+        if category is None:
+            raise NotFound(f"No category {category_id}.")
+    cases = await TestCaseRepository(session, org).page(CHOICES_LIMIT, None, category_id or None)
+    return CatalogueView(categories, await test_cases_service.list_out(session, state, org, cases), category)
+
+
+async def test_case_detail(session: AsyncSession, state: AppState, principal: Principal, test_case_id: str) -> Any:
+    return await test_cases_service.detail(session, state, principal.organization_id, test_case_id)
+
+
+def device_value(device: Any) -> str:
+    return f"{device.name}|{device.platform}|{device.os_version}"
+
+
+async def queue_one(
+    session: AsyncSession,
+    state: AppState,
+    principal: Principal,
+    test_case_id: str,
+    device: str,
+    app_file_id: str,
+    priority: str,
+) -> QueuedJob:
+    """Queue one run from the test case page's form, through the API's own queuing service."""
+    parts = device.split("|")
+    if len(parts) != 3:
+        raise Unprocessable("Choose a device from the list.", details=[{"field": "device", "issue": "unknown device"}])
+    try:
+        job = JobIn(
+            test_case_id=test_case_id,
+            app_file_id=app_file_id or None,
+            device=DeviceIn(name=parts[0], platform=parts[1], os_version=parts[2]),
+            priority=priority,  # validated by the model
+        )
+    except ValidationError as exc:
+        details = [{"field": ".".join(str(p) for p in e["loc"]), "issue": e["msg"]} for e in exc.errors()]
+        raise Unprocessable("The run's settings are invalid; see details.", details=details) from None
+    [queued] = await runs_service.queue_jobs(session, state, principal, [job])
+    return queued
+
+
+async def devices_by_type(session: AsyncSession, state: AppState) -> dict[str, list[dict[str, Any]]]:
+    return state.devices.by_type(await AgentRepository(session).availability())
