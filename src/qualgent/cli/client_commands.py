@@ -361,7 +361,7 @@ def queue_and_wait(
         options.junit.parent.mkdir(parents=True, exist_ok=True)
         options.junit.write_bytes(render_runs(runs, reports, note=result.note))
         console.print(f"JUnit report: {options.junit}", highlight=False)
-    _summarise(runs, reports, code, result, options, console)
+    _summarise(runs, reports, code, result, options, console, client.pacer.rate_limited)
     return code
 
 
@@ -372,6 +372,7 @@ def _summarise(
     result: waiting.WaitResult,
     options: WaitOptions,
     console: Console,
+    rate_limited: int,
 ) -> None:
     counts: dict[str, int] = {}
     for run in runs:
@@ -382,13 +383,14 @@ def _summarise(
                 f"FAILED {run.test_case.name} on {run.device} [{run.failure.kind}]: {run.failure.message}\n  {run.link}",
                 markup=False,
                 highlight=False,
+                soft_wrap=True,
             )
             for step in reports[run.id].steps if run.id in reports else []:
                 if step.status == "failed":
                     for line in step.logs[-20:]:
-                        console.print(f"    {line}", markup=False, highlight=False)
+                        console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
                     if step.screenshot:
-                        console.print(f"    screenshot: {step.screenshot}", markup=False, highlight=False)
+                        console.print(f"    screenshot: {step.screenshot}", markup=False, highlight=False, soft_wrap=True)
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     verdict = {0: "[green]PASSED[/green]", 1: "[red]FAILED[/red]"}.get(code, "[yellow]INCOMPLETE[/yellow]")
     console.print(f"{verdict} {len(runs)} run(s): {summary} (exit {code})")
@@ -399,6 +401,7 @@ def _summarise(
                 "summary": counts,
                 "note": result.note,
                 "cancelled": result.cancelled,
+                "rate_limited": rate_limited,  # 429s the client waited out
                 "runs": [r.model_dump(mode="json") for r in runs],
             }
         )
