@@ -114,15 +114,29 @@ def test_upload_run_all_wait_passes_with_exit_0_and_a_valid_junit(cli: Cli, tena
     _sync(cli, {"smoke/login.yaml": LOGIN_FLOW, "smoke/launch.yaml": long_flow(3, "Launch")})
     junit_path = cli.cwd / "reports" / "qualgent.xml"
     done = cli(
-        "run-all", "--category", "smoke", "--device", "Pixel 7", "--device", "Pixel 8@14",
-        "--app", app, "--wait", "--junit", str(junit_path), "--json",
-    )  # fmt: skip
+        "run-all",
+        "--category",
+        "smoke",
+        "--device",
+        "Pixel 7",
+        "--device",
+        "Pixel 8@14",
+        "--app",
+        app,
+        "--wait",
+        "--junit",
+        str(junit_path),
+        "--json",
+    )
     assert done.code == 0, done
     result = done.json()
     assert result["exit_code"] == 0 and result["summary"] == {"passed": 4}
     assert sorted((r["test_case"]["name"], r["device"]) for r in result["runs"]) == [
-        ("Launch", "Pixel 7"), ("Launch", "Pixel 8"), ("Login", "Pixel 7"), ("Login", "Pixel 8"),
-    ]  # fmt: skip
+        ("Launch", "Pixel 7"),
+        ("Launch", "Pixel 8"),
+        ("Login", "Pixel 7"),
+        ("Login", "Pixel 8"),
+    ]
     # Not a TTY: plain lines, one per change of a run's status, on stderr beside the JSON.
     assert "passed" in done.stderr and "Login" in done.stderr
 
@@ -151,9 +165,21 @@ def test_a_failing_flow_exits_1_with_the_failing_step_in_the_junit(cli: Cli, ten
     _sync(cli, {"regression/login.yaml": LOGIN_FLOW, "regression/logout.yaml": LOGOUT_FLOW})
     junit_path = cli.cwd / "junit.xml"
     done = cli(
-        "run-all", "--upload", str(HELLO_APK), "--name", "Hello", "--version", "2.0.0",
-        "--category", "regression", "--platform", "android", "--wait", "--junit", str(junit_path),
-    )  # fmt: skip
+        "run-all",
+        "--upload",
+        str(HELLO_APK),
+        "--name",
+        "Hello",
+        "--version",
+        "2.0.0",
+        "--category",
+        "regression",
+        "--platform",
+        "android",
+        "--wait",
+        "--junit",
+        str(junit_path),
+    )
     assert done.code == 1, done
     assert "FAILED Logout" in done.stdout and "Log out" in done.stdout
     junit = _junit(junit_path)
@@ -163,7 +189,7 @@ def test_a_failing_flow_exits_1_with_the_failing_step_in_the_junit(cli: Cli, ten
     [failure] = failed["failure"]
     assert failure["@type"] == "test" and "Step 5" in failure["@message"] and "Log out" in failure["@message"]
     text = failure["$"]
-    assert "[failed] step 5: tapOn \"Log out\"" in text  # the failing step
+    assert '[failed] step 5: tapOn "Log out"' in text  # the failing step
     assert "text not found" in text  # its log
     assert "screenshot: http" in text  # and its screenshot
     [passed] = [c for c in _cases(junit) if c["@name"] == "Login"]
@@ -194,9 +220,19 @@ def test_the_cli_timeout_cancels_its_runs_and_exits_2(cli: Cli, tenant: Tenant) 
     junit_path = cli.cwd / "junit.xml"
     started = time.monotonic()
     done = cli(
-        "run-all", "--category", "slow", "--device", "Samsung Galaxy S23", "--app", app,
-        "--timeout", "2", "--junit", str(junit_path), "--json",
-    )  # fmt: skip
+        "run-all",
+        "--category",
+        "slow",
+        "--device",
+        "Samsung Galaxy S23",
+        "--app",
+        app,
+        "--timeout",
+        "2",
+        "--junit",
+        str(junit_path),
+        "--json",
+    )
     elapsed = time.monotonic() - started
     assert done.code == 2, done
     assert elapsed < 20, elapsed
@@ -321,9 +357,18 @@ def test_a_429_storm_does_not_fail_the_pipeline(served: Served, cli: Cli, tenant
     time.sleep(2.5)  # the server's key cache (2 s) picks up the new limit
     pipelines = [
         cli.popen(
-            "run-all", "--category", "storm", "--platform", "android", "--app", app,
-            "--wait", "--poll-interval", "0.2", "--json",
-        )  # fmt: skip
+            "run-all",
+            "--category",
+            "storm",
+            "--platform",
+            "android",
+            "--app",
+            app,
+            "--wait",
+            "--poll-interval",
+            "0.2",
+            "--json",
+        )
         for _ in range(3)
     ]
     results = []

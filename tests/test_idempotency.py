@@ -184,8 +184,6 @@ def test_malformed_keys_are_400(tenant: Tenant, db: Database) -> None:
     case = create_test_case(tenant, flow="- launchApp\n")
     body = {"jobs": [{"test_case_id": case["id"], "app_file_id": _app(tenant), "device": PIXEL_7}]}
     for key in ("", "has space", "x" * 256, "naïve"):
-        response = tenant.client.post(
-            "/v1/test-cases/run", json=body, headers={"Idempotency-Key": key.encode("utf-8")}
-        )
+        response = tenant.client.post("/v1/test-cases/run", json=body, headers={"Idempotency-Key": key.encode("utf-8")})
         assert_error(response, 400, "invalid_idempotency_key")
     assert _runs_of(db, tenant) == 0

@@ -27,6 +27,8 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
+from qualgent.cli import waiting
+from qualgent.cli.waiting import EXIT_INFRASTRUCTURE, EXIT_USAGE, SignalGuard
 from qualgent.client import (
     APIError,
     Client,
@@ -38,8 +40,6 @@ from qualgent.client import (
 )
 from qualgent.client.junit import render_runs
 from qualgent.client.models import App, Device, QueuedJob, Run, RunReport
-from qualgent.cli import waiting
-from qualgent.cli.waiting import EXIT_INFRASTRUCTURE, EXIT_USAGE, SignalGuard
 
 MIB = 1024 * 1024
 
@@ -51,7 +51,7 @@ UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__
 class ClientCommand(TyperCommand):
     """Usage errors of the client commands exit 3 (click's default is 2, which here means infrastructure)."""
 
-    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().make_context(*args, **kwargs)
         except UsageError as exc:
@@ -60,14 +60,14 @@ class ClientCommand(TyperCommand):
 
 
 class ClientGroup(TyperGroup):
-    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().make_context(*args, **kwargs)
         except UsageError as exc:
             exc.exit_code = EXIT_USAGE  # type: ignore[attr-defined]
             raise
 
-    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         try:
             return super().resolve_command(ctx, args)
         except UsageError as exc:
@@ -390,7 +390,9 @@ def _summarise(
                     for line in step.logs[-20:]:
                         console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
                     if step.screenshot:
-                        console.print(f"    screenshot: {step.screenshot}", markup=False, highlight=False, soft_wrap=True)
+                        console.print(
+                            f"    screenshot: {step.screenshot}", markup=False, highlight=False, soft_wrap=True
+                        )
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     verdict = {0: "[green]PASSED[/green]", 1: "[red]FAILED[/red]"}.get(code, "[yellow]INCOMPLETE[/yellow]")
     console.print(f"{verdict} {len(runs)} run(s): {summary} (exit {code})")
@@ -438,9 +440,7 @@ def _app_for(
     if upload is not None:
         name = upload_name or upload.stem
         version = upload_version or "0"
-        return upload_file(
-            client, upload, name, version, None, resumable=None, threshold=64 * MIB, console=console
-        )
+        return upload_file(client, upload, name, version, None, resumable=None, threshold=64 * MIB, console=console)
     if latest:
         return client.latest_app(platform.lower() if platform else None).id
     return None
@@ -508,7 +508,9 @@ def run_all(
     app_id: Annotated[str | None, typer.Option("--app", help="The app's ID (file_…).")] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Use the newest uploaded app of the platform.")] = False,
     upload: Annotated[Path | None, typer.Option("--upload", help="Upload this build first and run on it.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="With --upload: the app name (default: file name).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="With --upload: the app name (default: file name).")
+    ] = None,
     version: Annotated[str | None, typer.Option("--version", help="With --upload: the app version.")] = None,
     priority: PriorityOpt = None,
     run_timeout: RunTimeoutOpt = None,
@@ -530,7 +532,7 @@ def run_all(
         devices = resolve_devices(client, device or [])
         target_platform = platform or _platform_of(devices)
         app = _app_for(client, app_id, latest, upload, name, version, target_platform, err)
-        common = {"category_id": category_id, "priority": priority, "timeout_seconds": run_timeout}
+        common: dict[str, Any] = {"category_id": category_id, "priority": priority, "timeout_seconds": run_timeout}
 
         def queue() -> list[QueuedJob]:
             if not devices:
@@ -698,4 +700,3 @@ def register(app: typer.Typer) -> None:
     from qualgent.cli import sync_commands
 
     sync_commands.register(test_cases_app)
-

@@ -65,8 +65,8 @@ class SignalGuard:
         try:
             yield self
         finally:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
 
 
 def exit_code_for(runs: list[Run]) -> int:

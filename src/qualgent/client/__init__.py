@@ -1,10 +1,10 @@
 """The qualgent Python SDK: ``Client`` (sync) and ``AsyncClient`` over httpx, typed models and errors.
 
-    from qualgent.client import Client
-    with Client() as qg:                      # QUALGENT_API_KEY / QUALGENT_URL, or arguments
-        app = qg.upload_app("app.apk", "MyApp", "1.0.0")
-        jobs = qg.run_all(app_file_id=app.id, platform="android")
-        runs = qg.wait_for_runs([j.id for j in jobs], timeout=1800)
+from qualgent.client import Client
+with Client() as qg:                      # QUALGENT_API_KEY / QUALGENT_URL, or arguments
+    app = qg.upload_app("app.apk", "MyApp", "1.0.0")
+    jobs = qg.run_all(app_file_id=app.id, platform="android")
+    runs = qg.wait_for_runs([j.id for j in jobs], timeout=1800)
 """
 
 from qualgent.client._core import RetryPolicy, WaitTimeout

@@ -48,7 +48,7 @@ class RetryPolicy:
 
     def backoff_for(self, attempt: int) -> float:
         base: float = min(self.max_backoff, self.backoff * (2**attempt))
-        return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+        return base * (0.5 + random.random() / 2)  # jitter, not security
 
 
 @dataclass

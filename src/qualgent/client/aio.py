@@ -87,9 +87,7 @@ class AsyncClient:
                 error = exc
             if response is not None:
                 self.pacer.observe(response)
-            wait, rate_limited = _core.should_retry(
-                self.retry, response, error, retryable, attempt, rate_limit_waited
-            )
+            wait, rate_limited = _core.should_retry(self.retry, response, error, retryable, attempt, rate_limit_waited)
             if wait is None:
                 if error is not None:
                     raise TransportError(f"{method} {path}: {error!r}") from error
@@ -237,7 +235,7 @@ class AsyncClient:
         self,
         run_ids: list[str],
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - WaitTimeout carries the runs' last states
         poll_interval: float = 1.0,
         on_update: Callable[[list[Run]], None] | None = None,
     ) -> list[Run]:

@@ -107,6 +107,4 @@ def error_from_response(response: httpx.Response) -> APIError:
         message = response.text[:500]
     request_id = request_id or response.headers.get("x-request-id")
     cls = _BY_STATUS.get(response.status_code, ServerError if response.status_code >= 500 else APIError)
-    return cls(
-        response.status_code, code, message, details=details, request_id=request_id, headers=response.headers
-    )
+    return cls(response.status_code, code, message, details=details, request_id=request_id, headers=response.headers)

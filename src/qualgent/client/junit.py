@@ -48,4 +48,5 @@ def render_runs(
     suites: dict[str, list[junit.JUnitCase]] = {}
     for run in runs:
         suites.setdefault(device_label(run), []).append(case_for(run, reports.get(run.id), note=note))
-    return junit.render(suites, name=name)
+    by_device: dict[str, Sequence[junit.JUnitCase]] = dict(suites)
+    return junit.render(by_device, name=name)

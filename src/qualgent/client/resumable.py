@@ -136,7 +136,7 @@ class ResumableUpload:
                     **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)}
                 )
                 if self._checksum:
-                    digest = base64.b64encode(hashlib.sha1(chunk).digest()).decode()  # noqa: S324 - tus checksum
+                    digest = base64.b64encode(hashlib.sha1(chunk).digest()).decode()  # tus checksum (not for security)
                     headers["Upload-Checksum"] = f"sha1 {digest}"
                 try:
                     response = self.client.request(

@@ -45,9 +45,7 @@ class Client:
         self.retry = retry or RetryPolicy()
         self.pacer = Pacer()
         self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=url, headers=_core.make_headers(key), timeout=timeout, transport=transport
-        )
+        self._http = httpx.Client(base_url=url, headers=_core.make_headers(key), timeout=timeout, transport=transport)
 
     # ------------------------------------------------------------------------------------- plumbing
 
@@ -89,9 +87,7 @@ class Client:
                 error = exc
             if response is not None:
                 self.pacer.observe(response)
-            wait, rate_limited = _core.should_retry(
-                self.retry, response, error, retryable, attempt, rate_limit_waited
-            )
+            wait, rate_limited = _core.should_retry(self.retry, response, error, retryable, attempt, rate_limit_waited)
             if wait is None:
                 if error is not None:
                     raise TransportError(f"{method} {path}: {error!r}") from error
@@ -136,7 +132,7 @@ class Client:
                 "POST",
                 "/v1/apps/upload",
                 data=_core.upload_fields(app_name, version, os),
-                files={"file": (path.name, reader, "application/octet-stream")},  # type: ignore[dict-item]
+                files={"file": (path.name, reader, "application/octet-stream")},
                 idempotency_key=key,
             )
         return UploadedFile.model_validate(response.json()["file"])

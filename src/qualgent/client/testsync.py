@@ -64,7 +64,9 @@ def read_folder(folder: Path) -> list[FlowFile]:
             continue  # .github/, .maestro/ and the like are not test folders
         text = file.read_text(encoding="utf-8")
         parent = relative.parent.as_posix()
-        files.append(FlowFile(relative.as_posix(), _flow_name(text) or file.stem, None if parent == "." else parent, text))
+        files.append(
+            FlowFile(relative.as_posix(), _flow_name(text) or file.stem, None if parent == "." else parent, text)
+        )
     return files
 
 
@@ -88,10 +90,10 @@ def synced_path(case: TestCase) -> str | None:
 def plan(client: Client, files: list[FlowFile], *, prune: bool) -> list[Change]:
     """What sync would do, reading (never writing) the server."""
     existing: dict[str, TestCase] = {}
-    for case in client.list_test_cases():
-        path = synced_path(case)
+    for listed in client.list_test_cases():
+        path = synced_path(listed)
         if path is not None and path not in existing:
-            existing[path] = case
+            existing[path] = listed
     changes = []
     for file in files:
         case = existing.get(file.path)
@@ -108,7 +110,9 @@ def plan(client: Client, files: list[FlowFile], *, prune: bool) -> list[Change]:
             differ.append("category")
         if detail.status != "active":
             differ.append("status")
-        changes.append(Change("update" if differ else "unchanged", file.path, file.name, file.category, case.id, differ))
+        changes.append(
+            Change("update" if differ else "unchanged", file.path, file.name, file.category, case.id, differ)
+        )
     if prune:
         present = {f.path for f in files}
         for path, case in sorted(existing.items()):

@@ -245,9 +245,7 @@ class IdempotencyKey(Base):
 
     __tablename__ = "idempotency_keys"
 
-    organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
-    )
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
     # The primary key (organization, key) is the unique constraint that serialises concurrent repeats.
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     # SHA-256 of method, path and the body's hash: the same key with another request is refused.

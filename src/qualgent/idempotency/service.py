@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Response
 from pydantic import BaseModel
@@ -28,6 +28,7 @@ from qualgent.db.base import utcnow
 from qualgent.errors import BadRequest, Conflict, Unprocessable
 from qualgent.idempotency.repository import IdempotencyRepository
 
+Out = TypeVar("Out", bound=BaseModel)
 HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
 # Printable ASCII without spaces, as the IETF draft and Stripe's keys: UUIDs and the like.
@@ -116,8 +117,8 @@ async def once(
     principal: Principal,
     key: str | None,
     request_fingerprint: str,
-    produce: Callable[[], Awaitable[BaseModel]],
-) -> BaseModel | Response:
+    produce: Callable[[], Awaitable[Out]],
+) -> Out | Response:
     """``produce()`` the response, at most once per key: the route's whole idempotent behaviour."""
     if key is None:
         return await produce()

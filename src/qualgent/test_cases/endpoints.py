@@ -70,9 +70,7 @@ async def run_all_test_cases(
         )
         return QueuedOut(jobs=jobs)
 
-    fingerprint = idempotency.fingerprint(
-        "POST", "/v1/test-cases/run-all", idempotency.digest(body.model_dump_json())
-    )
+    fingerprint = idempotency.fingerprint("POST", "/v1/test-cases/run-all", idempotency.digest(body.model_dump_json()))
     return await idempotency.once(session, principal, key, fingerprint, queue)
 
 
