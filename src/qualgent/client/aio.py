@@ -181,7 +181,7 @@ class AsyncClient:
 
     async def list_devices(self) -> list[Device]:
         body = (await self.request("GET", "/v1/devices/list")).json()
-        return [Device.model_validate(d) for group in body.values() for d in group]
+        return [Device.model_validate(d) for group in body.values() if isinstance(group, list) for d in group]
 
     # ------------------------------------------------------------------------------------------ runs
 

@@ -203,7 +203,7 @@ class Client:
 
     def list_devices(self) -> list[Device]:
         body = self.request("GET", "/v1/devices/list").json()
-        return [Device.model_validate(d) for group in body.values() for d in group]
+        return [Device.model_validate(d) for group in body.values() if isinstance(group, list) for d in group]
 
     # ------------------------------------------------------------------------------------------ runs
 
