@@ -165,7 +165,8 @@ def upload_file(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"Uploading {path.name}", total=size)
+        label = f"Uploading {path.name}" + (" (resumable)" if use_tus else "")
+        task = progress.add_task(label, total=size)
 
         def advance(done: int) -> None:
             progress.update(task, completed=done)
