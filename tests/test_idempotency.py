@@ -172,12 +172,22 @@ def test_a_key_expires_after_24_hours(tenant: Tenant, db: Database) -> None:
             .values(created_at=utcnow() - timedelta(hours=24, minutes=1))
         )
 
+    async def keys(session: AsyncSession) -> list[str]:
+        rows = await session.scalars(
+            select(IdempotencyKey.key).where(IdempotencyKey.organization_id == tenant.organization_id)
+        )
+        return sorted(rows)
+
     db.run(age)
-    later = _post_run(tenant, body, "old-key")
+    later = _post_run(tenant, body, "old-key")  # an expired key is a new request
     assert later.status_code == 200 and later.json() != first.json()
     assert "idempotent-replayed" not in later.headers
     assert _runs_of(db, tenant) == 2
-    assert _post_run(tenant, body, "old-key").json() == later.json()
+    assert _post_run(tenant, body, "old-key").json() == later.json()  # and is remembered afresh
+
+    db.run(age)
+    assert _post_run(tenant, body, "new-key").status_code == 200
+    assert db.run(keys) == ["new-key"]  # a new claim forgot the expired keys: none accumulate
 
 
 def test_malformed_keys_are_400(tenant: Tenant, db: Database) -> None:

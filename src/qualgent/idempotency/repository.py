@@ -39,3 +39,11 @@ class IdempotencyRepository(OrgScopedRepository[IdempotencyKey]):
                 IdempotencyKey.created_at < before,
             )
         )
+
+    async def purge_expired(self, before: datetime) -> None:
+        """Forget this organisation's keys older than ``before`` (kept 24 hours)."""
+        await self.session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.organization_id == self.organization_id, IdempotencyKey.created_at < before
+            )
+        )

@@ -87,6 +87,8 @@ async def claim(session: AsyncSession, principal: Principal, key: str, request_f
         try:
             async with session.begin_nested():
                 await repo.insert(key, request_fingerprint)
+            # Keys live 24 hours: each new claim forgets the organisation's expired ones (indexed).
+            await repo.purge_expired(utcnow() - TTL)
             return None
         except IntegrityError:
             pass
