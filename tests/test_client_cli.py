@@ -328,8 +328,11 @@ def test_usage_authentication_and_validation_errors_exit_3(cli: Cli, tenant: Ten
     assert cli("run-all", "--platform", "android", "--no-such-option").code == 3
     assert cli("jobs", "status", "run_01jd2f3g4h5j6k7m8n9p0q1r2s").code == 3
     assert cli("apps", "upload", str(cli.cwd / "missing.apk"), "--name", "X", "--version", "1").code == 3
-    # Nothing was queued by any of these.
-    assert tenant.client.get("/v1/jobs/list").json()["test_runs"] == []
+    assert tenant.client.get("/v1/jobs/list").json()["test_runs"] == []  # nothing was queued by any of these
+    # One run-all per device: when a later device is refused, the runs queued for the earlier go too.
+    done = cli("run-all", "--device", "Pixel 7", "--device", "iPhone 15", "--app", app, "--wait")
+    assert done.code == 3 and "cancelled 1 run(s)" in done.stderr, done
+    assert [r["status"] for r in tenant.client.get("/v1/jobs/list").json()["test_runs"]] == ["cancelled"]
 
 
 # ---------------------------------------------------------------------------------- 429 storm
@@ -413,3 +416,134 @@ def test_listing_commands(cli: Cli, tenant: Tenant) -> None:
     assert _junit(cli.cwd / "one.xml")["@tests"] == "1"
     cancel = cli("jobs", "cancel", run["id"])  # a finished run cannot be cancelled: a validation error
     assert cancel.code == 3 and "run_finished" in cancel.stderr
+
+
+# ---------------------------------------------------------------------------------- tests as code
+
+
+def test_sync_makes_a_folder_of_flows_the_test_cases(cli: Cli, tenant: Tenant) -> None:
+    folder = write_flows(
+        cli.cwd / "flows",
+        {
+            "smoke/login.yaml": LOGIN_FLOW,
+            "smoke/launch.yml": long_flow(2),
+            "regression/payments/logout.yaml": LOGOUT_FLOW,
+            "root.yaml": long_flow(3, "Root flow"),
+            ".github/ci.yaml": "on: push\n",  # not a test: dot-folders are skipped
+            "smoke/notes.txt": "not a flow",
+        },
+    )
+    by_hand = tenant.client.post("/v1/test-cases", json={"name": "Made by hand", "flow": long_flow(2)}).json()
+
+    def cases() -> dict[str, dict[str, Any]]:
+        listed = tenant.client.get("/v1/test-cases/list").json()
+        return {c["name"]: c for c in listed}
+
+    plan = cli("test-cases", "sync", str(folder), "--dry-run", "--json")
+    assert plan.code == 0, plan
+    assert sorted((c["action"], c["path"], c["category"]) for c in plan.json()["changes"]) == [
+        ("create", "regression/payments/logout.yaml", "regression/payments"),
+        ("create", "root.yaml", None),
+        ("create", "smoke/launch.yml", "smoke"),
+        ("create", "smoke/login.yaml", "smoke"),
+    ]
+    assert list(cases()) == ["Made by hand"]  # a dry run changes nothing
+
+    done = cli("test-cases", "sync", str(folder))
+    assert done.code == 0, done
+    assert "Synced: 4 create" in done.stdout
+    now = cases()
+    assert set(now) == {"Made by hand", "Login", "launch", "Logout", "Root flow"}  # flow name:, else file name
+    assert now["Login"]["category"]["name"] == "smoke" and now["launch"]["category"]["name"] == "smoke"
+    assert now["Logout"]["category"]["name"] == "regression/payments" and now["Root flow"]["category"] is None
+    flow = tenant.client.get(f"/v1/test-cases/{now['Login']['id']}").json()["flow"]
+    assert flow == LOGIN_FLOW
+
+    # Edit one flow, move one to another folder, delete one, add one.
+    (folder / "smoke" / "login.yaml").write_text(LOGIN_FLOW.replace("- back", "- back\n- back"))
+    (folder / "regression" / "payments" / "logout.yaml").unlink()
+    (folder / "root.yaml").rename(folder / "smoke" / "root.yaml")
+    (folder / "smoke" / "search.yaml").write_text(long_flow(2, "Search"))
+    plan = cli("test-cases", "sync", str(folder), "--prune", "--dry-run", "--json")
+    assert sorted((c["action"], c["path"], c["fields"]) for c in plan.json()["changes"]) == [
+        ("create", "smoke/root.yaml", []),
+        ("create", "smoke/search.yaml", []),
+        ("deactivate", "regression/payments/logout.yaml", []),
+        ("deactivate", "root.yaml", []),
+        ("unchanged", "smoke/launch.yml", []),
+        ("update", "smoke/login.yaml", ["flow"]),
+    ]
+    assert cases()["Logout"]["status"] == "active"
+
+    without_prune = cli("test-cases", "sync", str(folder), "--json")
+    assert {c["action"] for c in without_prune.json()["changes"]} == {"create", "update", "unchanged"}
+    assert cases()["Logout"]["status"] == "active"  # nothing is deactivated without --prune
+    pruned = cli("test-cases", "sync", str(folder), "--prune")
+    assert pruned.code == 0, pruned
+    now = {(c["name"], c["status"]) for c in tenant.client.get("/v1/test-cases/list").json()}
+    assert ("Logout", "inactive") in now and ("Made by hand", "active") in now  # hand-made: untouched
+    assert ("Search", "active") in now
+    login = tenant.client.get(f"/v1/test-cases/{cases()['Login']['id']}").json()
+    assert login["flow"].endswith("- back\n- back\n")
+    assert tenant.client.get(f"/v1/test-cases/{by_hand['id']}").json()["status"] == "active"
+
+    # A flow the server refuses is reported with its line; the others are applied; exit 3.
+    (folder / "smoke" / "broken.yaml").write_text("appId: com.qualgent.fixture\n---\n- launchApp\n- flyTo: moon\n")
+    (folder / "smoke" / "later.yaml").write_text(long_flow(2, "Later"))
+    broken = cli("test-cases", "sync", str(folder))
+    assert broken.code == 3, broken
+    assert "broken.yaml" in broken.stdout and "error:" in broken.stdout
+    assert "Later" in cases()
+
+
+def test_a_terminal_gets_a_live_table(cli: Cli) -> None:
+    """On a TTY (a pseudo-terminal here) the runs are a live table, redrawn in place."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    app = _upload(cli)
+    _sync(cli, {"tty/login.yaml": LOGIN_FLOW})
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qualgent",
+            "run-all",
+            "--category",
+            "tty",
+            "--device",
+            "Pixel 8",
+            "--app",
+            app,
+            "--wait",
+        ],
+        env={**cli.env(), "TERM": "xterm-256color"},
+        cwd=cli.cwd,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the CLI has exited
+                break
+            if not chunk:
+                break
+            output += chunk
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+    text = output.decode("utf-8", "replace")
+    assert code == 0, text
+    assert "0/1 runs finished" in text and "1/1 runs finished" in text, text  # the table's title, redrawn
+    assert "\x1b[" in text  # cursor movement / colours: a live display, not plain lines
+    assert "PASSED\x1b[0m 1 run(s): 1 passed (exit 0)" in text  # in colour

@@ -396,7 +396,7 @@ def _summarise(
                         )
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     verdict = {0: "[green]PASSED[/green]", 1: "[red]FAILED[/red]"}.get(code, "[yellow]INCOMPLETE[/yellow]")
-    console.print(f"{verdict} {len(runs)} run(s): {summary} (exit {code})")
+    console.print(f"{verdict} {len(runs)} run(s): {summary} (exit {code})", highlight=False)
     if options.as_json:
         _print_json(
             {
@@ -442,9 +442,9 @@ def _app_for(
         name = upload_name or upload.stem
         version = upload_version or "0"
         return upload_file(client, upload, name, version, None, resumable=None, threshold=64 * MIB, console=console)
-    if latest:
-        return client.latest_app(platform.lower() if platform else None).id
-    return None
+    if latest and platform:
+        return client.latest_app(platform.lower()).id
+    return None  # --latest over devices of several platforms: the newest app of each device's platform
 
 
 def run(
@@ -480,10 +480,11 @@ def run(
             extra["priority"] = priority
         if run_timeout:
             extra["timeout_seconds"] = run_timeout
+        latest_of = _LatestApps(client)
         for case_id in case_ids:
             if devices:
                 for d in devices:
-                    app_for_device = app or client.latest_app(d["platform"].lower()).id
+                    app_for_device = app or latest_of(d["platform"])
                     jobs.append({"test_case_id": case_id, "device": d, "app_file_id": app_for_device, **extra})
             else:
                 job = {"test_case_id": case_id, "platform": platform, **extra}
@@ -493,6 +494,20 @@ def run(
         return queue_and_wait(client, guard, lambda: client.run(jobs), options)
 
     _run_pipeline(url, api_key, body)
+
+
+class _LatestApps:
+    """The newest app of a platform, asked once per platform."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.ids: dict[str, str] = {}
+
+    def __call__(self, platform: str) -> str:
+        key = platform.lower()
+        if key not in self.ids:
+            self.ids[key] = self.client.latest_app(key).id
+        return self.ids[key]
 
 
 def _platform_of(devices: list[dict[str, str]]) -> str | None:
@@ -535,13 +550,19 @@ def run_all(
         app = _app_for(client, app_id, latest, upload, name, version, target_platform, err)
         common: dict[str, Any] = {"category_id": category_id, "priority": priority, "timeout_seconds": run_timeout}
 
+        latest_of = _LatestApps(client)
+
         def queue() -> list[QueuedJob]:
             if not devices:
                 return client.run_all(app_file_id=app, platform=platform, **common)
             jobs: list[QueuedJob] = []
-            for d in devices:  # one request per device; each is atomic on the server
-                app_for_device = app or client.latest_app(d["platform"].lower()).id
-                jobs += client.run_all(app_file_id=app_for_device, device=d, **common)
+            try:
+                for d in devices:  # one request per device; each is atomic on the server
+                    jobs += client.run_all(app_file_id=app or latest_of(d["platform"]), device=d, **common)
+            except QualgentClientError:
+                # A later device was refused: the step fails, so the runs queued for earlier ones go too.
+                waiting.cancel_unfinished(client, [j.id for j in jobs], [], err)
+                raise
             return jobs
 
         return queue_and_wait(client, guard, queue, options)
