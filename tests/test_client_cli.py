@@ -247,20 +247,21 @@ def test_the_cli_timeout_cancels_its_runs_and_exits_2(cli: Cli, tenant: Tenant) 
     assert all(c["error"][0]["@type"] == "timeout" for c in _cases(junit))
 
 
-def test_sigterm_while_waiting_cancels_the_runs_and_exits_2(cli: Cli, tenant: Tenant) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_waiting_cancels_the_runs_and_exits_2(cli: Cli, tenant: Tenant, signum: int) -> None:
     app = _upload(cli)
     _sync(cli, {"long/a.yaml": long_flow(400, "Long A"), "long/b.yaml": long_flow(400, "Long B")})
     live = cli.popen("run-all", "--category", "long", "--device", "Pixel Tablet", "--app", app, "--wait", "--json")
     try:
         live.wait_for_output("Queued 2 run(s)")
         time.sleep(1.0)  # let one start
-        live.proc.send_signal(signal.SIGTERM)
+        live.proc.send_signal(signum)
         done = live.wait(timeout=30)
     finally:
         live.kill()
     assert done.code == 2, done
     result = done.json()
-    assert "SIGTERM" in result["note"]
+    assert signal.Signals(signum).name in result["note"]
     run_ids = [r["id"] for r in result["runs"]]
     assert len(run_ids) == 2 and sorted(result["cancelled"]) == sorted(run_ids)
     _wait_until("both runs cancelled", lambda: all(r["status"] == "cancelled" for r in _runs(tenant, run_ids).values()))

@@ -134,6 +134,8 @@ def test_many_runs_are_polled_in_few_requests(qg: Client) -> None:
 
     finished = qg.wait_for_runs(run_ids[:5], poll_interval=0.05, on_update=cancel_some)
     assert {r.status for r in finished} == {"cancelled"} and polls[-1] == 5
+    with pytest.raises(NotFoundError):  # a run that does not exist is never waited on forever
+        qg.wait_for_runs([run_ids[0], "run_01jd2f3g4h5j6k7m8n9p0q1r2s"], timeout=30)
 
 
 def test_the_async_client(tenant: Tenant, server: LiveServer) -> None:

@@ -11,7 +11,7 @@ import httpx
 
 from qualgent.client import _core
 from qualgent.client._core import Pacer, RetryPolicy, WaitTimeout
-from qualgent.client.errors import TransportError
+from qualgent.client.errors import NotFoundError, TransportError
 from qualgent.client.models import (
     App,
     CancelResult,
@@ -282,6 +282,9 @@ class Client:
             pending = [i for i in run_ids if i not in states or not states[i].finished]
             for run in self.get_runs(pending):
                 states[run.id] = run
+            if missing := [i for i in pending if i not in states]:
+                # Waiting on a run that does not exist (or is another organisation's) would never end.
+                raise NotFoundError(404, "not_found", f"No test run {', '.join(missing)}.")
             current = [states[i] for i in run_ids if i in states]
             if on_update is not None:
                 on_update(current)
