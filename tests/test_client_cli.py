@@ -419,6 +419,16 @@ def test_listing_commands(cli: Cli, tenant: Tenant) -> None:
     cancel = cli("jobs", "cancel", run["id"])  # a finished run cannot be cancelled: a validation error
     assert cancel.code == 3 and "run_finished" in cancel.stderr
 
+    # Without --wait: queue, print the runs, exit 0 at once; `jobs cancel` stops them.
+    _sync(cli, {"smoke/login.yaml": LOGIN_FLOW, "smoke/slow.yaml": long_flow(400, "Slow")})
+    queued = cli("run", "Slow", "--device", "Pixel Tablet", "--latest", "--json")
+    assert queued.code == 0, queued
+    [job] = queued.json()["runs"]
+    assert job["status"] == "queued" and job["link"].endswith(job["id"])
+    cancelled = cli("jobs", "cancel", job["id"])
+    assert cancelled.code == 0 and job["id"] in cancelled.stdout, cancelled
+    _wait_until("the run cancelled", lambda: _runs(tenant, [job["id"]])[job["id"]]["status"] == "cancelled")
+
 
 # ---------------------------------------------------------------------------------- tests as code
 

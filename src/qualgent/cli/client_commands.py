@@ -335,8 +335,7 @@ def queue_and_wait(
     run_ids = [j.id for j in jobs]
     console = err if options.as_json else out
     console.print(f"Queued {len(run_ids)} run(s).", highlight=False)
-    if not options.wait:
-        guard.arm()
+    if not options.wait:  # queued and reported: nothing to cancel, whatever signal came meanwhile
         if options.as_json:
             _print_json({"runs": [j.model_dump(mode="json") for j in jobs]})
         else:
@@ -346,10 +345,8 @@ def queue_and_wait(
     result = waiting.wait(client, run_ids, guard, console, timeout=options.timeout, poll_interval=options.poll_interval)
     runs = result.runs
     code = waiting.exit_code_for(runs)
-    if result.note is not None and code == 0:
-        code = EXIT_INFRASTRUCTURE
     if result.note is not None and code != waiting.EXIT_TEST_FAILED:
-        code = EXIT_INFRASTRUCTURE
+        code = EXIT_INFRASTRUCTURE  # timed out or interrupted: never green
     reports: dict[str, RunReport] = {}
     if options.junit is not None or code != 0:
         for run in runs:
