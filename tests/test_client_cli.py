@@ -326,6 +326,7 @@ def test_usage_authentication_and_validation_errors_exit_3(cli: Cli, tenant: Ten
     assert done.code == 3, done
     assert cli("run", "No such test", "--platform", "android", "--app", app, "--wait").code == 3
     assert cli("run-all", "--app", app, "--wait").code == 3  # neither --device nor --platform
+    assert cli("run-all", "--upload", str(HELLO_APK), "--platform", "android", "--wait").code == 3  # no --version
     assert cli("run-all", "--platform", "android", "--no-such-option").code == 3
     assert cli("jobs", "status", "run_01jd2f3g4h5j6k7m8n9p0q1r2s").code == 3
     assert cli("apps", "upload", str(cli.cwd / "missing.apk"), "--name", "X", "--version", "1").code == 3

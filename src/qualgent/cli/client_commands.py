@@ -87,6 +87,15 @@ UrlOpt = Annotated[
 ]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env QUALGENT_API_KEY).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ThresholdOpt = Annotated[
+    int,
+    typer.Option(
+        "--resumable-threshold",
+        envvar="QUALGENT_RESUMABLE_THRESHOLD",
+        help="Builds of this many bytes or more go through the resumable upload.",
+        min=0,
+    ),
+]
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -194,14 +203,7 @@ def apps_upload(
             show_default=False,
         ),
     ] = None,
-    threshold: Annotated[
-        int,
-        typer.Option(
-            "--resumable-threshold",
-            envvar="QUALGENT_RESUMABLE_THRESHOLD",
-            help="Files of this many bytes or more go through the resumable upload.",
-        ),
-    ] = 64 * MIB,
+    threshold: ThresholdOpt = 64 * MIB,
     as_json: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
@@ -237,6 +239,8 @@ def apps_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = No
 
 def resolve_devices(client: Client, specs: list[str]) -> list[dict[str, str]]:
     """``--device`` values: a catalogue ID (dev_…), a name ("Pixel 7"), or a name and OS ("Pixel 7@14")."""
+    if not specs:
+        return []
     catalogue = client.list_devices()
     chosen = []
     for spec in specs:
@@ -429,6 +433,7 @@ def _app_for(
     upload_version: str | None,
     platform: str | None,
     console: Console,
+    threshold: int = 64 * MIB,
 ) -> str | None:
     given = sum(x for x in (app_id is not None, latest, upload is not None))
     if given > 1:
@@ -436,9 +441,12 @@ def _app_for(
     if app_id is not None:
         return app_id
     if upload is not None:
+        if not upload_version:
+            raise ConfigurationError("--upload needs --version (the build's version, e.g. the commit).")
         name = upload_name or upload.stem
-        version = upload_version or "0"
-        return upload_file(client, upload, name, version, None, resumable=None, threshold=64 * MIB, console=console)
+        return upload_file(
+            client, upload, name, upload_version, None, resumable=None, threshold=threshold, console=console
+        )
     if latest and platform:
         return client.latest_app(platform.lower()).id
     return None  # --latest over devices of several platforms: the newest app of each device's platform
@@ -525,6 +533,7 @@ def run_all(
         str | None, typer.Option("--name", help="With --upload: the app name (default: file name).")
     ] = None,
     version: Annotated[str | None, typer.Option("--version", help="With --upload: the app version.")] = None,
+    threshold: ThresholdOpt = 64 * MIB,
     priority: PriorityOpt = None,
     run_timeout: RunTimeoutOpt = None,
     wait: WaitOpt = False,
@@ -544,7 +553,7 @@ def run_all(
         category_id = resolve_category(client, category) if category else None
         devices = resolve_devices(client, device or [])
         target_platform = platform or _platform_of(devices)
-        app = _app_for(client, app_id, latest, upload, name, version, target_platform, err)
+        app = _app_for(client, app_id, latest, upload, name, version, target_platform, err, threshold)
         common: dict[str, Any] = {"category_id": category_id, "priority": priority, "timeout_seconds": run_timeout}
 
         latest_of = _LatestApps(client)

@@ -24,7 +24,6 @@ import httpx
 
 from qualgent.client.errors import (
     APIError,
-    ConflictError,
     NotFoundError,
     QualgentClientError,
     ServerError,
@@ -142,11 +141,17 @@ class ResumableUpload:
                     response = self.client.request(
                         "PATCH", self.location, headers=headers, content=chunk, retryable=False
                     )
-                except ConflictError:
-                    offset, app_id = self._resume()
                 except (TransportError, ServerError):
-                    # The connection dropped (or the server failed) mid-chunk: the server kept what it got.
+                    # The connection dropped, or the server failed, mid-chunk: it kept what it got.
                     self._sleep(self.client.retry.backoff_for(min(self.resumes, 4)))
+                    offset, app_id = self._resume()
+                except APIError as exc:
+                    # 409: the offset is not the server's; 423: the upload is still locked by the request
+                    # that broke; 460: the chunk's checksum did not match. Ask for the offset, go on.
+                    if exc.status_code not in (409, 423, 460):
+                        raise
+                    if exc.status_code == 423:
+                        self._sleep(self.client.retry.backoff_for(min(self.resumes, 4)))
                     offset, app_id = self._resume()
                 else:
                     offset = int(response.headers["upload-offset"])
