@@ -11,6 +11,8 @@ from qualgent.apps.schemas import AppOut, DeleteIn, DeleteOut, UploadOut
 from qualgent.auth.service import client_address
 from qualgent.deps import PrincipalDep, SessionDep, StateDep
 from qualgent.errors import Forbidden, NotFound, RateLimited
+from qualgent.idempotency import service as idempotency
+from qualgent.idempotency.service import IdempotencyKeyDep
 from qualgent.lenient_json import LenientJSONRoute
 from qualgent.pagination import PageDep, set_next_link
 from qualgent.signing import verify
@@ -45,9 +47,25 @@ _UPLOAD_BODY = {
 
 
 @router.post("/upload", response_model=UploadOut, openapi_extra=_UPLOAD_BODY)
-async def upload_app(request: Request, session: SessionDep, state: StateDep, principal: PrincipalDep) -> UploadOut:
+async def upload_app(
+    request: Request, session: SessionDep, state: StateDep, principal: PrincipalDep, key: IdempotencyKeyDep
+) -> UploadOut | Response:
     """Upload an application file (streamed; any size up to the server's limit)."""
-    return await service.receive_upload(request, session, state, principal)
+    out = await service.receive_upload(request, session, state, principal)
+    if key is None:
+        return out
+    # The fingerprint needs the file's SHA-256, known once the body has streamed in; a repeat therefore
+    # stores its copy first, then drops it (row and file) and answers the first upload's response.
+    f = out.file
+    fingerprint = idempotency.fingerprint(
+        "POST", "/v1/apps/upload", idempotency.digest(f"{f.app_name}\n{f.version}\n{f.os}\n{f.sha256}")
+    )
+    replay = await idempotency.claim(session, principal, key, fingerprint)
+    if replay is not None:
+        await service.discard_upload(session, state, principal, f.id)
+        return replay.response()
+    await idempotency.record(session, principal, key, 200, out.model_dump_json())
+    return out
 
 
 @router.get("", response_model=list[AppOut])

@@ -33,3 +33,8 @@ class AppRepository(OrgScopedRepository[AppFile]):
             .where(AppFile.organization_id == self.organization_id, AppFile.id.in_(ids))
             .values(deleted_at=utcnow())
         )
+
+    async def remove(self, app: AppFile) -> None:
+        """Delete a row outright: only for an upload of this transaction that is being dropped."""
+        await self.session.delete(app)
+        await self.session.flush()

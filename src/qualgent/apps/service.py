@@ -311,3 +311,12 @@ async def delete_apps(session: AsyncSession, principal: Principal, ids: list[str
         )
     await repo.soft_delete_many(unique)
     return unique
+
+
+async def discard_upload(session: AsyncSession, state: AppState, principal: Principal, app_id: str) -> None:
+    """Drop an upload made in this transaction (a repeated Idempotency-Key): its row and its file."""
+    repo = AppRepository(session, principal.organization_id)
+    app = await repo.get(app_id)
+    if app is not None:
+        await repo.remove(app)
+        await state.storage.delete(app.storage_key)

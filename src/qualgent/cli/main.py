@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qualgent.cli import client_commands
 from qualgent.config import Settings, get_settings
 from qualgent.errors import QualgentError
 
@@ -31,6 +32,7 @@ admin_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+client_commands.register(app)  # apps, run, run-all, jobs, devices, categories, test-cases (issue 5)
 
 console = Console()
 err = Console(stderr=True)

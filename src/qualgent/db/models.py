@@ -257,3 +257,23 @@ class WebSession(TimestampMixin, Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# ------------------------------------------------------------------- issue 5: the CI/CD client
+
+
+class IdempotencyKey(Base):
+    """The first answer to a POST (run, run-all, upload) sent with an ``Idempotency-Key`` header, kept
+    24 hours so a retried request gets it back instead of queueing (or storing) again."""
+
+    __tablename__ = "idempotency_keys"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    # The primary key (organization, key) is the unique constraint that serialises concurrent repeats.
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of method, path and the body's hash: the same key with another request is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # NULL only inside the first request's transaction (never committed so).
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from qualgent.categories.schemas import DeletedOut
 from qualgent.deps import PrincipalDep, SessionDep, StateDep
+from qualgent.idempotency import service as idempotency
+from qualgent.idempotency.service import IdempotencyKeyDep
 from qualgent.lenient_json import LenientJSONRoute
 from qualgent.pagination import PageDep, set_next_link
 from qualgent.runs import service as runs
@@ -36,28 +38,40 @@ async def list_test_cases(
 
 
 @router.post("/run", response_model=QueuedOut)
-async def run_test_cases(body: RunIn, session: SessionDep, state: StateDep, principal: PrincipalDep) -> QueuedOut:
+async def run_test_cases(
+    body: RunIn, session: SessionDep, state: StateDep, principal: PrincipalDep, key: IdempotencyKeyDep
+) -> QueuedOut | Response:
     """Queue test runs; the batch is atomic (any invalid entry queues nothing)."""
-    return QueuedOut(jobs=await runs.queue_jobs(session, state, principal, body.jobs))
+
+    async def queue() -> QueuedOut:
+        return QueuedOut(jobs=await runs.queue_jobs(session, state, principal, body.jobs))
+
+    fingerprint = idempotency.fingerprint("POST", "/v1/test-cases/run", idempotency.digest(body.model_dump_json()))
+    return await idempotency.once(session, principal, key, fingerprint, queue)
 
 
 @router.post("/run-all", response_model=QueuedOut)
 async def run_all_test_cases(
-    body: RunAllIn, session: SessionDep, state: StateDep, principal: PrincipalDep
-) -> QueuedOut:
+    body: RunAllIn, session: SessionDep, state: StateDep, principal: PrincipalDep, key: IdempotencyKeyDep
+) -> QueuedOut | Response:
     """Run all active test cases (optionally of one category) against an application."""
-    jobs = await runs.queue_all(
-        session,
-        state,
-        principal,
-        app_file_id=body.app_file_id,
-        device=body.device,
-        platform=body.platform,
-        category_id=body.category_id,
-        priority=body.priority,
-        timeout_seconds=body.timeout_seconds,
-    )
-    return QueuedOut(jobs=jobs)
+
+    async def queue() -> QueuedOut:
+        jobs = await runs.queue_all(
+            session,
+            state,
+            principal,
+            app_file_id=body.app_file_id,
+            device=body.device,
+            platform=body.platform,
+            category_id=body.category_id,
+            priority=body.priority,
+            timeout_seconds=body.timeout_seconds,
+        )
+        return QueuedOut(jobs=jobs)
+
+    fingerprint = idempotency.fingerprint("POST", "/v1/test-cases/run-all", idempotency.digest(body.model_dump_json()))
+    return await idempotency.once(session, principal, key, fingerprint, queue)
 
 
 @router.post("", response_model=TestCaseDetail, status_code=201)

@@ -1,0 +1,730 @@
+"""The client half of the ``qualgent`` command: talk to a server over HTTP with the SDK
+(:mod:`qualgent.client`) to upload builds, queue runs, wait for them in a pipeline and report.
+
+Configuration: ``--url`` / ``--api-key``, or ``QUALGENT_URL`` / ``QUALGENT_API_KEY`` (environment or
+``.env``). Exit codes: see :mod:`qualgent.cli.waiting`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
+
+from qualgent.cli import waiting
+from qualgent.cli.waiting import EXIT_INFRASTRUCTURE, EXIT_USAGE, SignalGuard
+from qualgent.client import (
+    APIError,
+    Client,
+    ConfigurationError,
+    QualgentClientError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
+from qualgent.client.junit import render_runs
+from qualgent.client.models import App, Device, QueuedJob, Run, RunReport
+
+MIB = 1024 * 1024
+
+
+# typer vendors its own click (typer._click); its UsageError is the base of the public BadParameter.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class ClientCommand(TyperCommand):
+    """Usage errors of the client commands exit 3 (click's default is 2, which here means infrastructure)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            exc.exit_code = EXIT_USAGE  # type: ignore[attr-defined]
+            raise
+
+
+class ClientGroup(TyperGroup):
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            exc.exit_code = EXIT_USAGE  # type: ignore[attr-defined]
+            raise
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            exc.exit_code = EXIT_USAGE  # type: ignore[attr-defined]
+            raise
+
+
+apps_app = typer.Typer(help="Uploaded builds.", no_args_is_help=True, cls=ClientGroup)
+jobs_app = typer.Typer(help="Test runs: list, status, cancel, report.", no_args_is_help=True, cls=ClientGroup)
+test_cases_app = typer.Typer(help="Test cases: list, sync a folder of flows.", no_args_is_help=True, cls=ClientGroup)
+
+out = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Server URL (env QUALGENT_URL; default http://127.0.0.1:8000).")
+]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env QUALGENT_API_KEY).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ThresholdOpt = Annotated[
+    int,
+    typer.Option(
+        "--resumable-threshold",
+        envvar="QUALGENT_RESUMABLE_THRESHOLD",
+        help="Builds of this many bytes or more go through the resumable upload.",
+        min=0,
+    ),
+]
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def exit_code_for_error(exc: QualgentClientError) -> int:
+    """Server unreachable, failing or rate-limiting beyond patience: 2 (retry the job); the request
+    itself wrong (usage, authentication, validation): 3."""
+    if isinstance(exc, TransportError | ServerError | RateLimitError):
+        return EXIT_INFRASTRUCTURE
+    return EXIT_USAGE
+
+
+def _describe(exc: QualgentClientError) -> str:
+    if isinstance(exc, APIError):
+        text = f"{exc.message} ({exc.status_code} {exc.code})"
+        for detail in exc.details[:10]:
+            text += f"\n  - {detail}"
+        return text
+    return str(exc)
+
+
+@contextmanager
+def _client(url: str | None, api_key: str | None) -> Iterator[Client]:
+    """A client, with every SDK error turned into a message and an exit code."""
+    try:
+        with Client(api_key=api_key, base_url=url) as client:
+            yield client
+    except QualgentClientError as exc:
+        _fail(exit_code_for_error(exc), _describe(exc))
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _print_table(table: Table) -> None:
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = out.measure(table, options=out.options.update_width(10_000)).maximum
+    Console(file=out.file, width=max(width, out.width)).print(table)
+
+
+# ------------------------------------------------------------------------------------------- uploads
+
+
+def upload_file(
+    client: Client,
+    path: Path,
+    app_name: str,
+    version: str,
+    os_name: str | None,
+    *,
+    resumable: bool | None,
+    threshold: int,
+    console: Console,
+) -> str:
+    """Upload a build with a progress bar (speed, ETA); large files (or ``resumable=True``) through the
+    resumable endpoint when the server has one. Returns the app's ID."""
+    if not path.is_file():
+        raise ConfigurationError(f"{path}: no such file")
+    size = path.stat().st_size
+    use_tus = resumable if resumable is not None else size >= threshold
+    if use_tus and not client.supports_resumable_uploads():
+        console.print("The server has no resumable uploads; sending the file in one request.", highlight=False)
+        use_tus = False
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        label = f"Uploading {path.name}" + (" (resumable)" if use_tus else "")
+        task = progress.add_task(label, total=size)
+
+        def advance(done: int) -> None:
+            progress.update(task, completed=done)
+
+        if use_tus:
+            app: App = client.upload_app_resumable(path, app_name, version, os_name, on_progress=advance)
+            app_id = app.id
+        else:
+            app_id = client.upload_app(path, app_name, version, os_name, on_progress=advance).id
+        progress.update(task, completed=size)
+    return app_id
+
+
+@apps_app.command("upload", cls=ClientCommand)
+def apps_upload(
+    file: Annotated[Path, typer.Argument(help="The build: .apk, .aab, .ipa or a zipped .app.")],
+    name: Annotated[str, typer.Option("--name", help="Application name.")],
+    version: Annotated[str, typer.Option("--version", help="Application version.")],
+    os_name: Annotated[str | None, typer.Option("--os", help="android or ios (detected from the file).")] = None,
+    resumable: Annotated[
+        bool | None,
+        typer.Option(
+            "--resumable/--single-request",
+            help="Force the resumable (tus) upload, or one request. Default: resumable from --resumable-threshold.",
+            show_default=False,
+        ),
+    ] = None,
+    threshold: ThresholdOpt = 64 * MIB,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Upload a build; prints its app ID (use it with --app)."""
+    with _client(url, api_key) as client:
+        app_id = upload_file(
+            client, file, name, version, os_name, resumable=resumable, threshold=threshold, console=err
+        )
+        app = client.get_app(app_id)
+    if as_json:
+        _print_json(app.model_dump(mode="json"))
+    else:
+        out.print(app.id, highlight=False)
+
+
+@apps_app.command("list", cls=ClientCommand)
+def apps_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """List uploaded builds, newest first."""
+    with _client(url, api_key) as client:
+        apps = client.list_apps()
+    if as_json:
+        _print_json([a.model_dump(mode="json") for a in apps])
+        return
+    table = Table("id", "app", "version", "os", "size", "uploaded")
+    for a in apps:
+        table.add_row(a.id, a.app_name, a.version, a.os, str(a.file_size), str(a.created_at or ""))
+    _print_table(table)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def resolve_devices(client: Client, specs: list[str]) -> list[dict[str, str]]:
+    """``--device`` values: a catalogue ID (dev_…), a name ("Pixel 7"), or a name and OS ("Pixel 7@14")."""
+    if not specs:
+        return []
+    catalogue = client.list_devices()
+    chosen = []
+    for spec in specs:
+        name, _, os_version = spec.partition("@")
+        matches = [
+            d
+            for d in catalogue
+            if d.id == spec
+            or (
+                d.name.lower() == name.strip().lower()
+                and (not os_version or _same_version(d.os_version, os_version.strip()))
+            )
+        ]
+        if not matches:
+            names = ", ".join(sorted({f"{d.name}@{d.os_version}" for d in catalogue}))
+            raise ConfigurationError(f"No device {spec!r} in the catalogue. Devices: {names}")
+        device: Device = matches[0]
+        chosen.append({"name": device.name, "platform": device.platform, "os_version": device.os_version})
+    return chosen
+
+
+def _same_version(a: str, b: str) -> bool:
+    def norm(v: str) -> str:
+        return v[:-2] if v.endswith(".0") else v
+
+    return norm(a) == norm(b)
+
+
+def resolve_test_cases(client: Client, refs: list[str]) -> list[str]:
+    """Test case IDs (tc_…) or exact names; a name shared by several test cases is refused."""
+    if all(r.startswith("tc_") for r in refs):
+        return refs
+    by_name: dict[str, list[str]] = {}
+    for case in client.list_test_cases():
+        by_name.setdefault(case.name, []).append(case.id)
+    ids = []
+    for ref in refs:
+        if ref.startswith("tc_"):
+            ids.append(ref)
+            continue
+        found = by_name.get(ref, [])
+        if len(found) != 1:
+            problem = "no test case" if not found else f"{len(found)} test cases ({', '.join(found)})"
+            raise ConfigurationError(f"{problem} named {ref!r}; use its ID.")
+        ids.append(found[0])
+    return ids
+
+
+def resolve_category(client: Client, ref: str) -> str:
+    if ref.startswith("cat_"):
+        return ref
+    for category in client.list_categories():
+        if category.name == ref or category.name.lower() == ref.lower():
+            return category.id
+    raise ConfigurationError(f"No category named {ref!r}.")
+
+
+class WaitOptions:
+    """Options common to `run` and `run-all` for waiting and reporting."""
+
+    def __init__(
+        self,
+        wait: bool,
+        timeout: float | None,
+        junit: Path | None,
+        as_json: bool,
+        poll_interval: float,
+    ) -> None:
+        self.wait = wait or timeout is not None or junit is not None
+        self.timeout = timeout
+        self.junit = junit
+        self.as_json = as_json
+        self.poll_interval = poll_interval
+
+
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until every run has finished; exit by the result.")]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", help="Seconds to wait at most; then cancel the unfinished runs and exit 2.", min=0),
+]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write one JUnit XML file for all runs.")]
+PollOpt = Annotated[float, typer.Option("--poll-interval", help="Seconds between status polls.", min=0.1)]
+PriorityOpt = Annotated[str | None, typer.Option("--priority", help="low, medium or high.")]
+RunTimeoutOpt = Annotated[
+    int | None, typer.Option("--run-timeout", help="Seconds each run may execute (server-side timeout).", min=10)
+]
+
+
+def queue_and_wait(
+    client: Client, guard: SignalGuard, queue: Callable[[], list[QueuedJob]], options: WaitOptions
+) -> int:
+    """Queue (through ``queue``), then wait and report; returns the exit code."""
+    jobs = queue()
+    if not jobs:  # the server refuses an empty run-all; a pipeline must never read "nothing ran" as green
+        _fail(EXIT_USAGE, "No runs were queued.")
+    run_ids = [j.id for j in jobs]
+    console = err if options.as_json else out
+    console.print(f"Queued {len(run_ids)} run(s).", highlight=False)
+    if not options.wait:  # queued and reported: nothing to cancel, whatever signal came meanwhile
+        if options.as_json:
+            _print_json({"runs": [j.model_dump(mode="json") for j in jobs]})
+        else:
+            for job in jobs:
+                out.print(f"{job.id}  {job.link}", highlight=False)
+        return 0
+    result = waiting.wait(client, run_ids, guard, console, timeout=options.timeout, poll_interval=options.poll_interval)
+    runs = result.runs
+    code = waiting.exit_code_for(runs)
+    if result.note is not None and code != waiting.EXIT_TEST_FAILED:
+        code = EXIT_INFRASTRUCTURE  # timed out or interrupted: never green
+    reports: dict[str, RunReport] = {}
+    if options.junit is not None or code != 0:
+        for run in runs:
+            if options.junit is not None or run.status == "failed":
+                try:
+                    reports[run.id] = client.run_report(run.id)
+                except APIError as exc:
+                    console.print(f"no report for {run.id}: {exc}", markup=False, highlight=False)
+    if options.junit is not None:
+        options.junit.parent.mkdir(parents=True, exist_ok=True)
+        options.junit.write_bytes(render_runs(runs, reports, note=result.note))
+        console.print(f"JUnit report: {options.junit}", highlight=False)
+    _summarise(runs, reports, code, result, options, console, client.pacer.rate_limited)
+    return code
+
+
+def _summarise(
+    runs: list[Run],
+    reports: dict[str, RunReport],
+    code: int,
+    result: waiting.WaitResult,
+    options: WaitOptions,
+    console: Console,
+    rate_limited: int,
+) -> None:
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    for run in runs:
+        if run.status == "failed" and run.failure is not None:
+            console.print(
+                f"FAILED {run.test_case.name} on {run.device} [{run.failure.kind}]: {run.failure.message}\n  {run.link}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            for step in reports[run.id].steps if run.id in reports else []:
+                if step.status == "failed":
+                    for line in step.logs[-20:]:
+                        console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+                    if step.screenshot:
+                        console.print(
+                            f"    screenshot: {step.screenshot}", markup=False, highlight=False, soft_wrap=True
+                        )
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    verdict = {0: "[green]PASSED[/green]", 1: "[red]FAILED[/red]"}.get(code, "[yellow]INCOMPLETE[/yellow]")
+    console.print(f"{verdict} {len(runs)} run(s): {summary} (exit {code})", highlight=False)
+    if options.as_json:
+        _print_json(
+            {
+                "exit_code": code,
+                "summary": counts,
+                "note": result.note,
+                "cancelled": result.cancelled,
+                "rate_limited": rate_limited,  # 429s the client waited out
+                "runs": [r.model_dump(mode="json") for r in runs],
+            }
+        )
+
+
+def _run_pipeline(url: str | None, api_key: str | None, body: Callable[[Client, SignalGuard], int]) -> None:
+    guard = SignalGuard()
+    with guard.installed():
+        try:
+            with Client(api_key=api_key, base_url=url) as client:
+                code = body(client, guard)
+        except waiting.Interrupted as exc:  # a signal before anything was queued
+            _fail(EXIT_INFRASTRUCTURE, f"interrupted by {exc} before any run was queued")
+        except QualgentClientError as exc:
+            _fail(exit_code_for_error(exc), _describe(exc))
+    raise typer.Exit(code)
+
+
+def _app_for(
+    client: Client,
+    app_id: str | None,
+    latest: bool,
+    upload: Path | None,
+    upload_name: str | None,
+    upload_version: str | None,
+    platform: str | None,
+    console: Console,
+    threshold: int = 64 * MIB,
+) -> str | None:
+    given = sum(x for x in (app_id is not None, latest, upload is not None))
+    if given > 1:
+        raise ConfigurationError("Give one of --app, --latest and --upload.")
+    if app_id is not None:
+        return app_id
+    if upload is not None:
+        if not upload_version:
+            raise ConfigurationError("--upload needs --version (the build's version, e.g. the commit).")
+        name = upload_name or upload.stem
+        return upload_file(
+            client, upload, name, upload_version, None, resumable=None, threshold=threshold, console=console
+        )
+    if latest and platform:
+        return client.latest_app(platform.lower()).id
+    return None  # --latest over devices of several platforms: the newest app of each device's platform
+
+
+def run(
+    test_cases: Annotated[list[str], typer.Argument(help="Test case IDs (tc_…) or exact names.")],
+    device: Annotated[
+        list[str] | None, typer.Option("--device", help='A device: "Pixel 7", "Pixel 7@14" or its dev_ ID. Repeatable.')
+    ] = None,
+    platform: Annotated[str | None, typer.Option("--platform", help="android or ios: any device of it.")] = None,
+    app_id: Annotated[str | None, typer.Option("--app", help="The app's ID (file_…).")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Use the newest uploaded app of the platform.")] = False,
+    priority: PriorityOpt = None,
+    run_timeout: RunTimeoutOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = None,
+    junit: JunitOpt = None,
+    as_json: JsonOpt = False,
+    poll_interval: PollOpt = 1.0,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Run test cases on devices (one run per test case and device); with --wait, exit by the result."""
+    options = WaitOptions(wait, timeout, junit, as_json, poll_interval)
+    if not device and not platform:
+        _fail(EXIT_USAGE, "Give --device or --platform.")
+
+    def body(client: Client, guard: SignalGuard) -> int:
+        case_ids = resolve_test_cases(client, test_cases)
+        devices = resolve_devices(client, device or [])
+        app = _app_for(client, app_id, latest, None, None, None, platform or _platform_of(devices), err)
+        jobs: list[dict[str, Any]] = []
+        extra: dict[str, Any] = {}
+        if priority:
+            extra["priority"] = priority
+        if run_timeout:
+            extra["timeout_seconds"] = run_timeout
+        latest_of = _LatestApps(client)
+        for case_id in case_ids:
+            if devices:
+                for d in devices:
+                    app_for_device = app or latest_of(d["platform"])
+                    jobs.append({"test_case_id": case_id, "device": d, "app_file_id": app_for_device, **extra})
+            else:
+                job = {"test_case_id": case_id, "platform": platform, **extra}
+                if app:
+                    job["app_file_id"] = app
+                jobs.append(job)
+        return queue_and_wait(client, guard, lambda: client.run(jobs), options)
+
+    _run_pipeline(url, api_key, body)
+
+
+class _LatestApps:
+    """The newest app of a platform, asked once per platform."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.ids: dict[str, str] = {}
+
+    def __call__(self, platform: str) -> str:
+        key = platform.lower()
+        if key not in self.ids:
+            self.ids[key] = self.client.latest_app(key).id
+        return self.ids[key]
+
+
+def _platform_of(devices: list[dict[str, str]]) -> str | None:
+    platforms = {d["platform"].lower() for d in devices}
+    return platforms.pop() if len(platforms) == 1 else None
+
+
+def run_all(
+    category: Annotated[str | None, typer.Option("--category", help="Only this category (name or cat_ ID).")] = None,
+    platform: Annotated[str | None, typer.Option("--platform", help="android or ios: any device of it.")] = None,
+    device: Annotated[
+        list[str] | None, typer.Option("--device", help='A device: "Pixel 7", "Pixel 7@14" or its dev_ ID. Repeatable.')
+    ] = None,
+    app_id: Annotated[str | None, typer.Option("--app", help="The app's ID (file_…).")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Use the newest uploaded app of the platform.")] = False,
+    upload: Annotated[Path | None, typer.Option("--upload", help="Upload this build first and run on it.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="With --upload: the app name (default: file name).")
+    ] = None,
+    version: Annotated[str | None, typer.Option("--version", help="With --upload: the app version.")] = None,
+    threshold: ThresholdOpt = 64 * MIB,
+    priority: PriorityOpt = None,
+    run_timeout: RunTimeoutOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = None,
+    junit: JunitOpt = None,
+    as_json: JsonOpt = False,
+    poll_interval: PollOpt = 1.0,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Run every active test case (of a category) on a device or platform; with --wait, exit by the result."""
+    options = WaitOptions(wait, timeout, junit, as_json, poll_interval)
+    if not device and not platform:
+        _fail(EXIT_USAGE, "Give --device or --platform.")
+
+    def body(client: Client, guard: SignalGuard) -> int:
+        category_id = resolve_category(client, category) if category else None
+        devices = resolve_devices(client, device or [])
+        target_platform = platform or _platform_of(devices)
+        app = _app_for(client, app_id, latest, upload, name, version, target_platform, err, threshold)
+        common: dict[str, Any] = {"category_id": category_id, "priority": priority, "timeout_seconds": run_timeout}
+
+        latest_of = _LatestApps(client)
+
+        def queue() -> list[QueuedJob]:
+            if not devices:
+                return client.run_all(app_file_id=app, platform=platform, **common)
+            jobs: list[QueuedJob] = []
+            try:
+                for d in devices:  # one request per device; each is atomic on the server
+                    jobs += client.run_all(app_file_id=app or latest_of(d["platform"]), device=d, **common)
+            except QualgentClientError:
+                # A later device was refused: the step fails, so the runs queued for earlier ones go too.
+                waiting.cancel_unfinished(client, [j.id for j in jobs], [], err)
+                raise
+            return jobs
+
+        return queue_and_wait(client, guard, queue, options)
+
+    _run_pipeline(url, api_key, body)
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+def _run_rows(runs: list[Run]) -> Table:
+    table = Table("id", "test case", "device", "status", "progress", "failure", "created")
+    for r in runs:
+        failure = f"{r.failure.kind}: {r.failure.message}" if r.failure else ""
+        table.add_row(r.id, r.test_case.name, r.device, r.status, f"{r.progress}%", failure, str(r.created_at or ""))
+    return table
+
+
+@jobs_app.command("list", cls=ClientCommand)
+def jobs_list(
+    status: Annotated[str | None, typer.Option("--status", help="queued, running, passed, failed, cancelled.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many of the newest.", min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """List test runs, newest first."""
+    with _client(url, api_key) as client:
+        runs = client.list_runs(status=status, limit=limit)
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in runs])
+    else:
+        _print_table(_run_rows(runs))
+
+
+@jobs_app.command("status", cls=ClientCommand)
+def jobs_status(
+    run_ids: Annotated[list[str], typer.Argument(help="Run IDs (run_…).")],
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """The state of runs."""
+    with _client(url, api_key) as client:
+        runs = [client.get_run(run_ids[0])] if len(run_ids) == 1 else client.get_runs(run_ids)
+    missing = set(run_ids) - {r.id for r in runs}
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in runs])
+    else:
+        _print_table(_run_rows(runs))
+    if missing:
+        _fail(EXIT_USAGE, f"No test run {', '.join(sorted(missing))}.")
+
+
+@jobs_app.command("cancel", cls=ClientCommand)
+def jobs_cancel(
+    run_ids: Annotated[list[str], typer.Argument(help="Run IDs (run_…).")],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Cancel runs: queued ones at once, running ones at their agent's next heartbeat."""
+    with _client(url, api_key) as client:
+        for run_id in run_ids:
+            result = client.cancel_run(run_id)
+            out.print(f"{result.id}  {result.status}", highlight=False)
+
+
+@jobs_app.command("report", cls=ClientCommand)
+def jobs_report(
+    run_ids: Annotated[list[str], typer.Argument(help="Run IDs (run_…).")],
+    junit: JunitOpt = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """A run's steps, logs and screenshots; --junit writes the runs as one JUnit XML file."""
+    with _client(url, api_key) as client:
+        reports = {run_id: client.run_report(run_id) for run_id in run_ids}
+    if junit is not None:
+        junit.write_bytes(render_runs([r.run for r in reports.values()], reports))
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in reports.values()])
+        return
+    for report in reports.values():
+        run = report.run
+        out.print(f"[bold]{run.id}[/bold] {run.test_case.name} on {run.device}: {run.status}", highlight=False)
+        if run.failure:
+            out.print(f"  {run.failure.kind}: {run.failure.message}", markup=False, highlight=False)
+        out.print(f"  {run.link}", highlight=False)
+        for step in report.steps:
+            out.print(f"  [{step.status}] {step.index + 1}. {step.description} {step.message}", markup=False)
+            for line in step.logs:
+                out.print(f"      {line}", markup=False, highlight=False)
+            if step.screenshot:
+                out.print(f"      screenshot: {step.screenshot}", markup=False, highlight=False)
+
+
+# ------------------------------------------------------------------------------- catalogue listings
+
+
+def devices(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Devices of the catalogue (use a name, "name@os" or the ID with --device)."""
+    with _client(url, api_key) as client:
+        found = client.list_devices()
+    if as_json:
+        _print_json([d.model_dump(mode="json") for d in found])
+        return
+    table = Table("id", "name", "platform", "os", "type")
+    for d in found:
+        table.add_row(d.id, d.name, d.platform, d.os_version, d.device_type)
+    _print_table(table)
+
+
+def categories(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Categories of test cases."""
+    with _client(url, api_key) as client:
+        found = client.list_categories()
+    if as_json:
+        _print_json([c.model_dump(mode="json") for c in found])
+        return
+    table = Table("id", "name", "description")
+    for c in found:
+        table.add_row(c.id, c.name, c.description)
+    _print_table(table)
+
+
+@test_cases_app.command("list", cls=ClientCommand)
+def test_cases_list(
+    category: Annotated[str | None, typer.Option("--category", help="Only this category (name or cat_ ID).")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Test cases of the organisation."""
+    with _client(url, api_key) as client:
+        category_id = resolve_category(client, category) if category else None
+        found = client.list_test_cases(category_id)
+    if as_json:
+        _print_json([t.model_dump(mode="json") for t in found])
+        return
+    table = Table("id", "name", "status", "category", "last run")
+    for t in found:
+        last = (t.latest_completed_run or {}).get("status", "")
+        table.add_row(t.id, t.name, t.status, t.category.name if t.category else "", str(last))
+    _print_table(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the ``qualgent`` command (one call in cli/main.py)."""
+    app.add_typer(apps_app, name="apps")
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(test_cases_app, name="test-cases")
+    app.command("run", cls=ClientCommand)(run)
+    app.command("run-all", cls=ClientCommand)(run_all)
+    app.command("devices", cls=ClientCommand)(devices)
+    app.command("categories", cls=ClientCommand)(categories)
+    from qualgent.cli import sync_commands
+
+    sync_commands.register(test_cases_app)

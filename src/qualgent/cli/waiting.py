@@ -1,0 +1,202 @@
+"""Waiting on runs for a pipeline: the live display, cancellation on SIGINT/SIGTERM, and the exit code.
+
+Exit codes a pipeline can trust:
+  0  every run passed (and at least one ran);
+  1  a test failed (a run failed with kind "test");
+  2  no test failed, but a run ended by infrastructure failure or timeout, was cancelled, did not finish
+     within --timeout, or the wait was interrupted (SIGINT/SIGTERM), or the server stayed unreachable;
+  3  usage, authentication or validation errors, or nothing was queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from qualgent.client import Client, QualgentClientError, WaitTimeout
+from qualgent.client.models import Run
+
+EXIT_PASSED = 0
+EXIT_TEST_FAILED = 1
+EXIT_INFRASTRUCTURE = 2
+EXIT_USAGE = 3
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while waiting."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class SignalGuard:
+    """SIGINT/SIGTERM handlers for the life of an invocation. While runs are being queued a signal is
+    only noted (so the IDs of what was queued are not lost); once ``armed`` it interrupts the wait."""
+
+    armed: bool = False
+    received: int | None = None
+    _previous: dict[int, Any] = field(default_factory=dict)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signum
+        if self.armed:
+            raise Interrupted(signum)
+
+    def arm(self) -> None:
+        self.armed = True
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[SignalGuard]:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
+
+
+def exit_code_for(runs: list[Run]) -> int:
+    if not runs:
+        return EXIT_USAGE
+    if any(r.status == "failed" and r.failure is not None and r.failure.kind == "test" for r in runs):
+        return EXIT_TEST_FAILED
+    if all(r.status == "passed" for r in runs):
+        return EXIT_PASSED
+    return EXIT_INFRASTRUCTURE
+
+
+def _duration(run: Run) -> str:
+    seconds = run.duration_seconds
+    return "" if seconds is None else f"{seconds:.1f}s"
+
+
+def _outcome(run: Run) -> str:
+    if run.failure is not None:
+        return f"{run.status} ({run.failure.kind})"
+    return run.status
+
+
+def runs_table(runs: list[Run]) -> Table:
+    table = Table(title=f"{sum(r.finished for r in runs)}/{len(runs)} runs finished", title_justify="left")
+    for column in ("run", "test case", "device", "status", "progress", "duration"):
+        table.add_column(column, no_wrap=column in ("run", "status"))
+    colours = {"passed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
+    for run in runs:
+        colour = colours.get(run.status, "white")
+        table.add_row(
+            run.id,
+            run.test_case.name,
+            run.device,
+            f"[{colour}]{_outcome(run)}[/{colour}]",
+            f"{run.progress}%",
+            _duration(run),
+        )
+    return table
+
+
+class Display:
+    """A live table on a terminal; otherwise one plain line per change of a run's status (CI logs)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self.seen: dict[str, tuple[str, int]] = {}
+
+    def __enter__(self) -> Display:
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def update(self, runs: list[Run]) -> None:
+        if self.live is not None:
+            self.live.update(runs_table(runs))
+            return
+        for run in runs:
+            state = (run.status, run.progress if run.status == "running" else -1)
+            if self.seen.get(run.id, ("", -2))[0] != run.status:
+                line = f"{run.id}  {run.status:<9}  {run.test_case.name}  on {run.device}"
+                if run.finished:
+                    line += f"  {_duration(run)}"
+                    if run.failure is not None:
+                        line += f"  [{run.failure.kind}] {run.failure.message}"
+                self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+            self.seen[run.id] = state
+
+
+@dataclass
+class WaitResult:
+    runs: list[Run]
+    note: str | None = None  # why some runs did not finish (timeout, interrupted)
+    cancelled: list[str] = field(default_factory=list)
+
+
+def wait(
+    client: Client,
+    run_ids: list[str],
+    guard: SignalGuard,
+    console: Console,
+    *,
+    timeout: float | None,
+    poll_interval: float,
+) -> WaitResult:
+    """Wait for every run; on --timeout or a signal cancel the unfinished ones (the CLI's own runs)."""
+    last: list[Run] = []
+
+    def remember(runs: list[Run]) -> None:
+        last[:] = runs
+        display.update(runs)
+
+    note = None
+    with Display(console) as display:
+        try:
+            guard.arm()
+            runs = client.wait_for_runs(run_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember)
+            return WaitResult(runs)
+        except WaitTimeout as exc:
+            last[:] = exc.runs
+            note = f"not finished within --timeout {timeout:g} s; cancelled by the CLI"
+        except Interrupted as exc:
+            note = f"the CLI received {exc} while waiting; cancelled by the CLI"
+        finally:
+            guard.armed = False  # a second signal must not interrupt the cancellation
+    console.print(f"[yellow]{note}[/yellow]")
+    cancelled = cancel_unfinished(client, run_ids, last, console)
+    with contextlib.suppress(QualgentClientError):
+        last = client.get_runs(run_ids)
+    return WaitResult(last, note=note, cancelled=cancelled)
+
+
+def cancel_unfinished(client: Client, run_ids: list[str], known: list[Run], console: Console) -> list[str]:
+    finished = {r.id for r in known if r.finished}
+    cancelled = []
+    deadline = time.monotonic() + 30
+    for run_id in run_ids:
+        if run_id in finished or time.monotonic() > deadline:
+            continue
+        try:
+            client.cancel_run(run_id)
+            cancelled.append(run_id)
+        except QualgentClientError as exc:  # finished meanwhile, or the server is gone: keep cancelling
+            console.print(f"could not cancel {run_id}: {exc}", markup=False, highlight=False)
+    if cancelled:
+        console.print(f"cancelled {len(cancelled)} run(s)", highlight=False)
+    return cancelled

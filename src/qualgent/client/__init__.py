@@ -1,0 +1,56 @@
+"""The qualgent Python SDK: ``Client`` (sync) and ``AsyncClient`` over httpx, typed models and errors.
+
+from qualgent.client import Client
+with Client() as qg:                      # QUALGENT_API_KEY / QUALGENT_URL, or arguments
+    app = qg.upload_app("app.apk", "MyApp", "1.0.0")
+    jobs = qg.run_all(app_file_id=app.id, platform="android")
+    runs = qg.wait_for_runs([j.id for j in jobs], timeout=1800)
+"""
+
+from qualgent.client._core import RetryPolicy, WaitTimeout
+from qualgent.client.aio import AsyncClient
+from qualgent.client.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    QualgentClientError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from qualgent.client.models import App, Category, Device, QueuedJob, Run, RunReport, TestCase, UploadedFile
+from qualgent.client.sync import Client
+
+__all__ = [
+    "APIError",
+    "App",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Category",
+    "Client",
+    "ConfigurationError",
+    "ConflictError",
+    "Device",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "QualgentClientError",
+    "QueuedJob",
+    "RateLimitError",
+    "RetryPolicy",
+    "Run",
+    "RunReport",
+    "ServerError",
+    "TestCase",
+    "TransportError",
+    "UploadedFile",
+    "ValidationError",
+    "WaitTimeout",
+]

@@ -1,0 +1,52 @@
+"""One JUnit XML document for a set of runs (a CLI invocation): a test suite per device, a test case
+per run, the failing step and its log in the failure, links to the run page and screenshots.
+
+Rendering is the server's own (:mod:`qualgent.reports.junit`), so a per-run report from the server and
+the CLI's report for a whole pipeline step read the same."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qualgent.client.models import Run, RunReport
+from qualgent.reports import junit
+
+
+def device_label(run: Run) -> str:
+    details = run.device_details
+    if details is None:
+        return run.device
+    return f"{details.name} ({details.platform} {details.os_version})"
+
+
+def case_for(run: Run, report: RunReport | None, *, note: str | None = None) -> junit.JUnitCase:
+    """The JUnit test case of one run. ``note`` marks a run the client gave up on (its wait timed out or
+    it was interrupted): it is reported as an error, never as a pass or a skip."""
+    steps = report.steps if report is not None else []
+    status, kind, message = run.status, None, None
+    if run.failure is not None:
+        # The server's message names the failing step ("Step 3 (tapOn: …, line 5) failed: …"); the
+        # failing step's log lines and screenshot link become the failure element's text.
+        kind, message = run.failure.kind, run.failure.message
+    if note is not None and run.status != "passed" and run.status != "failed":
+        status, kind, message = "failed", "timeout", note
+    return junit.JUnitCase(
+        name=run.test_case.name,
+        classname=device_label(run),
+        status=status,
+        seconds=run.duration_seconds or 0.0,
+        link=run.link,
+        failure_kind=kind,
+        failure_message=message,
+        steps=[junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot) for s in steps],
+    )
+
+
+def render_runs(
+    runs: Sequence[Run], reports: dict[str, RunReport], *, name: str = "qualgent", note: str | None = None
+) -> bytes:
+    suites: dict[str, list[junit.JUnitCase]] = {}
+    for run in runs:
+        suites.setdefault(device_label(run), []).append(case_for(run, reports.get(run.id), note=note))
+    by_device: dict[str, Sequence[junit.JUnitCase]] = dict(suites)
+    return junit.render(by_device, name=name)

@@ -1,0 +1,298 @@
+"""The synchronous client: every public endpoint of the API, with retries and rate-limit pacing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qualgent.client import _core
+from qualgent.client._core import Pacer, RetryPolicy, WaitTimeout
+from qualgent.client.errors import NotFoundError, TransportError
+from qualgent.client.models import (
+    App,
+    CancelResult,
+    Category,
+    Device,
+    QueuedJob,
+    Run,
+    RunReport,
+    TestCase,
+    TestCaseDetail,
+    UploadedFile,
+)
+
+
+class Client:
+    """``Client(api_key=None, base_url=None)``: arguments win over ``QUALGENT_API_KEY`` / ``QUALGENT_URL``
+    (environment or ``.env``). Use it as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        key, url = _core.settings(api_key, base_url)
+        self.base_url = url
+        self.retry = retry or RetryPolicy()
+        self.pacer = Pacer()
+        self._sleep = sleep
+        self._http = httpx.Client(base_url=url, headers=_core.make_headers(key), timeout=timeout, transport=transport)
+
+    # ------------------------------------------------------------------------------------- plumbing
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        retryable: bool | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request; retry what is safe to retry; raise a typed error for an error status."""
+        headers = dict(headers or {})
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        if retryable is None:
+            retryable = method.upper() in _core.IDEMPOTENT_METHODS or bool(idempotency_key)
+        attempt = 0
+        rate_limit_waited = 0.0
+        while True:
+            if self.retry.pace and (delay := self.pacer.delay()) > 0:
+                self._sleep(delay)
+            response: httpx.Response | None = None
+            error: Exception | None = None
+            try:
+                response = self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as exc:
+                error = exc
+            if response is not None:
+                self.pacer.observe(response)
+            wait, rate_limited = _core.should_retry(self.retry, response, error, retryable, attempt, rate_limit_waited)
+            if wait is None:
+                if error is not None:
+                    raise TransportError(f"{method} {path}: {error!r}") from error
+                assert response is not None
+                return _core.check(response)
+            if rate_limited:
+                self.pacer.rate_limited += 1
+                rate_limit_waited += wait
+            else:
+                attempt += 1
+            self._sleep(wait)
+
+    def _pages(self, path: str, params: dict[str, Any], key: str | None = None) -> Iterator[Any]:
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            response = self.request("GET", path, params=params)
+            body = response.json()
+            yield from body[key] if key else body
+            cursor = _core.next_cursor(response)
+            if cursor is None:
+                return
+            params = {**params, "cursor": cursor}
+
+    # ----------------------------------------------------------------------------------------- apps
+
+    def upload_app(
+        self,
+        path: str | Path,
+        app_name: str,
+        version: str,
+        os: str | None = None,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        idempotency_key: str | None = None,
+    ) -> UploadedFile:
+        """``POST /v1/apps/upload`` in one streamed request. ``on_progress(bytes_sent)`` follows it."""
+        path = Path(path)
+        key = idempotency_key or _core.new_idempotency_key()
+        with _core.open_upload(path) as file:
+            reader = _core.ProgressReader(file, on_progress)
+            response = self.request(
+                "POST",
+                "/v1/apps/upload",
+                data=_core.upload_fields(app_name, version, os),
+                files={"file": (path.name, reader, "application/octet-stream")},
+                idempotency_key=key,
+            )
+        return UploadedFile.model_validate(response.json()["file"])
+
+    def upload_app_resumable(
+        self,
+        path: str | Path,
+        app_name: str,
+        version: str,
+        os: str | None = None,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        chunk_size: int = 8 * 1024 * 1024,
+    ) -> App:
+        """Upload through the server's tus endpoint, resuming from the server's offset after a dropped
+        connection. See :mod:`qualgent.client.resumable`."""
+        from qualgent.client.resumable import ResumableUpload
+
+        upload = ResumableUpload(self, Path(path), app_name, version, os, chunk_size=chunk_size)
+        return upload.run(on_progress)
+
+    def supports_resumable_uploads(self) -> bool:
+        from qualgent.client.resumable import server_supports_tus
+
+        return server_supports_tus(self)
+
+    def list_apps(self, limit: int | None = None) -> list[App]:
+        return _core.parse_list(App, list(self._pages("/v1/apps", {"limit": limit})))
+
+    def get_app(self, app_id: str) -> App:
+        return _core.parse(App, self.request("GET", f"/v1/apps/{app_id}"))
+
+    def latest_app(self, os: str | None = None) -> App:
+        return _core.parse(App, self.request("GET", "/v1/apps/latest", params={"os": os} if os else None))
+
+    def delete_apps(self, app_ids: list[str]) -> list[str]:
+        response = self.request("DELETE", "/v1/apps", json={"files": app_ids})
+        return list(response.json()["deleted"])
+
+    # ------------------------------------------------------------------------ test cases, categories
+
+    def list_test_cases(self, category: str | None = None) -> list[TestCase]:
+        return _core.parse_list(TestCase, list(self._pages("/v1/test-cases/list", {"category": category})))
+
+    def get_test_case(self, test_case_id: str) -> TestCaseDetail:
+        return _core.parse(TestCaseDetail, self.request("GET", f"/v1/test-cases/{test_case_id}"))
+
+    def create_test_case(self, name: str, **fields: Any) -> TestCaseDetail:
+        response = self.request("POST", "/v1/test-cases", json={"name": name, **fields})
+        return _core.parse(TestCaseDetail, response)
+
+    def update_test_case(self, test_case_id: str, **fields: Any) -> TestCaseDetail:
+        response = self.request("PATCH", f"/v1/test-cases/{test_case_id}", json=fields, retryable=True)
+        return _core.parse(TestCaseDetail, response)
+
+    def delete_test_case(self, test_case_id: str) -> None:
+        self.request("DELETE", f"/v1/test-cases/{test_case_id}")
+
+    def list_categories(self) -> list[Category]:
+        return _core.parse_list(Category, list(self._pages("/v1/categories/list", {})))
+
+    def create_category(self, name: str, description: str = "") -> Category:
+        response = self.request("POST", "/v1/categories", json={"name": name, "description": description})
+        return _core.parse(Category, response)
+
+    def delete_category(self, category_id: str) -> None:
+        self.request("DELETE", f"/v1/categories/{category_id}")
+
+    def list_devices(self) -> list[Device]:
+        body = self.request("GET", "/v1/devices/list").json()
+        return [Device.model_validate(d) for group in body.values() if isinstance(group, list) for d in group]
+
+    # ------------------------------------------------------------------------------------------ runs
+
+    def run(self, jobs: list[dict[str, Any]], *, idempotency_key: str | None = None) -> list[QueuedJob]:
+        """``POST /v1/test-cases/run``: queue a batch atomically. An Idempotency-Key (generated when not
+        given) makes a retried request return the first answer instead of queueing twice."""
+        response = self.request(
+            "POST",
+            "/v1/test-cases/run",
+            json={"jobs": jobs},
+            idempotency_key=idempotency_key or _core.new_idempotency_key(),
+        )
+        return _core.parse_list(QueuedJob, response.json()["jobs"])
+
+    def run_all(self, *, idempotency_key: str | None = None, **body: Any) -> list[QueuedJob]:
+        """``POST /v1/test-cases/run-all`` with ``app_file_id``, ``category_id``, ``device`` or ``platform``,
+        ``priority``, ``timeout_seconds``."""
+        response = self.request(
+            "POST",
+            "/v1/test-cases/run-all",
+            json={k: v for k, v in body.items() if v is not None},
+            idempotency_key=idempotency_key or _core.new_idempotency_key(),
+        )
+        return _core.parse_list(QueuedJob, response.json()["jobs"])
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        test_case_id: str | None = None,
+        app_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        params = {"status": status, "test_case_id": test_case_id, "app_id": app_id, "limit": limit}
+        if limit is not None:  # one page of the newest
+            response = self.request("GET", "/v1/jobs/list", params={k: v for k, v in params.items() if v})
+            return _core.parse_list(Run, response.json()["test_runs"])
+        return _core.parse_list(Run, list(self._pages("/v1/jobs/list", params, key="test_runs")))
+
+    def get_runs(self, run_ids: list[str]) -> list[Run]:
+        """The state of many runs, a few requests in all (``GET /v1/jobs/list?ids=``), in the given order."""
+        found: dict[str, Run] = {}
+        for chunk in _core.chunks(run_ids):
+            params = {"ids": ",".join(chunk), "limit": len(chunk)}
+            response = self.request("GET", "/v1/jobs/list", params=params)
+            for run in _core.parse_list(Run, response.json()["test_runs"]):
+                found[run.id] = run
+        return [found[i] for i in run_ids if i in found]
+
+    def get_run(self, run_id: str) -> Run:
+        return _core.parse(Run, self.request("GET", f"/v1/jobs/status/{run_id}"))
+
+    def cancel_run(self, run_id: str) -> CancelResult:
+        # Cancelling twice is harmless (the second says the run finished), so it may be retried.
+        return _core.parse(CancelResult, self.request("POST", f"/v1/jobs/{run_id}/cancel", retryable=True))
+
+    def run_report(self, run_id: str) -> RunReport:
+        return _core.parse(RunReport, self.request("GET", f"/v1/jobs/{run_id}/report"))
+
+    def run_junit(self, run_id: str) -> bytes:
+        return self.request("GET", f"/v1/jobs/{run_id}/junit").content
+
+    def wait_for_runs(
+        self,
+        run_ids: list[str],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_update: Callable[[list[Run]], None] | None = None,
+    ) -> list[Run]:
+        """Poll until every run has finished; one request per poll per 200 runs, never one per run.
+        Raises :class:`WaitTimeout` (with the last states) when ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        states: dict[str, Run] = {}
+        while True:
+            pending = [i for i in run_ids if i not in states or not states[i].finished]
+            for run in self.get_runs(pending):
+                states[run.id] = run
+            if missing := [i for i in pending if i not in states]:
+                # Waiting on a run that does not exist (or is another organisation's) would never end.
+                raise NotFoundError(404, "not_found", f"No test run {', '.join(missing)}.")
+            current = [states[i] for i in run_ids if i in states]
+            if on_update is not None:
+                on_update(current)
+            if len(current) == len(run_ids) and all(r.finished for r in current):
+                return current
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(current, timeout or 0)
+            pause = poll_interval
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            self._sleep(pause)
