@@ -17,6 +17,24 @@ from qualgent.storage.base import Storage
 from qualgent.storage.local import LocalStorage
 
 
+def make_storage(settings: Settings) -> Storage:
+    if settings.storage_url and settings.storage_url.startswith("s3://"):
+        from qualgent.storage.s3 import S3Storage
+
+        return S3Storage(
+            settings.storage_url,
+            settings.tmp_dir,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            part_size=settings.s3_part_size,
+        )
+    if settings.storage_url and not settings.storage_url.startswith(("file:", "local")):
+        raise ValueError(f"QUALGENT_STORAGE_URL must be s3://bucket/prefix or unset, not {settings.storage_url!r}")
+    return LocalStorage(settings.apps_dir, settings.tmp_dir)
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -44,7 +62,7 @@ class AppState:
             write_sessions=write_sessions,
             reader=Reader(settings.resolved_database_url),
             limiter=RateLimiter(settings.redis_url, settings.auth_failure_limit),
-            storage=LocalStorage(settings.apps_dir, settings.tmp_dir),
+            storage=make_storage(settings),
             devices=load_catalogue(settings.devices_file),
             signing_key=settings.resolved_secret_key().encode(),
             wakeup=wakeup,
@@ -54,5 +72,6 @@ class AppState:
 
     async def close(self) -> None:
         await self.reaper.stop()
+        await self.storage.close()
         await self.reader.close()
         await self.engine.dispose()
