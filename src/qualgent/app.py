@@ -17,11 +17,12 @@ from qualgent.config import Settings, get_settings
 from qualgent.deps import StateDep
 from qualgent.devices.endpoints import router as devices_router
 from qualgent.errors import QualgentError, install_error_handlers
-from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware, TusHeaderMiddleware
 from qualgent.runs.endpoints import artifacts_router
 from qualgent.runs.endpoints import router as jobs_router
 from qualgent.state import AppState
 from qualgent.test_cases.endpoints import router as test_cases_router
+from qualgent.uploads.endpoints import router as uploads_router
 from qualgent.web.routes import router as web_router
 
 # Uploads that never finished (a crash mid-upload) are removed at start once this old.
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
 
     for router in (
+        # Before the apps router: /v1/apps/uploads/… must not be read as /v1/apps/{app_id}.
+        uploads_router,
         apps_router,
         download_router,
         test_cases_router,
@@ -77,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_router)
     app.include_router(_health_router())
 
+    # /v1/apps/upload and /v1/apps/uploads/… stream bodies of any size up to the upload limit.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_json_bytes, exempt_prefixes=("/v1/apps/upload",))
+    app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -73,7 +73,7 @@ def to_out(state: AppState, app: AppFile) -> AppOut:
     )
 
 
-def _safe_original_name(raw: str) -> str:
+def safe_original_name(raw: str) -> str:
     # Browsers and curl send a base name, but a hostile client can send a path: keep the last part.
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = _NAME_UNSAFE.sub("", unicodedata.normalize("NFC", name)).strip().strip(".")
@@ -176,7 +176,7 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
                     if part["filename"] is not None:
                         if part["name"] != "file" or upload is not None:
                             raise BadRequest("Send exactly one file, in the form field 'file'.")
-                        original_name = _safe_original_name(part["filename"])
+                        original_name = safe_original_name(part["filename"])
                         file_id = new_id("file")
                         ext = KIND_EXTENSION.get(kind_from_name(original_name) or "", "")
                         upload = state.storage.begin(f"{principal.organization_id}/{file_id}{ext}")

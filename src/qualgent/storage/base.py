@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 # Bytes handed to the worker thread at a time. Large enough that the thread hop (tens of microseconds)
 # is noise; small enough that two batches (one in flight, one filling) stay far below the memory budget.
@@ -86,9 +86,10 @@ class BatchPipeline:
     ``sink`` gets each batch after it is hashed; it runs on the worker thread.
     """
 
-    def __init__(self, sink: Callable[[bytearray], None]) -> None:
+    def __init__(self, sink: Callable[[bytearray], None], hasher: Any = None) -> None:
         self._sink = sink
-        self._hash = hashlib.sha256()
+        # A running hash to continue (a resumed upload's), else a fresh SHA-256.
+        self._hash = hasher if hasher is not None else hashlib.sha256()
         self._buffer = bytearray()
         self._inflight: asyncio.Future[None] | None = None
         self.size = 0
