@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 import hashlib
+import io
 import secrets
 import socket
 import time
@@ -310,9 +310,7 @@ def test_another_organisations_upload_is_not_found(tenant: Tenant, other_tenant:
     assert _head(other_tenant, location).headers["Upload-Offset"] == "1000"
 
 
-def test_read_only_keys_cannot_upload_and_keys_are_required(
-    db: Database, server: LiveServer, tenant: Tenant
-) -> None:
+def test_read_only_keys_cannot_upload_and_keys_are_required(db: Database, server: LiveServer, tenant: Tenant) -> None:
     _, read_only = add_key(db, tenant, scopes="read")
     headers = {**TUS, "Upload-Length": "100", "Upload-Metadata": _encode(_metadata()), "X-Api-Key": read_only}
     assert_error(httpx.post(f"{server.url}/v1/apps/uploads/", headers=headers), 403, "insufficient_scope")
@@ -320,9 +318,7 @@ def test_read_only_keys_cannot_upload_and_keys_are_required(
     assert_error(httpx.post(f"{server.url}/v1/apps/uploads/", headers=headers), 401)
 
 
-def test_the_same_bytes_by_tus_and_by_form_are_stored_once(
-    server: LiveServer, tenant: Tenant, data_dir: Path
-) -> None:
+def test_the_same_bytes_by_tus_and_by_form_are_stored_once(server: LiveServer, tenant: Tenant, data_dir: Path) -> None:
     content = _content()
     uploader = _client(server, tenant).uploader(file_stream=io.BytesIO(content), metadata=_metadata())
     uploader.upload()
@@ -334,9 +330,7 @@ def test_the_same_bytes_by_tus_and_by_form_are_stored_once(
 
 
 def test_tuspy_reports_an_error_for_an_invalid_build(server: LiveServer, tenant: Tenant) -> None:
-    uploader = _client(server, tenant).uploader(
-        file_stream=io.BytesIO(b"PK\x03\x04 truncated"), metadata=_metadata()
-    )
+    uploader = _client(server, tenant).uploader(file_stream=io.BytesIO(b"PK\x03\x04 truncated"), metadata=_metadata())
     with pytest.raises(TusCommunicationError) as raised:
         uploader.upload()
     assert raised.value.status_code == 422

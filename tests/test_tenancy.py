@@ -8,7 +8,6 @@ once the IDs are swapped back. Responses must also never carry any of B's data t
 from __future__ import annotations
 
 import base64
-
 import json
 import secrets
 from collections.abc import Callable
@@ -375,7 +374,13 @@ def patch_upload(w: World) -> None:
     # At B's real offset, and at the start: both as if the upload did not exist.
     for offset in (100, 0):
         indistinguishable(
-            w, "PATCH", "/v1/apps/uploads/<upload>", ("upload",), status=404, content=b"x" * 50, headers=_tus_patch(offset)
+            w,
+            "PATCH",
+            "/v1/apps/uploads/<upload>",
+            ("upload",),
+            status=404,
+            content=b"x" * 50,
+            headers=_tus_patch(offset),
         )
 
 

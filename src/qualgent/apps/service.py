@@ -242,9 +242,7 @@ class AppForm:
 
 
 def _form(fields: dict[str, str]) -> AppForm:
-    return app_form(
-        _text_field(fields, "app_name", 200), _text_field(fields, "version", 100), fields.get("os", "")
-    )
+    return app_form(_text_field(fields, "app_name", 200), _text_field(fields, "version", 100), fields.get("os", ""))
 
 
 def app_form(app_name: str, version: str, os: str | None) -> AppForm:

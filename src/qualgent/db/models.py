@@ -249,9 +249,7 @@ class Blob(TimestampMixin, Base):
 
     __tablename__ = "blobs"
 
-    organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
-    )
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     storage_key: Mapped[str] = mapped_column(String(600))
     size: Mapped[int] = mapped_column(BigInteger)

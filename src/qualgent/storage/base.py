@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ class Upload(Protocol):
     """An object being written to ``key``: bytes go in as they arrive; nothing is visible until ``commit``."""
 
     key: str
-    size: int
+
+    @property
+    def size(self) -> int: ...
 
     async def write(self, chunk: bytes) -> None: ...
 
@@ -126,7 +129,6 @@ class BatchPipeline:
     async def discard(self) -> None:
         """Let the batch in flight finish (its thread cannot be stopped) and drop the rest."""
         self._buffer = bytearray()
-        try:
+        # The upload is being thrown away: its write error, if any, does not matter.
+        with contextlib.suppress(Exception):
             await self._wait()
-        except Exception:  # noqa: S110 - the upload is being thrown away; its write error does not matter
-            pass

@@ -165,7 +165,9 @@ class AdoptedS3File:
     async def commit(self) -> StoredObject:
         from boto3.s3.transfer import TransferConfig
 
-        config = TransferConfig(multipart_threshold=self._storage.part_size, multipart_chunksize=self._storage.part_size)
+        config = TransferConfig(
+            multipart_threshold=self._storage.part_size, multipart_chunksize=self._storage.part_size
+        )
         await asyncio.to_thread(
             self._storage.client.upload_file,
             str(self._path),
@@ -281,7 +283,9 @@ class S3Storage:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for upload in page.get("Uploads", []):
                 if upload["Initiated"] < since:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
                     removed += 1
         return removed
 

@@ -114,7 +114,9 @@ def parse_metadata(header: str) -> dict[str, str]:
             continue
         key, _, encoded = pair.partition(" ")
         if not key or key in values:
-            raise BadRequest(f"Upload-Metadata has an empty or repeated key near {pair[:40]!r}.", code="invalid_metadata")
+            raise BadRequest(
+                f"Upload-Metadata has an empty or repeated key near {pair[:40]!r}.", code="invalid_metadata"
+            )
         try:
             values[key] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
