@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,7 +26,8 @@ from qualgent.test_cases.endpoints import router as test_cases_router
 from qualgent.uploads.endpoints import router as uploads_router
 from qualgent.web.routes import router as web_router
 
-# Uploads that never finished (a crash mid-upload) are removed at start once this old.
+# Store-side leftovers of uploads that never finished (S3 multipart uploads) are removed at start once
+# this old; local staging files are removed as soon as no live process holds them.
 STALE_UPLOAD_SECONDS = 3600
 
 DESCRIPTION = """
@@ -48,9 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
-        state.storage.cleanup_stale(STALE_UPLOAD_SECONDS)
+        # Staging files of uploads cut short by a crash: no live process holds them any more.
+        await asyncio.to_thread(state.storage.cleanup_stale, STALE_UPLOAD_SECONDS)
         app.state.qg = state
         state.reaper.start()
+        state.purger.start()
         try:
             yield
         finally:

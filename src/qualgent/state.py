@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from qualgent.apps.purge import Purger
 from qualgent.auth.ratelimit import RateLimiter
 from qualgent.config import Settings
 from qualgent.db.dialect import Reader, write_sessionmaker
@@ -49,12 +50,14 @@ class AppState:
     wakeup: Wakeup
     reaper: Reaper
     claim_lock: asyncio.Lock
+    purger: Purger
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
         engine = make_engine(settings.resolved_database_url)
         wakeup = Wakeup()
         write_sessions = write_sessionmaker(engine)
+        storage = make_storage(settings)
         return cls(
             settings=settings,
             engine=engine,
@@ -62,16 +65,18 @@ class AppState:
             write_sessions=write_sessions,
             reader=Reader(settings.resolved_database_url),
             limiter=RateLimiter(settings.redis_url, settings.auth_failure_limit),
-            storage=make_storage(settings),
+            storage=storage,
             devices=load_catalogue(settings.devices_file),
             signing_key=settings.resolved_secret_key().encode(),
             wakeup=wakeup,
             reaper=Reaper(settings, write_sessions, wakeup.wake),
             claim_lock=asyncio.Lock(),
+            purger=Purger(settings, write_sessions, storage),
         )
 
     async def close(self) -> None:
         await self.reaper.stop()
+        await self.purger.stop()
         await self.storage.close()
         await self.reader.close()
         await self.engine.dispose()

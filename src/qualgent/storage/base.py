@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
+import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+# A staging file this fresh may belong to an upload that has created it but not locked it yet.
+STAGING_GRACE_SECONDS = 2.0
 # Bytes handed to the worker thread at a time. Large enough that the thread hop (tens of microseconds)
 # is noise; small enough that two batches (one in flight, one filling) stay far below the memory budget.
 BATCH_BYTES = 1024 * 1024
@@ -74,7 +80,8 @@ class Storage(Protocol):
         ...
 
     def cleanup_stale(self, older_than_seconds: float) -> int:
-        """Remove leftovers of uploads that never finished; returns how many were removed."""
+        """Remove leftovers of uploads that never finished: staging files no live process holds, and
+        store-side leftovers older than ``older_than_seconds``. Returns how many were removed."""
         ...
 
     async def close(self) -> None: ...
@@ -132,3 +139,41 @@ class BatchPipeline:
         # The upload is being thrown away: its write error, if any, does not matter.
         with contextlib.suppress(Exception):
             await self._wait()
+
+
+def lock_exclusively(fd: int) -> None:
+    """Mark a staging file as in use for as long as this process lives (see ``remove_if_unlocked``)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def remove_if_unlocked(path: Path, grace: float = STAGING_GRACE_SECONDS) -> bool:
+    """Delete ``path`` unless a live process holds its lock or it changed within ``grace`` seconds.
+
+    ``flock`` locks end with their process, so a file of a SIGKILLed upload is removable at once, while a
+    slow upload in progress, however old, is never touched.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if time.time() - os.fstat(fd).st_mtime < grace:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_dead_staging(tmp_dir: Path) -> int:
+    removed = 0
+    if tmp_dir.is_dir():
+        for path in tmp_dir.glob("upload-*.part"):
+            if remove_if_unlocked(path):
+                removed += 1
+    return removed

@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import os
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from qualgent.storage.base import BatchPipeline, StoredObject
+from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging
 
 
 def _write_all(fd: int, data: bytearray | bytes) -> None:
@@ -26,6 +25,7 @@ class LocalUpload:
         self._target = _safe_join(root, key)
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=tmp_dir)
+        lock_exclusively(fd)
         self._fd = fd
         self._tmp = Path(name)
         self._pipeline = BatchPipeline(lambda batch: _write_all(fd, batch))
@@ -153,18 +153,7 @@ class LocalStorage:
                 yield chunk
 
     def cleanup_stale(self, older_than_seconds: float) -> int:
-        if not self.tmp_dir.is_dir():
-            return 0
-        cutoff = time.time() - older_than_seconds
-        removed = 0
-        for entry in self.tmp_dir.glob("upload-*.part"):
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    entry.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
+        return remove_dead_staging(self.tmp_dir)
 
     async def close(self) -> None:
         return None

@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import os
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from qualgent.storage.base import BatchPipeline, StoredObject
+from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging
 from qualgent.storage.local import _write_all
 
 
@@ -38,6 +37,7 @@ class S3Upload:
         self._object_key = storage.object_key(key)
         storage.tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=storage.tmp_dir)
+        lock_exclusively(fd)
         self._fd = fd
         self._tmp = Path(name)
         self._part: list[bytearray] = []
@@ -270,14 +270,7 @@ class S3Storage:
 
     def cleanup_stale(self, older_than_seconds: float) -> int:
         """Local staging files and S3 multipart uploads under our prefix older than the cutoff."""
-        removed = 0
-        cutoff = time.time() - older_than_seconds
-        if self.tmp_dir.is_dir():
-            for entry in self.tmp_dir.glob("upload-*.part"):
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff:
-                        entry.unlink()
-                        removed += 1
+        removed = remove_dead_staging(self.tmp_dir)
         since = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
