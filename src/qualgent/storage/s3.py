@@ -40,8 +40,8 @@ class S3Upload:
         lock_exclusively(fd)
         self._fd = fd
         self._tmp = Path(name)
-        self._part: list[bytearray] = []
-        self._part_bytes = 0
+        # Bytes not yet sent; parts go up exactly ``part_size`` long (the last one shorter).
+        self._part = bytearray()
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
         self._pipeline = BatchPipeline(self._sink)
@@ -62,9 +62,8 @@ class S3Upload:
     # Runs on the pipeline's worker thread, one batch at a time.
     def _sink(self, batch: bytearray) -> None:
         _write_all(self._fd, batch)
-        self._part.append(batch)
-        self._part_bytes += len(batch)
-        if self._part_bytes >= self._storage.part_size:
+        self._part += batch
+        while len(self._part) >= self._storage.part_size:
             self._send_part()
 
     def _send_part(self) -> None:
@@ -83,8 +82,9 @@ class S3Upload:
         self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
     def _take_part(self) -> bytes:
-        body = b"".join(self._part)
-        self._part, self._part_bytes = [], 0
+        size = self._storage.part_size
+        body = bytes(self._part[:size])
+        del self._part[:size]
         return body
 
     async def write(self, chunk: bytes) -> None:
