@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from urllib.parse import quote, urlsplit
 
 from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging
 from qualgent.storage.local import _write_all
+
+# Parts of one upload sent at once (each ``s3_part_size`` bytes held in memory until sent).
+PARTS_IN_FLIGHT = 3
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -42,7 +46,7 @@ class S3Upload:
         self._tmp = Path(name)
         # Bytes not yet sent; parts go up exactly ``part_size`` long (the last one shorter).
         self._part = bytearray()
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[Future[dict[str, Any]]] = []
         self._upload_id: str | None = None
         self._pipeline = BatchPipeline(self._sink)
         self._done = False
@@ -67,19 +71,30 @@ class S3Upload:
             self._send_part()
 
     def _send_part(self) -> None:
+        """Send the next part on the store's thread pool; at most ``PARTS_IN_FLIGHT`` at once, so memory
+        stays bounded (parts × part size) while a slow store still gets several requests in parallel."""
         client = self._storage.client
         if self._upload_id is None:
             created = client.create_multipart_upload(Bucket=self._storage.bucket, Key=self._object_key)
             self._upload_id = created["UploadId"]
+        in_flight = [f for f in self._parts if not f.done()]
+        if len(in_flight) >= PARTS_IN_FLIGHT:
+            wait(in_flight, return_when=FIRST_COMPLETED)
+        for done in self._parts:
+            if done.done():
+                done.result()  # a failed part fails the upload now, not at the end
         number = len(self._parts) + 1
-        sent = client.upload_part(
+        self._parts.append(self._storage.pool.submit(self._upload_part, number, self._take_part()))
+
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        sent = self._storage.client.upload_part(
             Bucket=self._storage.bucket,
             Key=self._object_key,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=self._take_part(),
+            Body=body,
         )
-        self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+        return {"PartNumber": number, "ETag": sent["ETag"]}
 
     def _take_part(self) -> bytes:
         size = self._storage.part_size
@@ -101,11 +116,12 @@ class S3Upload:
             return
         if self._part:
             self._send_part()
+        parts = [future.result() for future in self._parts]
         client.complete_multipart_upload(
             Bucket=self._storage.bucket,
             Key=self._object_key,
             UploadId=self._upload_id,
-            MultipartUpload={"Parts": self._parts},
+            MultipartUpload={"Parts": parts},
         )
 
     async def commit(self) -> StoredObject:
@@ -126,6 +142,9 @@ class S3Upload:
         self._done = True
         await self._pipeline.discard()
         self._cleanup_local()
+        if self._parts:
+            # Parts still going up would land after the abort: let them finish (or fail) first.
+            await asyncio.to_thread(wait, self._parts)
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             with contextlib.suppress(Exception):
@@ -201,6 +220,7 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket, self.prefix = parse_s3_url(url)
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3-parts")
         self.tmp_dir = tmp_dir
         # S3 refuses parts under 5 MiB (the last one aside).
         self.part_size = max(part_size, 5 * 1024 * 1024)
@@ -283,4 +303,5 @@ class S3Storage:
         return removed
 
     async def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
