@@ -18,6 +18,8 @@ STAGING_GRACE_SECONDS = 2.0
 # Bytes handed to the worker thread at a time. Large enough that the thread hop (tens of microseconds)
 # is noise; small enough that two batches (one in flight, one filling) stay far below the memory budget.
 BATCH_BYTES = 1024 * 1024
+# Chunks smaller than this are copied together before they join a batch.
+SMALL_CHUNK = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,17 @@ class BatchPipeline:
 
     Hashing (SHA-256, ~0.6 s/GiB) and writing both release the GIL, so this overlaps them with
     receiving and parsing the request body; doing them inline on the event loop serialises everything.
-    ``sink`` gets each batch after it is hashed; it runs on the worker thread.
+    A batch is the list of the chunks received (no copy into one buffer); ``sink`` gets each batch
+    after it is hashed, on the worker thread.
     """
 
-    def __init__(self, sink: Callable[[bytearray], None], hasher: Any = None) -> None:
+    def __init__(self, sink: Callable[[list[bytes]], None], hasher: Any = None) -> None:
         self._sink = sink
         # A running hash to continue (a resumed upload's), else a fresh SHA-256.
         self._hash = hasher if hasher is not None else hashlib.sha256()
-        self._buffer = bytearray()
+        self._batch: list[bytes] = []
+        self._small = bytearray()
+        self._batch_bytes = 0
         self._inflight: asyncio.Future[None] | None = None
         self.size = 0
 
@@ -108,19 +113,36 @@ class BatchPipeline:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
-    def _work(self, batch: bytearray) -> None:
-        self._hash.update(batch)
+    def _work(self, batch: list[bytes]) -> None:
+        for chunk in batch:
+            self._hash.update(chunk)
         self._sink(batch)
 
-    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        self._buffer += chunk
+    async def write(self, chunk: bytes) -> None:
+        if len(chunk) < SMALL_CHUNK:
+            # Small chunks (a client trickling bytes) are coalesced, so a batch stays a few dozen
+            # objects (bounded memory, fewer than IOV_MAX buffers for writev).
+            self._small += chunk
+            if len(self._small) >= SMALL_CHUNK:
+                self._take_small()
+        else:
+            self._take_small()
+            # bytes are immutable: the chunk is kept as it is until the worker is done with it.
+            self._batch.append(chunk if type(chunk) is bytes else bytes(chunk))
+        self._batch_bytes += len(chunk)
         self.size += len(chunk)
-        if len(self._buffer) >= BATCH_BYTES:
+        if self._batch_bytes >= BATCH_BYTES:
             await self._hand_over()
+
+    def _take_small(self) -> None:
+        if self._small:
+            self._batch.append(bytes(self._small))
+            self._small.clear()
 
     async def _hand_over(self) -> None:
         await self._wait()
-        batch, self._buffer = self._buffer, bytearray()
+        self._take_small()
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         self._inflight = asyncio.get_running_loop().run_in_executor(None, self._work, batch)
 
     async def _wait(self) -> None:
@@ -129,16 +151,30 @@ class BatchPipeline:
             await inflight
 
     async def flush(self) -> None:
-        if self._buffer:
+        if self._batch or self._small:
             await self._hand_over()
         await self._wait()
 
     async def discard(self) -> None:
         """Let the batch in flight finish (its thread cannot be stopped) and drop the rest."""
-        self._buffer = bytearray()
+        self._batch, self._batch_bytes = [], 0
+        self._small.clear()
         # The upload is being thrown away: its write error, if any, does not matter.
         with contextlib.suppress(Exception):
             await self._wait()
+
+
+def write_chunks(fd: int, chunks: list[bytes], position: int | None = None) -> None:
+    """Write ``chunks`` with one system call (``writev``/``pwritev``), finishing a short write by hand."""
+    total = sum(len(c) for c in chunks)
+    written = os.writev(fd, chunks) if position is None else os.pwritev(fd, chunks, position)
+    if written == total:
+        return
+    rest = memoryview(b"".join(chunks))[written:]
+    while rest:
+        done = os.write(fd, rest) if position is None else os.pwrite(fd, rest, position + written)
+        written += done
+        rest = rest[done:]
 
 
 def lock_exclusively(fd: int) -> None:

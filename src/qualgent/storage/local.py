@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import cast
 
-from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging
+from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging, write_chunks
 
 
 def _write_all(fd: int, data: bytearray | bytes) -> None:
@@ -50,9 +50,9 @@ class _DiskWriter:
         self.written = 0
         self.flushed = 0
 
-    def __call__(self, batch: bytearray) -> None:
-        _write_all(self.fd, batch)
-        self.written += len(batch)
+    def __call__(self, batch: list[bytes]) -> None:
+        write_chunks(self.fd, batch)
+        self.written += sum(len(chunk) for chunk in batch)
         if _sync_file_range is not None and self.written - self.flushed >= WRITEBACK_EVERY:
             _sync_file_range(self.fd, self.flushed, self.written - self.flushed, SYNC_FILE_RANGE_WRITE)
             self.flushed = self.written

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
@@ -19,8 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging
-from qualgent.storage.local import _write_all
+from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging, write_chunks
 
 # Parts of one upload sent at once (each ``s3_part_size`` bytes held in memory until sent).
 PARTS_IN_FLIGHT = 3
@@ -44,8 +44,9 @@ class S3Upload:
         lock_exclusively(fd)
         self._fd = fd
         self._tmp = Path(name)
-        # Bytes not yet sent; parts go up exactly ``part_size`` long (the last one shorter).
-        self._part = bytearray()
+        # Chunks not yet sent; parts go up exactly ``part_size`` long (the last one shorter).
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
         self._parts: list[Future[dict[str, Any]]] = []
         self._upload_id: str | None = None
         self._pipeline = BatchPipeline(self._sink)
@@ -64,10 +65,11 @@ class S3Upload:
         return str(self._tmp)
 
     # Runs on the pipeline's worker thread, one batch at a time.
-    def _sink(self, batch: bytearray) -> None:
-        _write_all(self._fd, batch)
-        self._part += batch
-        while len(self._part) >= self._storage.part_size:
+    def _sink(self, batch: list[bytes]) -> None:
+        write_chunks(self._fd, batch)
+        self._pending.extend(batch)
+        self._pending_bytes += sum(len(chunk) for chunk in batch)
+        while self._pending_bytes >= self._storage.part_size:
             self._send_part()
 
     def _send_part(self) -> None:
@@ -97,10 +99,18 @@ class S3Upload:
         return {"PartNumber": number, "ETag": sent["ETag"]}
 
     def _take_part(self) -> bytes:
-        size = self._storage.part_size
-        body = bytes(self._part[:size])
-        del self._part[:size]
-        return body
+        """The next part's bytes (one copy, the join), taken from the pending chunks."""
+        need = min(self._storage.part_size, self._pending_bytes)
+        self._pending_bytes -= need
+        pieces = []
+        while need:
+            chunk = self._pending.popleft()
+            if len(chunk) > need:
+                self._pending.appendleft(chunk[need:])
+                chunk = chunk[:need]
+            pieces.append(chunk)
+            need -= len(chunk)
+        return b"".join(pieces)
 
     async def write(self, chunk: bytes) -> None:
         await self._pipeline.write(chunk)
@@ -114,7 +124,7 @@ class S3Upload:
             # Smaller than one part: a plain PUT.
             client.put_object(Bucket=self._storage.bucket, Key=self._object_key, Body=self._take_part())
             return
-        if self._part:
+        if self._pending_bytes:
             self._send_part()
         parts = [future.result() for future in self._parts]
         client.complete_multipart_upload(
@@ -220,7 +230,8 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket, self.prefix = parse_s3_url(url)
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3-parts")
+        # Few threads: each keeps its own malloc arena, and parts are megabytes each.
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-parts")
         self.tmp_dir = tmp_dir
         # S3 refuses parts under 5 MiB (the last one aside).
         self.part_size = max(part_size, 5 * 1024 * 1024)

@@ -41,7 +41,7 @@ from qualgent.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Qua
 from qualgent.ids import new_id
 from qualgent.packages.inspect import kind_from_name
 from qualgent.state import AppState
-from qualgent.storage.base import BatchPipeline
+from qualgent.storage.base import BatchPipeline, write_chunks
 from qualgent.uploads.repository import UploadRepository
 from qualgent.uploads.schemas import UploadStatusOut
 
@@ -243,14 +243,6 @@ def _checksum(request: Request) -> tuple[str, bytes] | None:
         raise BadRequest("Upload-Checksum's value is not base64.", code="invalid_header") from None
 
 
-def _write_at(fd: int, data: bytearray, position: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, position)
-        view = view[written:]
-        position += written
-
-
 def _hash_prefix(path: Path, length: int) -> Any:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -336,12 +328,13 @@ async def _receive(
     body_hash = CHECKSUMS[checksum[0]]() if checksum else None
     position = upload.offset
 
-    def sink(batch: bytearray) -> None:
+    def sink(batch: list[bytes]) -> None:
         nonlocal position
         if body_hash is not None:
-            body_hash.update(batch)
-        _write_at(fd, batch, position)
-        position += len(batch)
+            for chunk in batch:
+                body_hash.update(chunk)
+        write_chunks(fd, batch, position)
+        position += sum(len(chunk) for chunk in batch)
 
     pipeline = BatchPipeline(sink, digest)
     disconnected = False
