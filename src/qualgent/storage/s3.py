@@ -246,6 +246,9 @@ class S3Storage:
                 # Path-style addressing: S3-compatible servers on a plain host name do not do virtual hosts.
                 s3={"addressing_style": "path" if endpoint_url else "auto"},
                 max_pool_connections=20,
+                # Only where S3 demands one: the default wraps each part in a streaming checksum
+                # encoder that copies it, and every upload is SHA-256-hashed here already.
+                request_checksum_calculation="when_required",
                 retries={"max_attempts": 5, "mode": "standard"},
             ),
         )
