@@ -8,6 +8,7 @@ must leave nothing behind (no object, no S3 multipart upload in progress).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -143,6 +144,30 @@ def _upload(tenant: Tenant, content: bytes, **fields: str) -> dict[str, Any]:
 
 
 def _purge(store: Store, *args: str) -> str:
+    """The purge, in this process (what the server runs periodically and `qualgent admin purge` runs)."""
+    from qualgent.apps.purge import purge
+    from qualgent.db.dialect import write_sessionmaker
+    from qualgent.db.session import make_engine
+    from qualgent.state import make_storage
+
+    settings = store.server.settings
+    if args:
+        settings = settings.model_copy(update={"app_retention_days": float(args[-1])})
+
+    async def run() -> str:
+        engine = make_engine(settings.resolved_database_url, pool_size=1)
+        storage = make_storage(settings)
+        try:
+            return str(await purge(settings, write_sessionmaker(engine), storage))
+        finally:
+            await storage.close()
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _purge_command(store: Store, *args: str) -> str:
+    """`qualgent admin purge` as a command, against the server's database and store."""
     done = subprocess.run(
         [sys.executable, "-m", "qualgent", "admin", "purge", *args],
         env=store.env(),
@@ -230,8 +255,8 @@ def test_deleted_apps_content_is_purged_after_retention_once_unreferenced(store:
     [left] = store.objects(owner.organization_id)
     assert store.read(owner.organization_id, left) == alone
     assert store.blob_refs(owner.organization_id) == {c["sha256"]: 1}
-    # Purging again changes nothing; the live app is whole.
-    assert "0 deleted apps released, 0 stored objects deleted" in _purge(store, "--retention-days", "0")
+    # Purging again (with the command this time) changes nothing; the live app is whole.
+    assert "0 deleted apps released, 0 stored objects deleted" in _purge_command(store, "--retention-days", "0")
     assert httpx.get(owner.client.get(f"/v1/apps/{c['id']}").json()["link"]).content == alone
 
     # The same bytes uploaded again after the purge are stored afresh.
