@@ -17,7 +17,7 @@ from qualgent.categories.endpoints import router as categories_router
 from qualgent.config import Settings, get_settings
 from qualgent.deps import StateDep
 from qualgent.devices.endpoints import router as devices_router
-from qualgent.errors import QualgentError, install_error_handlers
+from qualgent.errors import QualgentError, install_error_handlers, log
 from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware, TusHeaderMiddleware
 from qualgent.runs.endpoints import artifacts_router
 from qualgent.runs.endpoints import router as jobs_router
@@ -50,8 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
-        # Staging files of uploads cut short by a crash: no live process holds them any more.
-        await asyncio.to_thread(state.storage.cleanup_stale, STALE_UPLOAD_SECONDS)
+        # Staging files of uploads cut short by a crash: no live process holds them any more. A store
+        # that does not answer yet must not stop the server: the periodic purge tries again.
+        try:
+            await asyncio.to_thread(state.storage.cleanup_stale, STALE_UPLOAD_SECONDS)
+        except Exception:
+            log.warning("clean-up of unfinished uploads at start failed; the purge will retry", exc_info=True)
         app.state.qg = state
         state.reaper.start()
         state.purger.start()
