@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,9 @@ from tusclient import client as tus
 
 from qualgent.db.models import Blob
 from qualgent.signing import signed_download_url
+from tests.fixtures.agents import agent_token, running_agent, simulated_devices
 from tests.fixtures.apps import assert_error, stored_files
-from tests.fixtures.factories import Database, Tenant, apk_bytes, make_tenant, upload_app
+from tests.fixtures.factories import PIXEL_7, Database, Tenant, apk_bytes, create_test_case, make_tenant, upload_app
 from tests.fixtures.processes import clean_env
 from tests.fixtures.s3 import LocalS3, local_s3
 from tests.fixtures.servers import LiveServer, live_server
@@ -332,3 +334,41 @@ def test_storage_url_must_be_s3_or_unset(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         make_storage(Settings(_env_file=None, data_dir=tmp_path, storage_url="ftp://example.com/x"))
+
+
+def test_a_run_fetches_its_build_from_the_store_and_keeps_its_screenshots_there(
+    store: Store, owner: Tenant, tmp_path: Path
+) -> None:
+    """A device agent downloads the build through the app's link (on S3, the store's own pre-signed
+    URL), checks its SHA-256 and runs the flow; the flow's appId is checked against the package."""
+    file = _upload(owner, _unique_apk())
+    flows = {
+        "passed": "appId: com.example.app\n---\n- launchApp\n- takeScreenshot: launched\n",
+        "failed": "appId: com.other.app\n---\n- launchApp\n",
+    }
+    runs = {}
+    for expected, flow in flows.items():
+        case = create_test_case(owner, name=f"On {store.kind}: {expected}", flow=flow)
+        queued = owner.client.post(
+            "/v1/test-cases/run",
+            json={"jobs": [{"test_case_id": case["id"], "app_file_id": file["id"], "device": PIXEL_7}]},
+        )
+        assert queued.status_code == 200, queued.text
+        runs[expected] = queued.json()["jobs"][0]["id"]
+    devices = simulated_devices(["Pixel 7"])
+    with running_agent(store.server.url, agent_token(store.db), devices, tmp_path, step_seconds=0.01):
+        deadline = time.monotonic() + 60
+        status: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            status = {k: owner.client.get(f"/v1/jobs/status/{r}").json()["status"] for k, r in runs.items()}
+            if all(s in ("passed", "failed") for s in status.values()):
+                break
+            time.sleep(0.1)
+    assert status == {"passed": "passed", "failed": "failed"}
+    failure = owner.client.get(f"/v1/jobs/status/{runs['failed']}").json()["failure"]
+    assert "com.other.app" in failure["message"] and "com.example.app" in failure["message"]
+    report = owner.client.get(f"/v1/jobs/{runs['passed']}/report").json()
+    shot = next(step["screenshot"] for step in report["steps"] if step.get("screenshot"))
+    assert httpx.get(shot).content.startswith(b"\x89PNG")
+    if store.s3 is not None:
+        assert any("/screenshots/" in key for key in store.s3.keys(store.bucket, f"{PREFIX}/{owner.organization_id}/"))
