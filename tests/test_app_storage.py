@@ -9,6 +9,7 @@ must leave nothing behind (no object, no S3 multipart upload in progress).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -145,7 +147,7 @@ def _upload(tenant: Tenant, content: bytes, **fields: str) -> dict[str, Any]:
     return file
 
 
-def _purge(store: Store, *args: str) -> str:
+def _purge(store: Store, *args: str, now: datetime | None = None) -> str:
     """The purge, in this process (what the server runs periodically and `qualgent admin purge` runs)."""
     from qualgent.apps.purge import purge
     from qualgent.db.dialect import write_sessionmaker
@@ -160,7 +162,7 @@ def _purge(store: Store, *args: str) -> str:
         engine = make_engine(settings.resolved_database_url, pool_size=1)
         storage = make_storage(settings)
         try:
-            return str(await purge(settings, write_sessionmaker(engine), storage))
+            return str(await purge(settings, write_sessionmaker(engine), storage, now))
         finally:
             await storage.close()
             await engine.dispose()
@@ -372,3 +374,36 @@ def test_a_run_fetches_its_build_from_the_store_and_keeps_its_screenshots_there(
     assert httpx.get(shot).content.startswith(b"\x89PNG")
     if store.s3 is not None:
         assert any("/screenshots/" in key for key in store.s3.keys(store.bucket, f"{PREFIX}/{owner.organization_id}/"))
+
+
+def test_expired_resumable_uploads_and_their_bytes_are_purged(store: Store, owner: Tenant) -> None:
+    tus_headers = {"Tus-Resumable": "1.0.0"}
+    locations = []
+    for name in ("one", "two"):
+        created = owner.client.post(
+            "/v1/apps/uploads/",
+            headers={
+                **tus_headers,
+                "Upload-Length": "1000",
+                "Upload-Metadata": f"filename {base64.b64encode(name.encode() + b'.apk').decode()},"
+                f"app_name {base64.b64encode(b'A').decode()},version {base64.b64encode(b'1').decode()}",
+            },
+        )
+        assert created.status_code == 201, created.text
+        location = urlsplit(created.headers["Location"]).path
+        sent = owner.client.patch(
+            location,
+            content=b"x" * 400,
+            headers={**tus_headers, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        )
+        assert sent.status_code == 204, sent.text
+        locations.append(location)
+    parts = [store.server.settings.tus_dir / f"{loc.rsplit('/', 1)[-1]}.part" for loc in locations]
+    assert all(p.exists() for p in parts)
+
+    # Within the expiry nothing goes; a day later (the default expiry) both have expired.
+    assert "0 expired uploads removed" in _purge(store)
+    assert "2 expired uploads removed" in _purge(store, now=datetime.now(UTC) + timedelta(days=1, minutes=1))
+    for location, part in zip(locations, parts, strict=True):
+        assert owner.client.head(location, headers=tus_headers).status_code == 404
+        assert not part.exists()
