@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import engine, jobs_api
+from bench import engine, jobs_api, uploads
 
-BENCHES = {"jobs": jobs_api.main, "engine": engine.main}
+BENCHES = {"jobs": jobs_api.main, "engine": engine.main, "uploads": uploads.main}
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or list(BENCHES)
+    # Arguments after a benchmark's name are its own (`./dev bench uploads 256M`).
+    names = [a for a in sys.argv[1:] if a in BENCHES] or (list(BENCHES) if len(sys.argv) < 2 else sys.argv[1:2])
     for name in names:
         if name not in BENCHES:
             sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(BENCHES)}")

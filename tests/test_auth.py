@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -50,18 +51,44 @@ def populate(tenant: Tenant) -> dict[str, str]:
         "/v1/test-cases/run", json={"jobs": [{"test_case_id": case["id"], "app_file_id": app_id, "device": PIXEL_7}]}
     )
     assert queued.status_code == 200, queued.text
-    return {"app": app_id, "cat": category["id"], "tc": case["id"], "run": queued.json()["jobs"][0]["id"]}
+    upload = tenant.client.post("/v1/apps/uploads/", headers=tus_creation_headers())
+    assert upload.status_code == 201, upload.text
+    return {
+        "app": app_id,
+        "cat": category["id"],
+        "tc": case["id"],
+        "run": queued.json()["jobs"][0]["id"],
+        "upload": upload.headers["Location"].rsplit("/", 1)[-1],
+    }
+
+
+def tus_creation_headers() -> dict[str, str]:
+    """A valid tus creation request for a 100-byte build (resumable uploads, issue 4)."""
+    metadata = {"filename": "app.apk", "app_name": "AuthApp", "version": "1"}
+    encoded = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
+    return {"Tus-Resumable": "1.0.0", "Upload-Length": "100", "Upload-Metadata": encoded}
 
 
 def fill(path: str, ids: dict[str, str]) -> str:
     return path.format(
-        app_id=ids["app"], test_case_id=ids["tc"], category_id=ids["cat"], test_run_id=ids["run"], run_id=ids["run"]
+        app_id=ids["app"],
+        test_case_id=ids["tc"],
+        category_id=ids["cat"],
+        test_run_id=ids["run"],
+        run_id=ids["run"],
+        upload_id=ids.get("upload", ""),
     )
 
 
 def ghost_ids() -> dict[str, str]:
     """Well-shaped IDs of nothing."""
-    return {"app": new_id("file"), "tc": new_id("tc"), "cat": new_id("cat"), "run": new_id("run")}
+    return {
+        "app": new_id("file"),
+        "tc": new_id("tc"),
+        "cat": new_id("cat"),
+        "run": new_id("run"),
+        "upload": new_id("upload"),
+    }
 
 
 def assert_error_body(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
@@ -219,6 +246,7 @@ def _read_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/v1/devices"): {"contains": "Pixel 7"},
         ("GET", "/v1/devices/list"): {"contains": "Pixel 7"},
         ("GET", "/test-runs/{run_id}"): {"contains": ids["run"]},
+        ("GET", "/v1/apps/uploads/{upload_id}"): {"contains": ids["upload"]},
     }
 
 
@@ -241,6 +269,16 @@ def _write_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("PATCH", "/v1/categories/{category_id}"): {"json": {"name": "Renamed by read-only"}},
         ("DELETE", "/v1/categories/{category_id}"): {},
         ("POST", "/v1/jobs/{test_run_id}/cancel"): {},
+        ("POST", "/v1/apps/uploads/"): {"headers": tus_creation_headers()},
+        ("PATCH", "/v1/apps/uploads/{upload_id}"): {
+            "content": b"x" * 10,
+            "headers": {
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        },
+        ("DELETE", "/v1/apps/uploads/{upload_id}"): {"headers": {"Tus-Resumable": "1.0.0"}},
     }
 
 
@@ -275,11 +313,13 @@ def test_read_only_key_reads_everything_and_writes_nothing(server: LiveServer, d
             assert response.headers["x-ratelimit-limit"]
 
         for (method, path), call in writes.items():
-            kwargs = {k: v for k, v in call.items() if k in ("json", "data", "files")}
+            kwargs = {k: v for k, v in call.items() if k in ("json", "data", "files", "headers", "content")}
             response = client.request(method, fill(path, ids), **kwargs)
             assert_error_body(response, 403, "insufficient_scope")
 
     assert _snapshot(tenant) == before
+    upload = tenant.client.get(f"/v1/apps/uploads/{ids['upload']}")
+    assert upload.status_code == 200 and upload.json()["offset"] == 0, upload.text
     assert tenant.client.get(f"/v1/jobs/status/{ids['run']}").json()["status"] == "queued"
 
 

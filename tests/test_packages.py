@@ -664,3 +664,36 @@ def test_metadata_is_small_json() -> None:
     encoded = json.dumps(info.metadata)
     assert json.loads(encoded) == info.metadata
     assert len(encoded) < 1000  # the full string and name lists live in package_texts, not here
+
+
+# ------------------------------------------------------------------------- central directory (issue 4)
+
+
+def _with_end_record(body: bytes, entries: int, directory: int, *, zip64: bool = False) -> bytes:
+    """``body`` followed by an end-of-central-directory record declaring ``entries`` in ``directory``
+    bytes (and, for ZIP64, the ZIP64 record and locator that carry the real numbers)."""
+    if not zip64:
+        return body + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, entries, entries, directory, 0, 0)
+    record_at = len(body)
+    record = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, directory, 0)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, record_at, 1)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return body + record + locator + end
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_an_archive_declaring_a_huge_directory_is_refused_before_it_is_read(tmp_path: Path, zip64: bool) -> None:
+    # Millions of entries declared: Python's ZipFile would build an object per entry before any check.
+    content = _with_end_record(b"\x00" * 1024, 5_000_000 if zip64 else 65_000, 400 * 1024 * 1024, zip64=zip64)
+    message = refused(write(tmp_path, "a.apk", content), "apk")
+    assert "refusing to inspect it" in message and "directory" in message
+
+
+def test_a_real_archive_passes_the_directory_check(tmp_path: Path) -> None:
+    # The end record of an ordinary APK (and of one with a zip comment) is read and let through.
+    for comment in (b"", b"x" * 1000):
+        path = tmp_path / f"ok{len(comment)}.apk"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("AndroidManifest.xml", manifest())
+            z.comment = comment
+        assert inspect_package(str(path), "apk").metadata["package_name"] == "com.example.app"

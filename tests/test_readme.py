@@ -55,6 +55,6 @@ def test_quickstart_runs_as_printed(exec_server: LiveServer, exec_db: Database, 
 def test_configuration_table_lists_every_setting() -> None:
     text = README.read_text()
     table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"`QUALGENT_([A-Z_]+)`", table))
+    documented = set(re.findall(r"`QUALGENT_([A-Z0-9_]+)`", table))
     expected = {name.upper() for name in Settings.model_fields}
     assert documented == expected

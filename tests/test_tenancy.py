@@ -7,6 +7,7 @@ once the IDs are swapped back. Responses must also never carry any of B's data t
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -32,7 +33,8 @@ from tests.fixtures.routes import DASHBOARD_PREFIXES, PRESIGNED, app_routes
 from tests.fixtures.servers import LiveServer
 from tests.fixtures.web import PASSWORD, csrf_of, sign_in, signed_in_tenant
 
-PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run", "key": "key"}
+PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run", "key": "key", "upload": "upload"}
+TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @dataclass
@@ -65,9 +67,32 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
     )
     assert queued.status_code == 200, queued.text
     run_id = queued.json()["jobs"][0]["id"]
-    ids = {"app": file["id"], "cat": category["id"], "tc": case["id"], "run": run_id, "key": tenant.key_id}
+    # A resumable upload, half sent (issue 4).
+    created = tenant.client.post("/v1/apps/uploads/", headers=_tus_creation(f"Upload-{tag}", 200))
+    assert created.status_code == 201, created.text
+    upload_id = created.headers["Location"].rsplit("/", 1)[-1]
+    sent = tenant.client.patch(f"/v1/apps/uploads/{upload_id}", content=b"u" * 100, headers=_tus_patch(0))
+    assert sent.status_code == 204, sent.text
+    ids = {
+        "app": file["id"],
+        "cat": category["id"],
+        "tc": case["id"],
+        "run": run_id,
+        "key": tenant.key_id,
+        "upload": upload_id,
+    }
     names = {app_name, file["filename"], file["file_path"], file["sha256"], category["name"], case["name"]}
     return ids, names
+
+
+def _tus_creation(app_name: str, length: int) -> dict[str, str]:
+    metadata = {"filename": "app.apk", "app_name": app_name, "version": "1"}
+    encoded = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
+    return {**TUS, "Upload-Length": str(length), "Upload-Metadata": encoded}
+
+
+def _tus_patch(offset: int) -> dict[str, str]:
+    return {**TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
 
 
 @pytest.fixture
@@ -342,6 +367,41 @@ def list_devices(path: str) -> Callable[[World], None]:
     return check
 
 
+def upload_options(w: World) -> None:
+    response = probe(w, "OPTIONS", "/v1/apps/uploads/")
+    assert response.status_code == 204
+
+
+def create_upload(w: World) -> None:
+    response = probe(w, "POST", "/v1/apps/uploads/", headers=_tus_creation("Sneaky", 100))
+    assert response.status_code == 201, response.text
+    assert w.b_ids["upload"] not in response.headers["Location"]
+
+
+def upload_status(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/apps/uploads/<upload>", ("upload",), status=404, code="not_found")
+    for upload_id in (w.b_ids["upload"], new_id("upload")):
+        assert probe(w, "HEAD", f"/v1/apps/uploads/{upload_id}", headers=TUS).status_code == 404
+
+
+def patch_upload(w: World) -> None:
+    # At B's real offset, and at the start: both as if the upload did not exist.
+    for offset in (100, 0):
+        indistinguishable(
+            w,
+            "PATCH",
+            "/v1/apps/uploads/<upload>",
+            ("upload",),
+            status=404,
+            content=b"x" * 50,
+            headers=_tus_patch(offset),
+        )
+
+
+def delete_upload(w: World) -> None:
+    indistinguishable(w, "DELETE", "/v1/apps/uploads/<upload>", ("upload",), status=404, headers=TUS)
+
+
 def run_page(w: World) -> None:
     indistinguishable(w, "GET", "/test-runs/<run>", ("run",), status=404, code="not_found")
 
@@ -538,6 +598,11 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/v1/devices"): list_devices("/v1/devices"),
     ("GET", "/v1/devices/list"): list_devices("/v1/devices/list"),
     ("GET", "/test-runs/{run_id}"): run_page,
+    ("OPTIONS", "/v1/apps/uploads/"): upload_options,
+    ("POST", "/v1/apps/uploads/"): create_upload,
+    ("GET", "/v1/apps/uploads/{upload_id}"): upload_status,
+    ("PATCH", "/v1/apps/uploads/{upload_id}"): patch_upload,
+    ("DELETE", "/v1/apps/uploads/{upload_id}"): delete_upload,
     # Last: A's upload adds an app of A's that the checks above need not know about.
     ("POST", "/v1/apps/upload"): upload,
     ("POST", "/apps/upload"): dashboard_upload,
@@ -570,6 +635,7 @@ def _b_view(b: Tenant, ids: dict[str, str]) -> dict[str, Any]:
         "test_cases": client.get("/v1/test-cases/list").json(),
         "run": run.json(),
         "runs": client.get("/v1/jobs/list").json(),
+        "upload": client.get(f"/v1/apps/uploads/{ids['upload']}").json(),
     }
 
 

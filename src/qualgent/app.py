@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,17 +18,19 @@ from qualgent.categories.endpoints import router as categories_router
 from qualgent.config import Settings, get_settings
 from qualgent.deps import StateDep
 from qualgent.devices.endpoints import router as devices_router
-from qualgent.errors import QualgentError, install_error_handlers
-from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from qualgent.errors import QualgentError, install_error_handlers, log
+from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware, TusHeaderMiddleware
 from qualgent.runs.endpoints import artifacts_router
 from qualgent.runs.endpoints import router as jobs_router
 from qualgent.state import AppState
 from qualgent.test_cases.endpoints import router as test_cases_router
+from qualgent.uploads.endpoints import router as uploads_router
 from qualgent.web.errors import render_error_page
 from qualgent.web.routes import router as web_router
 from qualgent.web.templating import STATIC_DIR
 
-# Uploads that never finished (a crash mid-upload) are removed at start once this old.
+# Store-side leftovers of uploads that never finished (S3 multipart uploads) are removed at start once
+# this old; local staging files are removed as soon as no live process holds them.
 STALE_UPLOAD_SECONDS = 3600
 
 DESCRIPTION = """
@@ -50,9 +53,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.build(settings)
-        state.storage.cleanup_stale(STALE_UPLOAD_SECONDS)
+        # Staging files of uploads cut short by a crash: no live process holds them any more. A store
+        # that does not answer yet must not stop the server: the periodic purge tries again.
+        try:
+            await asyncio.to_thread(state.storage.cleanup_stale, STALE_UPLOAD_SECONDS)
+        except Exception:
+            log.warning("clean-up of unfinished uploads at start failed; the purge will retry", exc_info=True)
         app.state.qg = state
         state.reaper.start()
+        state.purger.start()
         try:
             yield
         finally:
@@ -73,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         jobs_router,
         agents_router,
+        # Before the apps router: /v1/apps/uploads/… must not be read as /v1/apps/{app_id}.
+        uploads_router,
         apps_router,
         download_router,
         test_cases_router,
@@ -85,9 +96,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(_health_router())
 
+    # /v1/apps/upload, /v1/apps/uploads/… and the dashboard's /apps/upload stream bodies of any size up to
+    # the upload limit.
     app.add_middleware(
         BodyLimitMiddleware, limit=settings.max_json_bytes, exempt_prefixes=("/v1/apps/upload", "/apps/upload")
     )
+    app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -95,6 +95,36 @@ class Settings(BaseSettings):
     session_hours: float = Field(
         default=12, description="Hours a dashboard sign-in lasts before the person signs in again."
     )
+    # Issue 4: app storage backends, retention and resumable uploads
+    storage_url: str | None = Field(
+        default=None,
+        description="Where app builds are stored: unset for local disk under the data directory, or "
+        "s3://bucket/prefix for S3-compatible object storage.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint URL for S3-compatible stores (MinIO, Ceph…); unset for AWS."
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key; unset to use the usual AWS credential chain."
+    )
+    s3_secret_access_key: str | None = Field(default=None, description="S3 secret key.")
+    s3_part_size: int = Field(
+        default=8 * 1024 * 1024,
+        description="Bytes per part of S3 multipart uploads (at least 5 MiB; 10,000 parts at most per object).",
+    )
+    app_retention_days: float = Field(
+        default=30,
+        description="Days a deleted app's content is kept before it is purged (when no other app uses it).",
+    )
+    upload_expiry_seconds: int = Field(
+        default=86_400,
+        description="Seconds an unfinished resumable (tus) upload is kept after it was created before its "
+        "partial data is removed.",
+    )
+    purge_interval: float = Field(
+        default=3600, description="Seconds between purges of expired uploads and deleted apps' content."
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -118,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+    @property
+    def tus_dir(self) -> Path:
+        return self.data_dir / "tmp" / "tus"
 
     def resolved_secret_key(self) -> str:
         """The signing key: the configured one, else one generated once and kept in the data dir."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from qualgent.apps.purge import Purger
 from qualgent.auth.ratelimit import RateLimiter
 from qualgent.config import Settings
 from qualgent.db.dialect import Reader, write_sessionmaker
@@ -15,6 +16,24 @@ from qualgent.devices.catalogue import Catalogue, load_catalogue
 from qualgent.runs.scheduler import Reaper, Wakeup
 from qualgent.storage.base import Storage
 from qualgent.storage.local import LocalStorage
+
+
+def make_storage(settings: Settings) -> Storage:
+    if settings.storage_url and settings.storage_url.startswith("s3://"):
+        from qualgent.storage.s3 import S3Storage
+
+        return S3Storage(
+            settings.storage_url,
+            settings.tmp_dir,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            part_size=settings.s3_part_size,
+        )
+    if settings.storage_url and not settings.storage_url.startswith(("file:", "local")):
+        raise ValueError(f"QUALGENT_STORAGE_URL must be s3://bucket/prefix or unset, not {settings.storage_url!r}")
+    return LocalStorage(settings.apps_dir, settings.tmp_dir)
 
 
 @dataclass
@@ -31,12 +50,14 @@ class AppState:
     wakeup: Wakeup
     reaper: Reaper
     claim_lock: asyncio.Lock
+    purger: Purger
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
         engine = make_engine(settings.resolved_database_url)
         wakeup = Wakeup()
         write_sessions = write_sessionmaker(engine)
+        storage = make_storage(settings)
         return cls(
             settings=settings,
             engine=engine,
@@ -44,15 +65,18 @@ class AppState:
             write_sessions=write_sessions,
             reader=Reader(settings.resolved_database_url),
             limiter=RateLimiter(settings.redis_url, settings.auth_failure_limit),
-            storage=LocalStorage(settings.apps_dir, settings.tmp_dir),
+            storage=storage,
             devices=load_catalogue(settings.devices_file),
             signing_key=settings.resolved_secret_key().encode(),
             wakeup=wakeup,
             reaper=Reaper(settings, write_sessions, wakeup.wake),
             claim_lock=asyncio.Lock(),
+            purger=Purger(settings, write_sessions, storage),
         )
 
     async def close(self) -> None:
         await self.reaper.stop()
+        await self.purger.stop()
+        await self.storage.close()
         await self.reader.close()
         await self.engine.dispose()

@@ -289,10 +289,10 @@ async def store_screenshot(
     step = await session.get(RunStep, (run_id, attempt, index))
     if step is None:
         raise NotFound(f"Report step {index} of attempt {attempt} before its screenshot.")
-    upload = state.storage.begin()
+    upload = state.storage.begin(f"{run.organization_id}/screenshots/{run_id}/{attempt}-{index}.png")
     try:
         await upload.write(png)
-        stored = await upload.commit(f"{run.organization_id}/screenshots/{run_id}/{attempt}-{index}.png")
+        stored = await upload.commit()
     finally:
         await upload.abort()
     step.screenshot_key = stored.key

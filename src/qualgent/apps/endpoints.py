@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from qualgent.apps import service
 from qualgent.apps.repository import AppRepository
@@ -145,4 +145,10 @@ async def download_app(
     path = state.storage.path(app.storage_key)
     if path is not None:
         return FileResponse(path, media_type=app.file_type, filename=app.original_name)
+    # Object storage: the store serves the bytes itself, through its own short-lived link.
+    direct = state.storage.presigned_url(
+        app.storage_key, app.original_name, app.file_type, state.settings.download_link_ttl
+    )
+    if direct is not None:
+        return RedirectResponse(direct, status_code=307)
     return StreamingResponse(state.storage.open(app.storage_key), media_type=app.file_type)

@@ -7,6 +7,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
@@ -14,7 +15,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 
-from qualgent.apps.repository import AppRepository
+from qualgent.apps.repository import AppRepository, BlobRepository
 from qualgent.apps.schemas import AppOut, UploadedFile, UploadOut
 from qualgent.auth.principal import Principal
 from qualgent.db.models import AppFile
@@ -42,6 +43,11 @@ def app_display_name(app: AppFile) -> str:
 
 
 def app_link(state: AppState, app: AppFile) -> str:
+    direct = state.storage.presigned_url(
+        app.storage_key, app.original_name, app.file_type, state.settings.download_link_ttl
+    )
+    if direct is not None:
+        return direct
     return signed_download_url(
         state.settings.public_base_url,
         state.signing_key,
@@ -67,7 +73,7 @@ def to_out(state: AppState, app: AppFile) -> AppOut:
     )
 
 
-def _safe_original_name(raw: str) -> str:
+def safe_original_name(raw: str) -> str:
     # Browsers and curl send a base name, but a hostile client can send a path: keep the last part.
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = _NAME_UNSAFE.sub("", unicodedata.normalize("NFC", name)).strip().strip(".")
@@ -157,6 +163,7 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
     upload: Upload | None = None
     original_name = ""
     part: dict[str, Any] | None = None
+    file_id = ""
     try:
         async for chunk in request.stream():
             try:
@@ -169,8 +176,10 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
                     if part["filename"] is not None:
                         if part["name"] != "file" or upload is not None:
                             raise BadRequest("Send exactly one file, in the form field 'file'.")
-                        original_name = _safe_original_name(part["filename"])
-                        upload = state.storage.begin()
+                        original_name = safe_original_name(part["filename"])
+                        file_id = new_id("file")
+                        ext = KIND_EXTENSION.get(kind_from_name(original_name) or "", "")
+                        upload = state.storage.begin(f"{principal.organization_id}/{file_id}{ext}")
                         part["upload"] = upload
                     elif len(fields) >= MAX_FIELDS:
                         raise BadRequest("Too many form fields.")
@@ -198,7 +207,8 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
             raise BadRequest("Missing required form field 'file' (the app build).", code="missing_parameter")
         if upload.size == 0:
             raise Unprocessable("The uploaded file is empty.", code="empty_file")
-        return await _store(session, state, principal, upload, original_name, fields)
+        await upload.flush()
+        return await store_app(session, state, principal, upload, file_id, original_name, _form(fields))
     except ClientDisconnect:
         raise BadRequest("The upload was interrupted before it finished; nothing was stored.") from None
     finally:
@@ -222,61 +232,92 @@ def _start_part(headers: dict[bytes, bytes]) -> dict[str, Any]:
     }
 
 
-async def _store(
+@dataclass(frozen=True)
+class AppForm:
+    """The app's fields, from the multipart form or a resumable upload's metadata."""
+
+    app_name: str
+    version: str
+    os: str | None
+
+
+def _form(fields: dict[str, str]) -> AppForm:
+    return app_form(_text_field(fields, "app_name", 200), _text_field(fields, "version", 100), fields.get("os", ""))
+
+
+def app_form(app_name: str, version: str, os: str | None) -> AppForm:
+    requested_os = (os or "").strip().lower() or None
+    if requested_os is not None and requested_os not in ("android", "ios"):
+        raise Unprocessable("Form field 'os' must be android or ios.", details=[{"field": "os", "issue": "enum"}])
+    return AppForm(app_name, version, requested_os)
+
+
+def check_fields(fields: dict[str, str]) -> AppForm:
+    """Validate app fields given as text (a resumable upload's metadata), as the form's are validated."""
+    return _form(fields)
+
+
+async def store_app(
     session: AsyncSession,
     state: AppState,
     principal: Principal,
-    upload: Upload,
+    staged: Upload,
+    file_id: str,
     original_name: str,
-    fields: dict[str, str],
+    form: AppForm,
 ) -> UploadOut:
-    app_name = _text_field(fields, "app_name", 200)
-    version = _text_field(fields, "version", 100)
-    requested_os = fields.get("os", "").strip().lower() or None
-    if requested_os is not None and requested_os not in ("android", "ios"):
-        raise Unprocessable("Form field 'os' must be android or ios.", details=[{"field": "os", "issue": "enum"}])
-
+    """Inspect the complete, staged file; keep it once per content; record the app. The same for the
+    single-request upload and a finished resumable one. Raises (and keeps nothing) when it is invalid."""
     claimed = kind_from_name(original_name)
-    if claimed is None and requested_os is None:
+    if claimed is None and form.os is None:
         raise Unprocessable(
             "Cannot tell the platform from the file name; name it .apk, .aab, .ipa or .zip, or send os=android|ios.",
             code="unknown_platform",
         )
-    local_path = upload.local_path
+    local_path = staged.local_path
     assert local_path is not None  # every backend stages uploads locally
     try:
         info = await asyncio.to_thread(inspect_package, local_path, claimed)
     except PackageError as exc:
         raise Unprocessable(str(exc), code="invalid_package") from None
-    if requested_os is not None and requested_os != info.platform:
+    if form.os is not None and form.os != info.platform:
         raise Unprocessable(
-            f"os={requested_os} was sent but the file is an {info.platform} package.",
+            f"os={form.os} was sent but the file is an {info.platform} package.",
             code="platform_mismatch",
         )
 
-    file_id = new_id("file")
-    filename = f"{int(time.time() * 1000)}-{_slug(app_name)}-{_slug(version)}{KIND_EXTENSION[info.kind]}"
+    filename = f"{int(time.time() * 1000)}-{_slug(form.app_name)}-{_slug(form.version)}{KIND_EXTENSION[info.kind]}"
     file_path = f"{principal.user_id}/{filename}"
-    stored = await upload.commit(f"{principal.organization_id}/{file_id}{KIND_EXTENSION[info.kind]}")
-    app = AppFile(
-        id=file_id,
-        organization_id=principal.organization_id,
-        user_id=principal.user_id,
-        app_name=app_name,
-        version=version,
-        os=info.platform,
-        original_name=original_name,
-        filename=filename,
-        storage_key=stored.key,
-        file_path=file_path,
-        file_size=stored.size,
-        file_type=info.mime_type,
-        sha256=stored.sha256,
-        package_metadata=info.metadata,
-    )
+    # The object goes into place before the database is touched, so no database lock is held while
+    # the store finishes the write (an fsync, or the last S3 part).
+    stored = await staged.commit()
     try:
+        key, created = await BlobRepository(session, principal.organization_id).acquire(
+            stored.sha256, stored.key, stored.size
+        )
+        if not created:
+            # The organisation has these bytes already: keep one copy.
+            await state.storage.delete(stored.key)
+        app = AppFile(
+            id=file_id,
+            organization_id=principal.organization_id,
+            user_id=principal.user_id,
+            app_name=form.app_name,
+            version=form.version,
+            os=info.platform,
+            original_name=original_name,
+            filename=filename,
+            storage_key=key,
+            file_path=file_path,
+            file_size=stored.size,
+            file_type=info.mime_type,
+            sha256=stored.sha256,
+            package_metadata=info.metadata,
+        )
         await AppRepository(session, principal.organization_id).add(app)
     except BaseException:
+        # This request's key is its own (it names the new app's ID): the rolled-back blob row was
+        # the only thing that could refer to it.
         await state.storage.delete(stored.key)
         raise
     return UploadOut(
@@ -286,8 +327,8 @@ async def _store(
             original_name=original_name,
             file_size=stored.size,
             file_type=info.mime_type,
-            app_name=app_name,
-            version=version,
+            app_name=form.app_name,
+            version=form.version,
             os=info.platform,
             user_id=principal.user_id,
             organization_id=principal.organization_id,

@@ -480,5 +480,34 @@ def add_test_case(
     console.print(_run_in_session(work))
 
 
+@admin_app.command("purge")
+def purge_cmd(
+    retention_days: Annotated[
+        float | None,
+        typer.Option(help="Days a deleted app's content is kept (default: QUALGENT_APP_RETENTION_DAYS)."),
+    ] = None,
+) -> None:
+    """Purge now: deleted apps' content past retention, expired resumable uploads, crashed uploads' data."""
+    from qualgent.apps.purge import purge
+    from qualgent.db.dialect import write_sessionmaker
+    from qualgent.db.session import make_engine
+    from qualgent.state import make_storage
+
+    settings = get_settings()
+    if retention_days is not None:
+        settings = settings.model_copy(update={"app_retention_days": retention_days})
+
+    async def main() -> str:
+        engine = make_engine(settings.resolved_database_url, pool_size=1)
+        storage = make_storage(settings)
+        try:
+            return str(await purge(settings, write_sessionmaker(engine), storage))
+        finally:
+            await storage.close()
+            await engine.dispose()
+
+    console.print(f"Purged: {asyncio.run(main())}.", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m qualgent`
     app(prog_name=os.path.basename(sys.argv[0]))

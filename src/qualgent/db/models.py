@@ -77,6 +77,8 @@ class AppFile(TimestampMixin, Base):
     sha256: Mapped[str] = mapped_column(String(64))
     package_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Issue 4: set when a soft-deleted app's reference to its content blob is released (retention purge).
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(lazy="raise")
 
@@ -277,3 +279,41 @@ class IdempotencyKey(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+# ------------------------------------------------------------------ issue 4: app storage and resumable uploads
+
+
+class Blob(TimestampMixin, Base):
+    """Stored content, once per organisation and SHA-256; ``ref_count`` counts the app records using it.
+
+    A blob whose count drops to zero is deleted, with its object, by the purge (apps/purge.py).
+    """
+
+    __tablename__ = "blobs"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    storage_key: Mapped[str] = mapped_column(String(600))
+    size: Mapped[int] = mapped_column(BigInteger)
+    ref_count: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class ResumableUpload(TimestampMixin, Base):
+    """A tus upload: its declared length, the bytes received so far, and the app it became."""
+
+    __tablename__ = "resumable_uploads"
+    __table_args__ = (Index("ix_resumable_uploads_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    filename: Mapped[str] = mapped_column(String(255))
+    app_name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(100))
+    os: Mapped[str | None] = mapped_column(String(10))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set when the last byte arrived and the app was created.
+    app_id: Mapped[str | None] = mapped_column(ForeignKey("app_files.id", ondelete="SET NULL"))

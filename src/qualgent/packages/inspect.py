@@ -9,8 +9,10 @@ sizes can lie. The parsers behind it do work linear in those capped sizes.
 from __future__ import annotations
 
 import lzma
+import os
 import plistlib
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -25,6 +27,10 @@ from qualgent.packages.binres import FormatError, ResourceRef, Value
 from qualgent.packages.manifest import Manifest
 
 MAX_ENTRIES = 100_000
+# 100,000 entries with paths of a few hundred characters fit well within this.
+MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
+# The end-of-central-directory record (22 bytes) plus the longest zip comment (65,535 bytes).
+_EOCD_SEARCH = 22 + 65_535
 MAX_PLIST_BYTES = 2 * 1024 * 1024
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TABLE_BYTES = 64 * 1024 * 1024
@@ -171,7 +177,47 @@ def package_texts(path: str) -> PackageTexts:
 # ------------------------------------------------------------------------------------ the archive
 
 
+def _directory_size(path: str) -> tuple[int, int] | None:
+    """(entries, bytes) of the zip's central directory, from its end record; None when there is none.
+
+    Python's ZipFile reads the whole central directory into objects before anything can be checked,
+    and a hostile archive can declare millions of entries in a few hundred megabytes: read the end
+    record first (the last 64 KiB, plus the ZIP64 record it may point to) and refuse before that.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        tail_start = max(0, size - _EOCD_SEARCH)
+        fh.seek(tail_start)
+        tail = fh.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        entries, directory = struct.unpack_from("<HI", tail, at + 10)
+        if entries == 0xFFFF or directory == 0xFFFFFFFF:
+            locator = at - 20
+            if locator < 0 or tail[locator : locator + 4] != b"PK\x06\x07":
+                return entries, directory
+            (record,) = struct.unpack_from("<Q", tail, locator + 8)
+            if record > size - 56:
+                return None
+            fh.seek(record)
+            zip64 = fh.read(56)
+            if len(zip64) < 56 or zip64[:4] != b"PK\x06\x06":
+                return None
+            entries, directory = struct.unpack_from("<QQ", zip64, 32)
+        return entries, directory
+
+
 def _open(path: str, claimed_kind: str | None) -> zipfile.ZipFile:
+    declared = _directory_size(path)
+    if declared is not None:
+        entries, directory = declared
+        if entries > MAX_ENTRIES or directory > MAX_DIRECTORY_BYTES:
+            raise PackageError(
+                f"The archive declares {entries} entries in a {directory}-byte directory (the limits are "
+                f"{MAX_ENTRIES} entries and {_megabytes(MAX_DIRECTORY_BYTES)}); refusing to inspect it."
+            )
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from qualgent.auth.service import client_address
 from qualgent.deps import PrincipalDep, SessionDep, StateDep
@@ -127,7 +127,9 @@ async def screenshot(
         raise Forbidden("This link is invalid or has expired; fetch the report again.", code="invalid_signature")
     steps = await RunRepository(session, org, state.reader).steps(test_run_id, attempt)
     step = next((s for s in steps if s.index == index and s.screenshot_key), None)
-    local = state.storage.path(step.screenshot_key) if step is not None else None
-    if local is None:
+    if step is None or step.screenshot_key is None:
         raise NotFound("No such screenshot.")
+    local = state.storage.path(step.screenshot_key)
+    if local is None:  # object storage: a screenshot is small, stream it through
+        return StreamingResponse(state.storage.open(step.screenshot_key), media_type="image/png")
     return FileResponse(local, media_type="image/png")

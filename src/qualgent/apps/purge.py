@@ -1,0 +1,162 @@
+"""The clean-up: content of deleted apps past retention, unreferenced blobs, abandoned and crashed uploads.
+
+Runs periodically in every server process (``Purger``) and on demand (``qualgent admin purge``). Every
+step is safe to run concurrently with itself and with uploads: rows are released with conditional
+statements, and a partial file is removed only when no process holds its lock (``flock`` locks die with
+their process, so a SIGKILLed upload's file is unlocked at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from qualgent.apps.repository import PurgeRepository
+from qualgent.config import Settings
+from qualgent.db.base import utcnow
+from qualgent.storage.base import Storage, remove_if_unlocked
+from qualgent.uploads.repository import ExpiredUploadRepository
+
+log = logging.getLogger("qualgent.purge")
+
+BATCH = 500
+# A tus data file without a database row: its creation request may not have committed yet.
+ORPHAN_GRACE_SECONDS = 3600.0
+
+
+@dataclass
+class PurgeReport:
+    apps_released: int = 0
+    blobs_deleted: int = 0
+    uploads_expired: int = 0
+    files_removed: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.apps_released} deleted apps released, {self.blobs_deleted} stored objects deleted, "
+            f"{self.uploads_expired} expired uploads removed, {self.files_removed} partial files removed"
+        )
+
+
+async def purge(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    now: datetime | None = None,
+) -> PurgeReport:
+    now = now or utcnow()
+    report = PurgeReport()
+    await _release_deleted_apps(sessions, storage, now - timedelta(days=settings.app_retention_days), report)
+    await _delete_unreferenced_blobs(sessions, storage, report)
+    await _expire_uploads(settings, sessions, now, report)
+    report.files_removed += await asyncio.to_thread(_remove_dead_staging, settings, storage)
+    return report
+
+
+async def _release_deleted_apps(
+    sessions: async_sessionmaker[AsyncSession], storage: Storage, cutoff: datetime, report: PurgeReport
+) -> None:
+    while True:
+        own_objects: list[str] = []
+        async with sessions() as session:
+            repo = PurgeRepository(session)
+            apps = await repo.deleted_apps_before(cutoff, BATCH)
+            for app in apps:
+                blob_key = await repo.release(app)
+                if blob_key is not None:
+                    report.apps_released += 1
+                    if blob_key != app.storage_key:
+                        # Stored before content addressing, under its own key.
+                        own_objects.append(app.storage_key)
+            await session.commit()
+        for key in own_objects:
+            await storage.delete(key)
+        if len(apps) < BATCH:
+            return
+
+
+async def _delete_unreferenced_blobs(
+    sessions: async_sessionmaker[AsyncSession], storage: Storage, report: PurgeReport
+) -> None:
+    while True:
+        async with sessions() as session:
+            repo = PurgeRepository(session)
+            blobs = await repo.unreferenced_blobs(BATCH)
+            for organization_id, sha256, key in blobs:
+                if await repo.drop_blob(organization_id, sha256):
+                    # Deleted before the row's deletion commits: an upload of the same bytes meanwhile
+                    # waits on the row, finds it gone and stores its own copy under its own key.
+                    await storage.delete(key)
+                    report.blobs_deleted += 1
+            await session.commit()
+        if len(blobs) < BATCH:
+            return
+
+
+async def _expire_uploads(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], now: datetime, report: PurgeReport
+) -> None:
+    while True:
+        async with sessions() as session:
+            repo = ExpiredUploadRepository(session)
+            expired = await repo.expired(now, BATCH)
+            for upload_id in expired:
+                if await repo.delete_if_expired(upload_id, now):
+                    report.uploads_expired += 1
+                    with contextlib.suppress(FileNotFoundError):
+                        (settings.tus_dir / f"{upload_id}.part").unlink()
+            # Finished uploads' status rows are kept a retention period, then dropped (their apps stay).
+            await repo.delete(await repo.finished_before(now - timedelta(days=settings.app_retention_days), BATCH))
+            await session.commit()
+        if len(expired) < BATCH:
+            break
+    # Data files whose row is gone (a crash between creating the file and committing the row).
+    if settings.tus_dir.is_dir():
+        files = {p.stem: p for p in settings.tus_dir.glob("upload_*.part")}
+        async with sessions() as session:
+            known = await ExpiredUploadRepository(session).existing(list(files))
+        for upload_id, path in files.items():
+            if upload_id not in known and await asyncio.to_thread(remove_if_unlocked, path, ORPHAN_GRACE_SECONDS):
+                report.files_removed += 1
+
+
+def _remove_dead_staging(settings: Settings, storage: Storage) -> int:
+    """Staging files of single-request uploads whose process died (SIGKILL, power loss), and the store's
+    own leftovers (S3 multipart uploads never completed) older than the upload expiry."""
+    return storage.cleanup_stale(settings.upload_expiry_seconds)
+
+
+class Purger:
+    """Runs ``purge`` every ``purge_interval`` seconds in the background."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.storage = storage
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                report = await purge(self.settings, self.sessions, self.storage)
+                if report.apps_released or report.blobs_deleted or report.uploads_expired or report.files_removed:
+                    log.info("purge: %s", report)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("purge pass failed; retrying at the next interval")
+            await asyncio.sleep(self.settings.purge_interval)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
