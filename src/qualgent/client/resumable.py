@@ -146,11 +146,12 @@ class ResumableUpload:
                     self._sleep(self.client.retry.backoff_for(min(self.resumes, 4)))
                     offset, app_id = self._resume()
                 except APIError as exc:
-                    # 409: the offset is not the server's; 423: the upload is still locked by the request
-                    # that broke; 460: the chunk's checksum did not match. Ask for the offset, go on.
+                    # 409: the offset is not the server's, or (upload_busy) the request that broke is still
+                    # being wound up on the server; 423: the upload is still locked by it; 460: the
+                    # chunk's checksum did not match. Ask for the offset, go on.
                     if exc.status_code not in (409, 423, 460):
                         raise
-                    if exc.status_code == 423:
+                    if exc.status_code == 423 or exc.code == "upload_busy":
                         self._sleep(self.client.retry.backoff_for(min(self.resumes, 4)))
                     offset, app_id = self._resume()
                 else:
