@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
-from qualgent.db.models import AppFile, IdempotencyKey, TestRun
+from qualgent.db.models import AppFile, Blob, IdempotencyKey, TestRun
 from tests.fixtures.contract import assert_error
 from tests.fixtures.factories import PIXEL_7, Database, Tenant, apk_bytes, create_test_case, upload_app
 from tests.fixtures.servers import LiveServer
@@ -110,6 +110,20 @@ def test_a_repeated_upload_returns_the_first_app_and_stores_nothing(
 
     [stored] = db.run(rows)
     assert stored.id == first.json()["file"]["id"]
+
+    async def references(session: AsyncSession) -> int:
+        return int(
+            await session.scalar(
+                select(Blob.ref_count).where(
+                    Blob.organization_id == tenant.organization_id, Blob.sha256 == stored.sha256
+                )
+            )
+        )
+
+    # The repeat's reference to the (shared) content is dropped with its row; the content stays the first's.
+    assert db.run(references) == 1
+    link = tenant.client.get(f"/v1/apps/{stored.id}").json()["link"]
+    assert httpx.get(link, follow_redirects=True).content == content
     # The repeat's own copy of the file was removed: only the first upload's file is on disk.
     org_dir = server.settings.data_dir / "apps" / tenant.organization_id
     files_on_disk = [p for p in server.settings.data_dir.rglob("*") if p.is_file() and tenant.organization_id in str(p)]

@@ -69,6 +69,14 @@ class BlobRepository(OrgScopedRepository[Blob]):
             return existing, False
         return key, True
 
+    async def release(self, sha256: str) -> None:
+        """One reference fewer (the purge removes a blob, and its object, once none is left)."""
+        await self.session.execute(
+            update(Blob)
+            .where(Blob.organization_id == self.organization_id, Blob.sha256 == sha256)
+            .values(ref_count=Blob.ref_count - 1, updated_at=utcnow())
+        )
+
     async def _increment(self, sha256: str) -> str | None:
         key: str | None = await self.session.scalar(
             update(Blob)

@@ -355,9 +355,11 @@ async def delete_apps(session: AsyncSession, principal: Principal, ids: list[str
 
 
 async def discard_upload(session: AsyncSession, state: AppState, principal: Principal, app_id: str) -> None:
-    """Drop an upload made in this transaction (a repeated Idempotency-Key): its row and its file."""
+    """Drop an upload made in this transaction (a repeated Idempotency-Key): its row and its reference
+    to the stored content. The content itself is the first upload's too (same bytes, stored once), so it
+    is never deleted here; a blob left without references goes with the purge."""
     repo = AppRepository(session, principal.organization_id)
     app = await repo.get(app_id)
     if app is not None:
         await repo.remove(app)
-        await state.storage.delete(app.storage_key)
+        await BlobRepository(session, principal.organization_id).release(app.sha256)
