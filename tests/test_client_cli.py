@@ -334,7 +334,12 @@ def test_usage_authentication_and_validation_errors_exit_3(cli: Cli, tenant: Ten
     # One run-all per device: when a later device is refused, the runs queued for the earlier go too.
     done = cli("run-all", "--device", "Pixel 7", "--device", "iPhone 15", "--app", app, "--wait")
     assert done.code == 3 and "cancelled 1 run(s)" in done.stderr, done
-    assert [r["status"] for r in tenant.client.get("/v1/jobs/list").json()["test_runs"]] == ["cancelled"]
+    # The embedded agent may have started it already; a running run stops at its next heartbeat.
+    deadline = time.monotonic() + 20
+    while (statuses := [r["status"] for r in tenant.client.get("/v1/jobs/list").json()["test_runs"]]) == ["running"]:
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.1)
+    assert statuses == ["cancelled"]
 
 
 # ---------------------------------------------------------------------------------- 429 storm
