@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from qualgent.apps.repository import PurgeRepository
 from qualgent.config import Settings
 from qualgent.db.base import utcnow
+from qualgent.periodic import PeriodicTask
 from qualgent.storage.base import Storage, remove_if_unlocked
 from qualgent.uploads.repository import ExpiredUploadRepository
 
@@ -131,32 +132,19 @@ def _remove_dead_staging(settings: Settings, storage: Storage) -> int:
     return storage.cleanup_stale(settings.upload_expiry_seconds)
 
 
-class Purger:
+class Purger(PeriodicTask):
     """Runs ``purge`` every ``purge_interval`` seconds in the background."""
+
+    log = log
 
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
         self.settings = settings
         self.sessions = sessions
         self.storage = storage
-        self._task: asyncio.Task[None] | None = None
+        self.interval = settings.purge_interval
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                report = await purge(self.settings, self.sessions, self.storage)
-                if report.apps_released or report.blobs_deleted or report.uploads_expired or report.files_removed:
-                    log.info("purge: %s", report)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("purge pass failed; retrying at the next interval")
-            await asyncio.sleep(self.settings.purge_interval)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def run_once(self) -> PurgeReport:
+        report = await purge(self.settings, self.sessions, self.storage)
+        if report.apps_released or report.blobs_deleted or report.uploads_expired or report.files_removed:
+            log.info("purge: %s", report)
+        return report

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from qualgent.agents.repository import mark_silent_agents_offline
 from qualgent.config import Settings
+from qualgent.periodic import PeriodicTask
 from qualgent.runs import transitions
 
 log = logging.getLogger("qualgent.scheduler")
@@ -56,8 +57,10 @@ class Wakeup:
                 self._waiters.remove(waiter)
 
 
-class Reaper:
+class Reaper(PeriodicTask):
     """Requeues runs whose agent vanished, ends runs past their timeouts, marks silent agents offline."""
+
+    log = log
 
     def __init__(
         self, settings: Settings, sessions: async_sessionmaker[AsyncSession], on_change: Callable[[int], None]
@@ -65,7 +68,7 @@ class Reaper:
         self.settings = settings
         self.sessions = sessions
         self.on_change = on_change
-        self._task: asyncio.Task[None] | None = None
+        self.interval = settings.reaper_interval
 
     async def run_once(self) -> int:
         async with self.sessions() as session:
@@ -80,22 +83,3 @@ class Reaper:
         if changed:
             self.on_change(changed)
         return changed
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reaper pass failed; retrying")
-            await asyncio.sleep(self.settings.reaper_interval)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -213,3 +213,41 @@ def remove_dead_staging(tmp_dir: Path) -> int:
             if remove_if_unlocked(path):
                 removed += 1
     return removed
+
+
+class AdoptedFile:
+    """A complete file already on local disk (a finished tus upload), to be put into a store as it is.
+
+    Backends subclass it with their own ``commit``; until then the file stays where it is, and
+    ``abort`` removes it.
+    """
+
+    def __init__(self, path: str, key: str, size: int, sha256: str) -> None:
+        self.key = key
+        self.size = size
+        self._path = Path(path)
+        self._sha256 = sha256
+        self._done = False
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def local_path(self) -> str | None:
+        return str(self._path)
+
+    async def write(self, chunk: bytes) -> None:
+        raise RuntimeError("an adopted file is complete")
+
+    async def flush(self) -> None:
+        return None
+
+    def _stored(self) -> StoredObject:
+        self._done = True
+        return StoredObject(key=self.key, size=self.size, sha256=self._sha256)
+
+    async def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._path.unlink(missing_ok=True)

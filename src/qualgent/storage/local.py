@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import cast
 
-from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging, write_chunks
+from qualgent.storage.base import (
+    AdoptedFile,
+    BatchPipeline,
+    StoredObject,
+    lock_exclusively,
+    remove_dead_staging,
+    write_chunks,
+)
 
 
 def _write_all(fd: int, data: bytearray | bytes) -> None:
@@ -107,43 +114,19 @@ class LocalUpload:
         self._tmp.unlink(missing_ok=True)
 
 
-class AdoptedLocalFile:
+class AdoptedLocalFile(AdoptedFile):
     """A complete file already on local disk (a finished tus upload); ``commit`` renames it into place."""
 
     def __init__(self, root: Path, path: str, key: str, size: int, sha256: str) -> None:
-        self.key = key
-        self.size = size
+        super().__init__(path, key, size, sha256)
         self._root = root
-        self._path = Path(path)
-        self._sha256 = sha256
-        self._done = False
-
-    @property
-    def sha256(self) -> str:
-        return self._sha256
-
-    @property
-    def local_path(self) -> str | None:
-        return str(self._path)
-
-    async def write(self, chunk: bytes) -> None:
-        raise RuntimeError("an adopted file is complete")
-
-    async def flush(self) -> None:
-        return None
 
     async def commit(self) -> StoredObject:
         target = _safe_join(self._root, self.key)
         target.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(_fsync_path, self._path)
         os.replace(self._path, target)
-        self._done = True
-        return StoredObject(key=self.key, size=self.size, sha256=self._sha256)
-
-    async def abort(self) -> None:
-        if not self._done:
-            self._done = True
-            self._path.unlink(missing_ok=True)
+        return self._stored()
 
 
 def _fsync_path(path: Path) -> None:

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from qualgent.storage.base import BatchPipeline, StoredObject, lock_exclusively, remove_dead_staging, write_chunks
+from qualgent.storage.base import (
+    AdoptedFile,
+    BatchPipeline,
+    StoredObject,
+    lock_exclusively,
+    remove_dead_staging,
+    write_chunks,
+)
 
 # Parts of one upload sent at once (each ``s3_part_size`` bytes held in memory until sent).
 PARTS_IN_FLIGHT = 3
@@ -166,30 +173,12 @@ class S3Upload:
                 )
 
 
-class AdoptedS3File:
+class AdoptedS3File(AdoptedFile):
     """A complete local file (a finished tus upload): ``commit`` sends it up in parts, then deletes it."""
 
     def __init__(self, storage: S3Storage, path: str, key: str, size: int, sha256: str) -> None:
-        self.key = key
-        self.size = size
+        super().__init__(path, key, size, sha256)
         self._storage = storage
-        self._path = Path(path)
-        self._sha256 = sha256
-        self._done = False
-
-    @property
-    def sha256(self) -> str:
-        return self._sha256
-
-    @property
-    def local_path(self) -> str | None:
-        return str(self._path)
-
-    async def write(self, chunk: bytes) -> None:
-        raise RuntimeError("an adopted file is complete")
-
-    async def flush(self) -> None:
-        return None
 
     async def commit(self) -> StoredObject:
         from boto3.s3.transfer import TransferConfig
@@ -204,14 +193,9 @@ class AdoptedS3File:
             self._storage.object_key(self.key),
             Config=config,
         )
-        self._done = True
+        stored = self._stored()
         self._path.unlink(missing_ok=True)
-        return StoredObject(key=self.key, size=self.size, sha256=self._sha256)
-
-    async def abort(self) -> None:
-        if not self._done:
-            self._done = True
-            self._path.unlink(missing_ok=True)
+        return stored
 
 
 class S3Storage:
