@@ -264,3 +264,33 @@ def test_requires_an_api_key(server: LiveServer) -> None:
     for path in ("/v1/jobs/list", f"/v1/jobs/status/{new_id('run')}"):
         assert_error(httpx.get(server.url + path), 401, "missing_api_key")
         assert_error(httpx.get(server.url + path, headers={"X-Api-Key": "qg_not_a_real_key_at_all"}), 401)
+
+
+def test_status_hot_path_keeps_the_contract(tenant: Tenant) -> None:
+    """The status route is served by HotRoutesMiddleware, outside FastAPI's routing: its answers must
+    stay those of any other route (headers, errors), and paths it does not own must still reach FastAPI."""
+    file_id = android_app(tenant)
+    run_id = queue_one(tenant, create_test_case(tenant)["id"], file_id)
+
+    ok = tenant.client.get(f"/v1/jobs/status/{run_id}", params={"ignored": "1"})
+    assert ok.status_code == 200 and ok.json()["id"] == run_id
+    assert ok.headers["content-type"] == "application/json"
+    assert ok.headers["x-request-id"].startswith("req_")
+    assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(ok.headers)
+    # Each header once, and each request its own ID.
+    assert len(ok.headers.get_list("x-request-id")) == 1
+    again = tenant.client.get(f"/v1/jobs/status/{run_id}")
+    assert again.headers["x-request-id"] != ok.headers["x-request-id"]
+
+    missing = tenant.client.get(f"/v1/jobs/status/{new_id('run')}")
+    error = assert_error(missing, 404, "not_found")
+    assert error["request_id"] == missing.headers["x-request-id"]
+    assert "x-ratelimit-remaining" in missing.headers
+
+    # Not the hot route's: an empty or nested ID, and other methods.
+    assert_error(tenant.client.get("/v1/jobs/status/"), 404)
+    assert_error(tenant.client.get(f"/v1/jobs/status/{run_id}/extra"), 404)
+    assert_error(tenant.client.post(f"/v1/jobs/status/{run_id}"), 405)
+    assert tenant.client.head(f"/v1/jobs/status/{run_id}").status_code == 405
+    # The FastAPI route is still what the OpenAPI document describes.
+    assert "/v1/jobs/status/{test_run_id}" in tenant.client.get("/openapi.json").json()["paths"]

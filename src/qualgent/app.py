@@ -19,8 +19,13 @@ from qualgent.config import Settings, get_settings
 from qualgent.deps import StateDep
 from qualgent.devices.endpoints import router as devices_router
 from qualgent.errors import QualgentError, install_error_handlers, log
-from qualgent.middleware import BodyLimitMiddleware, RequestContextMiddleware, TusHeaderMiddleware
-from qualgent.runs.endpoints import artifacts_router
+from qualgent.middleware import (
+    BodyLimitMiddleware,
+    HotRoutesMiddleware,
+    RequestContextMiddleware,
+    TusHeaderMiddleware,
+)
+from qualgent.runs.endpoints import STATUS_PREFIX, artifacts_router, status_response
 from qualgent.runs.endpoints import router as jobs_router
 from qualgent.state import AppState
 from qualgent.test_cases.endpoints import router as test_cases_router
@@ -96,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(_health_router())
 
+    # Innermost: the middleware below still wraps the hot routes (request ID, rate-limit headers).
+    app.add_middleware(HotRoutesMiddleware, routes={STATUS_PREFIX: status_response})
     # /v1/apps/upload, /v1/apps/uploads/… and the dashboard's /apps/upload stream bodies of any size up to
     # the upload limit.
     app.add_middleware(

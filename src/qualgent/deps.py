@@ -18,10 +18,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 async def get_state(request: Request) -> AppState:
     # async: FastAPI runs plain-def dependencies in a thread pool, a hop that costs more than this.
-    return _state(request)
+    return app_state(request)
 
 
-def _state(request: Request) -> AppState:
+def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.qg
     return state
 
@@ -31,7 +31,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the route returns, rolled back when it raises."""
-    state = _state(request)
+    state = app_state(request)
     factory = state.read_sessions if request.method in SAFE_METHODS else state.write_sessions
     session = factory()
     # A session that never touched the database holds nothing; committing and closing it would still
@@ -57,7 +57,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_principal(request: Request) -> Principal:
-    return await authenticate(request, _state(request))
+    return await authenticate(request, app_state(request))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qualgent.errors import QualgentError, error_response
+
+# A hot route's handler: the request and the last path segment (the resource's ID).
+HotHandler = Callable[[Request, str], Awaitable[Response]]
 
 
 class RequestContextMiddleware:
-    """Gives each request an ID and adds it, and the rate-limit headers, to the response."""
+    """Gives each request an ID and adds it, and the rate-limit headers, to the response.
+
+    IDs are a random per-process prefix and a counter: unique, cheap (no system call per request),
+    and they need not be secret, only distinct in the logs.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._prefix = "req_" + secrets.token_hex(3)
+        self._counter = itertools.count()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        state["request_id"] = "req_" + secrets.token_hex(8)
+        request_id = state["request_id"] = f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFF:010x}"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = state["request_id"]
-                for name, value in (state.get("rate_limit_headers") or {}).items():
-                    if name not in headers:
-                        headers[name] = value
+                # Raw header lists (lower-case names, as Starlette and uvicorn keep them) rather than
+                # MutableHeaders: this runs on every response.
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", request_id.encode()))
+                limits = state.get("rate_limit_headers")
+                if limits:
+                    present = {name for name, _ in headers}
+                    for name, value in limits.items():
+                        raw = name.lower().encode()
+                        if raw not in present:
+                            headers.append((raw, value.encode()))
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -118,7 +140,6 @@ class BodyLimitMiddleware:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
-                    (b"x-request-id", str(state.get("request_id", "")).encode()),
                 ],
             }
         )
@@ -143,3 +164,38 @@ class TusHeaderMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_header)
+
+
+class HotRoutesMiddleware:
+    """Serves a few hot, read-only ``GET /prefix/{id}`` routes straight from ASGI.
+
+    FastAPI's route matching, dependency solving and response wrappers cost about twice the work of
+    a run's status itself (its lookup, authentication and rate limit), and CI pipelines poll that
+    route more than all the others together. Its FastAPI route stays registered, for the OpenAPI
+    document, and calls the same function; this only takes the machinery off the hot path. Errors
+    take the same JSON body as everywhere else, and the middleware outside this one still adds the
+    request ID and rate-limit headers.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Mapping[str, HotHandler]) -> None:
+        self.app = app
+        self.routes = tuple(routes.items())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            for prefix, handler in self.routes:
+                if path.startswith(prefix):
+                    resource_id = path[len(prefix) :]
+                    # Anything else under the prefix (an empty or a nested path) is FastAPI's to answer.
+                    if resource_id and "/" not in resource_id:
+                        request = Request(scope, receive)
+                        try:
+                            response = await handler(request, resource_id)
+                        except QualgentError as exc:
+                            response = error_response(
+                                request, exc.status_code, exc.code, exc.message, exc.details, exc.headers
+                            )
+                        await response(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)

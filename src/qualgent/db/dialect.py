@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections import namedtuple
+from collections import deque, namedtuple
 from typing import Any, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Insert, Table, event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -101,8 +102,7 @@ class Reader:
                 url, pool_size=10, max_overflow=10, pool_reset_on_return=None, isolation_level="AUTOCOMMIT"
             )
             self._dsn = self._async.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._pool: Any = None
-            self._pool_lock = asyncio.Lock()
+            self._pool: _ReadPool | None = None
             self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
 
     async def all(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
@@ -152,11 +152,7 @@ class Reader:
             self._compiled[id(stmt)] = entry
         sql, order, defaults, row_type = entry
         if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    import asyncpg  # type: ignore[import-untyped]
-
-                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=10)
+            self._pool = _ReadPool(self._dsn, size=10)
         args = [params[name] if name in params else defaults[name] for name in order]
         records = await self._pool.fetch(sql, *args)
         return [row_type(*record) for record in records]
@@ -173,6 +169,84 @@ class Reader:
             if self._pool is not None:
                 await self._pool.close()
             await self._async.dispose()
+
+
+class _ReadPool:
+    """A minimal pool of asyncpg connections for the Reader's single read statements.
+
+    asyncpg's own Pool spends more per query than the query on a primary key: a timeout context,
+    a shielded release task and a reset round trip (``RESET ALL``, ``UNLISTEN *``…) on every release.
+    These connections run one statement at a time with no transaction or session state, so a list of
+    idle connections is all the pooling they need. A connection whose statement failed or was
+    cancelled is closed rather than reused (its protocol state is unknown); the next query opens a
+    new one, so a database restart heals on its own.
+    """
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self._dsn = dsn
+        self._size = size
+        self._idle: list[Any] = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        conn = self._idle.pop() if self._idle else await self._acquire()
+        try:
+            records: list[Any] = await conn.fetch(sql, *args)
+        except BaseException as exc:
+            # The server refused the statement: the connection itself is fine.
+            if isinstance(exc, asyncpg.PostgresError) and not conn.is_closed():
+                self._idle.append(conn)
+                self._wake()
+            else:
+                self._discard(conn)
+            raise
+        self._idle.append(conn)
+        if self._waiters:
+            self._wake()
+        return records
+
+    async def _acquire(self) -> Any:
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    # No statement cache limit worth tuning: the Reader's statements are few and fixed.
+                    return await asyncpg.connect(self._dsn)
+                except BaseException:
+                    self._open -= 1
+                    self._wake()
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
+
+    def _discard(self, conn: Any) -> None:
+        self._open -= 1
+        conn.terminate()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._open -= 1
+            await conn.close()
 
 
 # Statements the Reader sends to asyncpg directly on PostgreSQL (by identity: they are module-level or

@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from qualgent.auth.service import client_address
-from qualgent.deps import PrincipalDep, SessionDep, StateDep
+from qualgent.auth.service import authenticate, client_address
+from qualgent.deps import PrincipalDep, SessionDep, StateDep, app_state
 from qualgent.errors import Forbidden, NotFound, RateLimited
 from qualgent.ids import has_shape
 from qualgent.lenient_json import LenientJSONRoute
@@ -54,8 +54,19 @@ async def list_jobs(
 
 
 @router.get("/status/{test_run_id}", response_model=RunOut)
-async def job_status(test_run_id: str, state: StateDep, principal: PrincipalDep) -> Response:
+async def job_status(test_run_id: str, request: Request) -> Response:
     """Get the status of a specific test run."""
+    return await status_response(request, test_run_id)
+
+
+STATUS_PREFIX = "/v1/jobs/status/"
+
+
+async def status_response(request: Request, test_run_id: str) -> Response:
+    """The status route's work, shared by its FastAPI route and the hot-route middleware that serves it
+    (``middleware.HotRoutesMiddleware``: CI pipelines poll this route more than all others together)."""
+    state = app_state(request)
+    principal = await authenticate(request, state)
     repo = RunRepository.for_reads(state.reader, principal.organization_id)
     run = await repo.view(test_run_id)
     if run is None:
@@ -64,7 +75,7 @@ async def job_status(test_run_id: str, state: StateDep, principal: PrincipalDep)
     if run.status == "queued":
         reason, position = await repo.queue_info(run, state.settings.default_parallel_runs)
         out.queue = QueueInfo(reason=reason, position=position)
-    # The hottest route: serialise once here rather than have FastAPI validate the model again.
+    # Serialised once here rather than have FastAPI validate the model again.
     return Response(out.model_dump_json(), media_type="application/json")
 
 
