@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
@@ -43,21 +44,15 @@ class AgentRepository:
             }
             for step in steps
         ]
-        table = RunStep.__table__
-        assert isinstance(table, Table)
-        await self.session.execute(insert_ignoring_duplicates(self.session, table), rows)
+        dialect = self.session.get_bind().dialect.name
+        connection = await self.session.connection()
+        await connection.execute(_insert_steps_statement(dialect), rows)
 
     async def run_details(self, run_ids: Sequence[str]) -> dict[str, Any]:
-        """Run id → (run, its test case's flow, the test case's name, the app), for claimed runs."""
-        rows = (
-            await self.session.execute(
-                select(TestRun, TestCase.flow, TestCase.name, AppFile)
-                .join(TestCase, TestCase.id == TestRun.test_case_id)
-                .join(AppFile, AppFile.id == TestRun.app_id)
-                .where(TestRun.id.in_(run_ids))
-            )
-        ).all()
-        return {row[0].id: tuple(row) for row in rows}
+        """Run id → its row of ``_RUN_DETAILS`` (what an agent needs to run it), for claimed runs."""
+        connection = await self.session.connection()
+        rows = (await connection.execute(_run_details_statement(), {"run_ids": list(run_ids)})).all()
+        return {row.run_id: row for row in rows}
 
     async def get(self, agent_id: str) -> Agent | None:
         return await self.session.get(Agent, agent_id)
@@ -88,18 +83,16 @@ class AgentRepository:
             update(Device).where(Device.agent_id == agent_id).values(online=True, last_seen_at=now)
         )
 
-    async def free_devices(self, agent_id: str, device_ids: Sequence[str]) -> Sequence[Device]:
-        stmt = select(Device).where(
-            Device.agent_id == agent_id, Device.id.in_(device_ids), Device.current_run_id.is_(None)
-        )
-        return (await self.session.scalars(stmt)).all()
+    async def free_devices(self, agent_id: str, device_ids: Sequence[str]) -> list[Any]:
+        """The agent's devices among ``device_ids`` that run nothing: (id, name, platform, os_version)."""
+        connection = await self.session.connection()
+        params = {"agent_id": agent_id, "device_ids": list(device_ids)}
+        return list((await connection.execute(_free_devices_statement(), params)).all())
 
     @staticmethod
     async def free_devices_fast(reader: Reader, agent_id: str, device_ids: Sequence[str]) -> list[Any]:
-        stmt = select(Device.id, Device.name, Device.platform, Device.os_version).where(
-            Device.agent_id == agent_id, Device.id.in_(device_ids), Device.current_run_id.is_(None)
-        )
-        return await reader.all(stmt, {})
+        """``free_devices`` through the fast reader, outside any transaction."""
+        return await reader.all(_free_devices_statement(), {"agent_id": agent_id, "device_ids": list(device_ids)})
 
     async def availability(self) -> dict[tuple[str, str, str], tuple[int, int]]:
         """(name, platform, os_version) → (online devices, of which free)."""
@@ -124,3 +117,47 @@ async def mark_silent_agents_offline(session: AsyncSession, after_seconds: float
     await session.execute(
         update(Device).where(Device.online.is_(True), Device.agent_id.in_(silent)).values(online=False)
     )
+
+
+# The claim path's statements, built once with bind parameters (see runs/transitions._execute for why).
+
+
+@cache
+def _free_devices_statement() -> Any:
+    return select(Device.id, Device.name, Device.platform, Device.os_version).where(
+        Device.agent_id == bindparam("agent_id"),
+        Device.id.in_(bindparam("device_ids", expanding=True)),
+        Device.current_run_id.is_(None),
+    )
+
+
+@cache
+def _run_details_statement() -> Any:
+    return (
+        select(
+            TestRun.id.label("run_id"),
+            TestRun.timeout_seconds,
+            TestCase.flow,
+            TestCase.name.label("test_case_name"),
+            # Named as on AppFile, so that the row serves apps.service.app_link as the app.
+            AppFile.id,
+            AppFile.organization_id,
+            AppFile.sha256,
+            AppFile.os,
+            AppFile.file_size,
+            AppFile.package_metadata.label("package_metadata"),
+            AppFile.storage_key,
+            AppFile.original_name,
+            AppFile.file_type,
+        )
+        .join(TestCase, TestCase.id == TestRun.test_case_id)
+        .join(AppFile, AppFile.id == TestRun.app_id)
+        .where(TestRun.id.in_(bindparam("run_ids", expanding=True)))
+    )
+
+
+@cache
+def _insert_steps_statement(dialect: str) -> Any:
+    table = RunStep.__table__
+    assert isinstance(table, Table)
+    return insert_ignoring_duplicates(dialect, table)

@@ -162,9 +162,19 @@ class _HungUp(Exception):
     """The agent went away while its claim was being made: roll the claim back."""
 
 
-# last_seen_at is written at most this often per agent and process while it only polls.
+# last_seen_at is written at most this often per agent and process.
 _SEEN_EVERY = 5.0
 _seen: dict[str, float] = {}
+
+
+def _seen_due(agent_id: str) -> bool:
+    """Whether to record now that the agent (and its devices) is alive; at most every _SEEN_EVERY
+    seconds per agent and process: the write touches every device of the agent."""
+    now = time.monotonic()
+    if now - _seen.get(agent_id, 0.0) <= _SEEN_EVERY:
+        return False
+    _seen[agent_id] = now
+    return True
 
 
 async def _claim_once(
@@ -175,18 +185,13 @@ async def _claim_once(
     max_runs: int,
 ) -> list[RunPayload]:
     settings = state.settings
-    now = time.monotonic()
-    if now - _seen.get(agent.agent_id, 0.0) > _SEEN_EVERY:
-        _seen[agent.agent_id] = now
+    if _seen_due(agent.agent_id):
         async with transaction(state.write_sessions) as session:
             await AgentRepository(session).seen(agent.agent_id)
     # Read-only first: most polls find nothing, and a claim attempt is a write transaction.
     free = await AgentRepository.free_devices_fast(state.reader, agent.agent_id, device_ids)
     specs = [transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free]
-    if (
-        not specs
-        or await state.reader.one(transitions.candidate_statement(specs, settings.default_parallel_runs), {}) is None
-    ):
+    if not specs or await state.reader.one(*transitions.candidate(specs, settings.default_parallel_runs)) is None:
         return []
     try:
         # One claim at a time per process: claims of one organisation serialise on its row anyway
@@ -218,14 +223,14 @@ async def _payloads(session: AsyncSession, state: AppState, claimed: list[transi
     rows = await AgentRepository(session).run_details([c.run_id for c in claimed])
     out = []
     for c in claimed:
-        run, flow, test_case_name, app = rows[c.run_id]
+        run = app = rows[c.run_id]
         out.append(
             RunPayload(
-                id=run.id,
+                id=run.run_id,
                 attempt=c.attempt,
                 device_id=c.device_id,
-                flow=flow,
-                test_case_name=test_case_name,
+                flow=run.flow,
+                test_case_name=run.test_case_name,
                 timeout_seconds=float(run.timeout_seconds or state.settings.execution_timeout),
                 lease_expires_at=c.lease_expires_at.isoformat(),
                 app=AppPayload(
@@ -256,7 +261,8 @@ async def heartbeat(
     )
     if result is None:
         raise _moved_on(run_id)
-    await AgentRepository(session).seen(agent.agent_id)
+    if _seen_due(agent.agent_id):
+        await AgentRepository(session).seen(agent.agent_id)
     cancel, lease = result
     return cancel, lease.isoformat()
 

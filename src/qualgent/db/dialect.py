@@ -46,10 +46,10 @@ def configure_engine(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def insert_ignoring_duplicates(session: AsyncSession, table: Table) -> Insert:
-    """``INSERT … ON CONFLICT DO NOTHING`` for the session's database: a repeated row is skipped in
-    the same statement instead of being looked up first."""
-    if session.get_bind().dialect.name == "sqlite":
+def insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
+    """``INSERT … ON CONFLICT DO NOTHING`` for the database (its dialect's name): a repeated row is
+    skipped in the same statement instead of being looked up first."""
+    if dialect == "sqlite":
         return sqlite_insert(table).on_conflict_do_nothing()
     return postgresql_insert(table).on_conflict_do_nothing()
 

@@ -67,6 +67,30 @@ class RunRepository(OrgScopedRepository[TestRun]):
         rows = await self.read_all(self._view_by_id(), run_id=run_id)
         return rows[0] if rows else None
 
+    @classmethod
+    @cache
+    def _page_statement(
+        cls, before: bool, status: bool, test_case: bool, app: bool, ids: bool, device: bool
+    ) -> Select[Any]:
+        """A page of the view with the filters that are set, bound as parameters: one statement per
+        combination, built once (a list polled by a CI pipeline costs a lookup, not a new statement
+        that SQLAlchemy must key and match to its cached compilation)."""
+        stmt = cls._view().order_by(TestRun.id.desc()).limit(bindparam("limit"))
+        if before:
+            stmt = stmt.where(TestRun.id < bindparam("before"))
+        if status:
+            stmt = stmt.where(TestRun.status == bindparam("status"))
+        if test_case:
+            stmt = stmt.where(TestRun.test_case_id == bindparam("test_case_id"))
+        if app:
+            stmt = stmt.where(TestRun.app_id == bindparam("app_id"))
+        if ids:
+            stmt = stmt.where(TestRun.id.in_(bindparam("ids", expanding=True)))
+        if device:
+            stmt = stmt.where(TestRun.device_name == bindparam("device_name"))
+        # The fast reader's direct driver path takes fixed statements only (no expanding lists).
+        return stmt if ids else prepared(stmt)
+
     async def view_page(
         self,
         limit: int,
@@ -78,20 +102,21 @@ class RunRepository(OrgScopedRepository[TestRun]):
         ids: list[str] | None = None,
         device_name: str | None = None,
     ) -> Sequence[Any]:
-        stmt = self._view().order_by(TestRun.id.desc()).limit(limit)
-        if before:
-            stmt = stmt.where(TestRun.id < before)
-        if status:
-            stmt = stmt.where(TestRun.status == status)
-        if test_case_id:
-            stmt = stmt.where(TestRun.test_case_id == test_case_id)
-        if app_id:
-            stmt = stmt.where(TestRun.app_id == app_id)
-        if ids is not None:
-            stmt = stmt.where(TestRun.id.in_(ids))
-        if device_name:
-            stmt = stmt.where(TestRun.device_name == device_name)
-        return await self.read_all(stmt)
+        if ids is not None and not ids:
+            return []
+        stmt = self._page_statement(
+            bool(before), bool(status), bool(test_case_id), bool(app_id), ids is not None, bool(device_name)
+        )
+        params = {
+            "limit": limit,
+            "before": before,
+            "status": status,
+            "test_case_id": test_case_id,
+            "app_id": app_id,
+            "ids": ids,
+            "device_name": device_name,
+        }
+        return await self.read_all(stmt, **{k: v for k, v in params.items() if v is not None})
 
     async def latest_completed(self, test_case_ids: Sequence[str]) -> dict[str, Any]:
         """Each test case's most recently finished passed-or-failed run."""

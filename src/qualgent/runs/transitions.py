@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import and_, case, exists, func, insert, select, tuple_, update
+from sqlalchemy import Integer, String, Table, and_, bindparam, case, exists, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
@@ -54,9 +55,25 @@ def _is_sqlite(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "sqlite"
 
 
-def _owned(run_id: str, attempt: int, agent_id: str) -> tuple[Any, ...]:
-    """The run is still this agent's running attempt: the condition every agent report is made on."""
-    return (TestRun.id == run_id, TestRun.status == "running", TestRun.attempt == attempt, TestRun.agent_id == agent_id)
+def _table(model: Any) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+RUNS, ORGS, DEVICES, ATTEMPTS = _table(TestRun), _table(Organization), _table(Device), _table(RunAttempt)
+
+
+async def _execute(session: AsyncSession, stmt: Any, params: Any) -> Any:
+    """Run one of the prebuilt statements below in the session's transaction, at Core level.
+
+    Every run passes through these a few times; each is built once with bind parameters and reused as
+    the same object, so SQLAlchemy neither builds the expression again nor computes its cache key nor
+    re-matches its RETURNING columns to the cached compilation, which together cost several times
+    the statement itself.
+    """
+    connection = await session.connection()
+    return await connection.execute(stmt, params)
 
 
 async def _left_running(
@@ -76,52 +93,96 @@ async def _left_running(
     await _close_attempt(session, run_id, attempt, outcome, message, now)
 
 
+@cache
+def _adjust_running_statement() -> Any:
+    return (
+        update(ORGS)
+        .where(ORGS.c.id == bindparam("org_id"))
+        .values(running_runs=ORGS.c.running_runs + bindparam("delta"))
+    )
+
+
 async def _adjust_running(session: AsyncSession, organization_id: str, delta: int) -> None:
-    await session.execute(
-        update(Organization)
-        .where(Organization.id == organization_id)
-        .values(running_runs=Organization.running_runs + delta),
-        execution_options=NO_SYNC,
+    await _execute(session, _adjust_running_statement(), {"org_id": organization_id, "delta": delta})
+
+
+@cache
+def _release_device_statement() -> Any:
+    return (
+        update(DEVICES)
+        .where(DEVICES.c.id == bindparam("device_id_"), DEVICES.c.current_run_id == bindparam("run_id"))
+        .values(current_run_id=None)
     )
 
 
 async def _release_device(session: AsyncSession, device_id: str | None, run_id: str) -> None:
     if device_id:
-        await session.execute(
-            update(Device).where(Device.id == device_id, Device.current_run_id == run_id).values(current_run_id=None),
-            execution_options=NO_SYNC,
+        await _execute(session, _release_device_statement(), {"device_id_": device_id, "run_id": run_id})
+
+
+@cache
+def _close_attempt_statement() -> Any:
+    return (
+        update(ATTEMPTS)
+        .where(
+            ATTEMPTS.c.run_id == bindparam("run_id_"),
+            ATTEMPTS.c.number == bindparam("number_"),
+            ATTEMPTS.c.outcome.is_(None),
         )
+        .values(outcome=bindparam("outcome_"), message=bindparam("message_"), finished_at=bindparam("now"))
+    )
 
 
 async def _close_attempt(
     session: AsyncSession, run_id: str, number: int, outcome: str, message: str | None, now: datetime
 ) -> None:
-    await session.execute(
-        update(RunAttempt)
-        .where(RunAttempt.run_id == run_id, RunAttempt.number == number, RunAttempt.outcome.is_(None))
-        .values(outcome=outcome, message=message, finished_at=now),
-        execution_options=NO_SYNC,
+    await _execute(
+        session,
+        _close_attempt_statement(),
+        {"run_id_": run_id, "number_": number, "outcome_": outcome, "message_": message, "now": now},
     )
 
 
 # ----------------------------------------------------------------------------------------------- claim
 
 
-def candidate_statement(devices: Sequence[DeviceSpec], default_cap: int) -> Any:
-    """The run ``claim`` would take for these devices: best priority, then oldest, organisation under
-    its cap. Also run read-only (outside any transaction) to skip claim attempts that would find nothing."""
-    specs = [(d.name, d.platform, d.os_version) for d in devices]
-    cap = func.coalesce(Organization.max_parallel_runs, default_cap)
-    run_spec = tuple_(TestRun.device_name, TestRun.device_platform, TestRun.device_os_version)
+def _models(devices: Sequence[DeviceSpec]) -> dict[tuple[str, str, str], DeviceSpec]:
+    """The first free device of each model: a run goes to the one of its model."""
+    device_for: dict[tuple[str, str, str], DeviceSpec] = {}
+    for d in devices:
+        device_for.setdefault((d.name, d.platform, d.os_version), d)
+    return device_for
+
+
+@cache
+def _candidate_statement(models: int) -> Any:
+    """The best queued run for any of ``models`` device models (bound as n0, p0, v0, n1, …)."""
+    cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
+    run_spec = tuple_(RUNS.c.device_name, RUNS.c.device_platform, RUNS.c.device_os_version)
+    specs = [tuple_(*(bindparam(f"{k}{i}", type_=String) for k in "npv")) for i in range(models)]
     return (
-        select(
-            TestRun.id, TestRun.organization_id, TestRun.device_name, TestRun.device_platform, TestRun.device_os_version
-        )
-        .join(Organization, Organization.id == TestRun.organization_id)
-        .where(TestRun.status == "queued", run_spec.in_(specs), Organization.running_runs < cap)
-        .order_by(TestRun.priority_rank.desc(), TestRun.id)
+        select(RUNS.c.id, RUNS.c.organization_id, RUNS.c.device_name, RUNS.c.device_platform, RUNS.c.device_os_version)
+        .join(ORGS, ORGS.c.id == RUNS.c.organization_id)
+        .where(RUNS.c.status == "queued", run_spec.in_(specs), ORGS.c.running_runs < cap)
+        .order_by(RUNS.c.priority_rank.desc(), RUNS.c.id)
         .limit(1)
     )
+
+
+def candidate(devices: Sequence[DeviceSpec], default_cap: int) -> tuple[Any, dict[str, Any]]:
+    """The statement and parameters of the run ``claim`` would take for these devices: best priority,
+    then oldest, organisation under its cap. Also run read-only (outside any transaction) to skip claim
+    attempts that would find nothing."""
+    params: dict[str, Any] = {"default_cap": default_cap}
+    models = list(_models(devices))
+    for i, (name, platform, os_version) in enumerate(models):
+        params.update({f"n{i}": name, f"p{i}": platform, f"v{i}": os_version})
+    return _candidate_statement(len(models)), params
+
+
+@cache
+def _insert_attempts_statement() -> Any:
+    return insert(ATTEMPTS)
 
 
 async def claim(
@@ -153,8 +214,9 @@ async def claim(
         claimed.append(one)
         free = [d for d in free if d.device_id != one.device_id]
     if claimed:
-        await session.execute(
-            insert(RunAttempt),
+        await _execute(
+            session,
+            _insert_attempts_statement(),
             [
                 {
                     "run_id": c.run_id,
@@ -170,6 +232,86 @@ async def claim(
     return claimed
 
 
+def _start_values() -> dict[str, Any]:
+    return {
+        "status": "running",
+        "attempt": RUNS.c.attempt + 1,
+        "agent_id": bindparam("agent_id_"),
+        "lease_expires_at": bindparam("lease"),
+        "heartbeat_at": bindparam("now"),
+        "started_at": bindparam("now"),
+        "progress": 0,
+        "updated_at": bindparam("now"),
+    }
+
+
+_RETURNING = (RUNS.c.id, RUNS.c.attempt, RUNS.c.device_id, RUNS.c.device_name)
+
+
+@cache
+def _sqlite_claim_statements() -> tuple[Any, Any]:
+    cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
+    bump = (
+        update(ORGS)
+        .where(ORGS.c.id == bindparam("org_id"), ORGS.c.running_runs < cap)
+        .values(running_runs=ORGS.c.running_runs + 1)
+        .returning(ORGS.c.id)
+    )
+    start = (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run_id"), RUNS.c.status == "queued")
+        .values(**_start_values(), device_id=bindparam("device_id_"))
+        .returning(*_RETURNING)
+    )
+    return bump, start
+
+
+@cache
+def _postgresql_claim_statement(models: int) -> Any:
+    """Pick, cap check and start in one statement, for ``models`` device models (bound as for the
+    candidate, plus d0, d1, …: the free device of each)."""
+    cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
+    cand = _candidate_statement(models).with_for_update(of=RUNS, skip_locked=True).cte("candidate")
+    org = (
+        update(ORGS)
+        .where(ORGS.c.id == cand.c.organization_id, ORGS.c.running_runs < cap)
+        # func.now(): a second `updated_at` bind in one statement would clash with the run's.
+        .values(running_runs=ORGS.c.running_runs + 1, updated_at=func.now())
+        .returning(ORGS.c.id)
+        .cte("bumped")
+    )
+    # The device is picked in the same statement: the free device of the run's model.
+    device_id = case(
+        *[
+            (
+                and_(
+                    RUNS.c.device_name == bindparam(f"n{i}"),
+                    RUNS.c.device_platform == bindparam(f"p{i}"),
+                    RUNS.c.device_os_version == bindparam(f"v{i}"),
+                ),
+                bindparam(f"d{i}", type_=String),
+            )
+            for i in range(models)
+        ]
+    )
+    return (
+        update(RUNS)
+        .where(RUNS.c.id == cand.c.id, exists(select(org.c.id)))
+        .values(**_start_values(), device_id=device_id)
+        .returning(*_RETURNING)
+    )
+
+
+@cache
+def _take_device_statement() -> Any:
+    return (
+        update(DEVICES)
+        .where(DEVICES.c.id == bindparam("device_id_"), DEVICES.c.current_run_id.is_(None))
+        .values(current_run_id=bindparam("run_id"))
+        .returning(DEVICES.c.id)
+    )
+
+
 async def _claim_one(
     session: AsyncSession,
     agent_id: str,
@@ -178,90 +320,30 @@ async def _claim_one(
     now: datetime,
     lease: datetime,
 ) -> Claimed | None:
-    cap = func.coalesce(Organization.max_parallel_runs, default_cap)
-    candidate = candidate_statement(devices, default_cap)
-    # The first free device of each model: the run goes to the one of its model.
-    device_for: dict[tuple[str, str, str], DeviceSpec] = {}
-    for d in devices:
-        device_for.setdefault((d.name, d.platform, d.os_version), d)
-    start = {
-        "status": "running",
-        "attempt": TestRun.attempt + 1,
-        "agent_id": agent_id,
-        "lease_expires_at": lease,
-        "heartbeat_at": now,
-        "started_at": now,
-        "progress": 0,
-        "updated_at": now,
-    }
-    returning = (TestRun.id, TestRun.attempt, TestRun.device_id, TestRun.device_name)
+    device_for = _models(devices)
+    stmt, params = candidate(devices, default_cap)
+    start = {"agent_id_": agent_id, "lease": lease, "now": now, "default_cap": default_cap}
 
     if _is_sqlite(session):
-        picked = (await session.execute(candidate)).first()
+        picked = (await _execute(session, stmt, params)).first()
         if picked is None:
             return None
         run_id, org_id, *spec = picked
         device = device_for[(spec[0], spec[1], spec[2])]
-        bumped = await session.execute(
-            update(Organization)
-            .where(Organization.id == org_id, Organization.running_runs < cap)
-            .values(running_runs=Organization.running_runs + 1)
-            .returning(Organization.id),
-            execution_options=NO_SYNC,
-        )
-        if bumped.first() is None:
+        bump, start_run = _sqlite_claim_statements()
+        if (await _execute(session, bump, {"org_id": org_id, "default_cap": default_cap})).first() is None:
             return None
-        row = (
-            await session.execute(
-                update(TestRun)
-                .where(TestRun.id == run_id, TestRun.status == "queued")
-                .values(**start, device_id=device.device_id)
-                .returning(*returning),
-                execution_options=NO_SYNC,
-            )
-        ).first()
+        row = (await _execute(session, start_run, {**start, "run_id": run_id, "device_id_": device.device_id})).first()
     else:
-        cand = candidate.with_for_update(of=TestRun, skip_locked=True).cte("candidate")
-        org = (
-            update(Organization)
-            .where(Organization.id == cand.c.organization_id, Organization.running_runs < cap)
-            # func.now(): a second `updated_at` bind in one statement would clash with the run's.
-            .values(running_runs=Organization.running_runs + 1, updated_at=func.now())
-            .returning(Organization.id)
-            .cte("bumped")
-        )
-        # The device is picked in the same statement: the free device of the run's model.
-        device_id = case(
-            *[
-                (
-                    and_(TestRun.device_name == n, TestRun.device_platform == p, TestRun.device_os_version == v),
-                    d.device_id,
-                )
-                for (n, p, v), d in device_for.items()
-            ]
-        )
-        # Executed at Core level: the ORM cannot map RETURNING rows of an UPDATE built on CTEs.
-        connection = await session.connection()
-        row = (
-            await connection.execute(
-                update(TestRun)
-                .where(TestRun.id == cand.c.id, exists(select(org.c.id)))
-                .values(**start, device_id=device_id)
-                .returning(*returning)
-            )
-        ).first()
+        for i, d in enumerate(device_for.values()):
+            params[f"d{i}"] = d.device_id
+        row = (await _execute(session, _postgresql_claim_statement(len(device_for)), {**params, **start})).first()
     if row is None:
         return None
 
     run_id, attempt, device_id_taken, device_name = row
     assert device_id_taken is not None  # set by the statement above
-    taken = await session.execute(
-        update(Device)
-        .where(Device.id == device_id_taken, Device.current_run_id.is_(None))
-        .values(current_run_id=run_id)
-        .returning(Device.id),
-        execution_options=NO_SYNC,
-    )
+    taken = await _execute(session, _take_device_statement(), {"device_id_": device_id_taken, "run_id": run_id})
     if taken.first() is None:
         # The device was taken by another claim since the agent offered it: give the runs back.
         raise DeviceBusy(device_id_taken)
@@ -277,25 +359,56 @@ class DeviceBusy(Exception):
 # ------------------------------------------------------------------------------------ agent reports
 
 
+def _owned_where() -> tuple[Any, ...]:
+    """The run is still this agent's running attempt: the condition every agent report is made on."""
+    return (
+        RUNS.c.id == bindparam("run_id_"),
+        RUNS.c.status == "running",
+        RUNS.c.attempt == bindparam("attempt_"),
+        RUNS.c.agent_id == bindparam("agent_id_"),
+    )
+
+
+@cache
+def _heartbeat_statement(with_progress: bool) -> Any:
+    values: dict[str, Any] = {"lease_expires_at": bindparam("lease"), "heartbeat_at": bindparam("now")}
+    if with_progress:
+        values["progress"] = bindparam("progress_")
+    return update(RUNS).where(*_owned_where()).values(**values).returning(RUNS.c.cancel_requested)
+
+
 async def heartbeat(
     session: AsyncSession, run_id: str, attempt: int, agent_id: str, lease_seconds: float, progress: int | None
 ) -> tuple[bool, datetime] | None:
     """Extend the lease. Returns (cancel requested, new lease expiry), or None if the run moved on."""
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
-    values: dict[str, Any] = {"lease_expires_at": lease, "heartbeat_at": now}
+    params: dict[str, Any] = {"run_id_": run_id, "attempt_": attempt, "agent_id_": agent_id, "lease": lease, "now": now}
     if progress is not None:
-        values["progress"] = max(0, min(99, progress))
-    row = (
-        await session.execute(
-            update(TestRun)
-            .where(*_owned(run_id, attempt, agent_id))
-            .values(**values)
-            .returning(TestRun.cancel_requested),
-            execution_options=NO_SYNC,
-        )
-    ).first()
+        params["progress_"] = max(0, min(99, progress))
+    row = (await _execute(session, _heartbeat_statement(progress is not None), params)).first()
     return None if row is None else (bool(row[0]), lease)
+
+
+@cache
+def _finish_statements() -> tuple[Any, Any]:
+    finish = (
+        update(RUNS)
+        .where(*_owned_where())
+        .values(
+            status=bindparam("status_"),
+            progress=100,
+            finished_at=bindparam("now"),
+            updated_at=bindparam("now"),
+            lease_expires_at=None,
+            failure_kind=bindparam("kind_"),
+            failure_message=bindparam("message_"),
+            failure_step=bindparam("step_"),
+        )
+        .returning(RUNS.c.organization_id, RUNS.c.device_id)
+    )
+    current = select(RUNS.c.status, RUNS.c.attempt, RUNS.c.agent_id).where(RUNS.c.id == bindparam("run_id_"))
+    return finish, current
 
 
 async def finish(
@@ -310,31 +423,20 @@ async def finish(
     a report for a run that has moved on (requeued, cancelled, taken by another attempt) is "moved_on"."""
     now = utcnow()
     kind, message, step = failure if failure else (None, None, None)
+    finish_stmt, current_stmt = _finish_statements()
+    owned = {"run_id_": run_id, "attempt_": attempt, "agent_id_": agent_id}
     row = (
-        await session.execute(
-            update(TestRun)
-            .where(*_owned(run_id, attempt, agent_id))
-            .values(
-                status=status,
-                progress=100,
-                finished_at=now,
-                updated_at=now,
-                lease_expires_at=None,
-                failure_kind=kind,
-                failure_message=message,
-                failure_step=step,
-            )
-            .returning(TestRun.organization_id, TestRun.device_id),
-            execution_options=NO_SYNC,
+        await _execute(
+            session,
+            finish_stmt,
+            {**owned, "status_": status, "now": now, "kind_": kind, "message_": message, "step_": step},
         )
     ).first()
     if row is not None:
         org_id, device_id = row
         await _left_running(session, run_id, attempt, org_id, device_id, status, message, now)
         return "done"
-    current = (
-        await session.execute(select(TestRun.status, TestRun.attempt, TestRun.agent_id).where(TestRun.id == run_id))
-    ).first()
+    current = (await _execute(session, current_stmt, {"run_id_": run_id})).first()
     if current is not None and tuple(current) == (status, attempt, agent_id):
         return "repeat"
     return "moved_on"
