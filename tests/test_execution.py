@@ -514,6 +514,87 @@ def test_a_finish_report_brings_the_device_s_next_run(org: Tenant, exec_server: 
     org.client.post(f"/v1/jobs/{third}/cancel")
 
 
+def test_one_request_reports_several_ends_each_on_its_own(
+    org: Tenant, exec_server: LiveServer, exec_db: Database
+) -> None:
+    """POST /v1/agent/finish: several reports in one request and transaction. Each result stands on its
+    own (done, repeat, moved_on), steps are kept only for reports that are taken, and each device asked
+    for gets its next run."""
+    app = _ios_app(org)
+    case = create_test_case(org, flow="- launchApp\n- back\n")
+    queued = _queue(org, case["id"], app, 5)
+    token = agent_token(exec_db, "batch finisher")
+    devices = _register_raw(exec_server, token, ["iPhone 14 Pro"], copies=3)
+    claimed = _claim_many(exec_server, token, devices, max_runs=3)
+    assert [r["id"] for r in claimed] == queued[:3]
+    auth = {"Authorization": f"Bearer {token}"}
+    # The third run's user cancels it meanwhile (its agent learns at its heartbeat).
+    org.client.post(f"/v1/jobs/{claimed[2]['id']}/cancel")
+    heartbeat = f"{exec_server.url}/v1/agent/runs/{claimed[2]['id']}/heartbeat"
+    assert httpx.post(heartbeat, json={"attempt": 1}, headers=auth).json()["cancel"] is True
+
+    step = {"index": 0, "description": "launchApp", "status": "passed", "logs": ["launched"]}
+    failure = {"kind": "test", "message": "Step 2 failed", "step": 1}
+    reports = [
+        {
+            "run_id": claimed[0]["id"],
+            "attempt": 1,
+            "status": "passed",
+            "steps": [step],
+            "claim_next_for": claimed[0]["device_id"],
+        },
+        {
+            "run_id": claimed[1]["id"],
+            "attempt": 1,
+            "status": "failed",
+            "failure": failure,
+            "steps": [step],
+            "claim_next_for": claimed[1]["device_id"],
+        },
+        # Reported with the wrong attempt: moved on, and no next run for its device.
+        {
+            "run_id": claimed[2]["id"],
+            "attempt": 2,
+            "status": "passed",
+            "steps": [step],
+            "claim_next_for": claimed[2]["device_id"],
+        },
+        {"run_id": "run_0000000000000000000000000", "attempt": 1, "status": "passed"},
+    ]
+    answer = httpx.post(f"{exec_server.url}/v1/agent/finish", json={"reports": reports}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["run_id"] for r in results] == [r["run_id"] for r in reports]
+    assert [r["outcome"] for r in results] == ["done", "done", "moved_on", "moved_on"]
+    assert {results[0]["next_run"]["id"], results[1]["next_run"]["id"]} == set(queued[3:5])
+    assert results[0]["next_run"]["device_id"] == claimed[0]["device_id"]
+    assert results[1]["next_run"]["device_id"] == claimed[1]["device_id"]
+    assert results[2]["next_run"] is None and results[3]["next_run"] is None
+
+    first = org.client.get(f"/v1/jobs/{claimed[0]['id']}/report").json()
+    assert first["run"]["status"] == "passed" and first["steps"][0]["logs"] == ["launched"]
+    second = org.client.get(f"/v1/jobs/status/{claimed[1]['id']}").json()
+    assert (second["status"], second["failure"]) == ("failed", failure)
+    third = org.client.get(f"/v1/jobs/{claimed[2]['id']}/report").json()
+    assert third["run"]["status"] == "running" and third["steps"] == []
+
+    # The same batch again: the two taken reports are repeats; nothing changes, no new run is claimed.
+    again = httpx.post(f"{exec_server.url}/v1/agent/finish", json={"reports": reports[:2]}, headers=auth).json()
+    assert [r["outcome"] for r in again["results"]] == ["repeat", "repeat"]
+    assert all(r["next_run"] is None for r in again["results"])  # the devices run their next runs now
+    assert org.client.get(f"/v1/jobs/status/{claimed[0]['id']}").json()["status"] == "passed"
+
+    # Malformed batches are refused whole.
+    for bad in ({"reports": []}, {"reports": [{**reports[0], "run_id": "../x"}]}, {"reports": [reports[0]] * 201}):
+        response = httpx.post(f"{exec_server.url}/v1/agent/finish", json=bad, headers=auth)
+        assert response.status_code in (400, 422), response.text
+    for run_id in [claimed[2]["id"], *queued[3:]]:
+        httpx.post(
+            f"{exec_server.url}/v1/agent/runs/{run_id}/finish", json={"attempt": 1, "status": "cancelled"}, headers=auth
+        )
+    assert _running_count(exec_db, org.organization_id) == 0
+
+
 def test_concurrent_batch_claims_never_exceed_the_cap(org: Tenant, exec_server: LiveServer, exec_db: Database) -> None:
     """Agents with three free devices each claim up to three runs at the same moment; the cap of 4 holds."""
     from qualgent.organisations.service import set_parallel_runs

@@ -16,7 +16,9 @@ from qualgent.agents.schemas import (
     AppPayload,
     ClaimOut,
     DeviceIn,
+    FinishManyOut,
     FinishOut,
+    FinishResult,
     HeartbeatOut,
     RegisterOut,
     RunPayload,
@@ -112,6 +114,12 @@ class AgentClient:
         }
         data = await self._post(f"/v1/agent/runs/{run.id}/finish", body, retries=8)
         return FinishOut.model_validate(data).next_run
+
+    async def finish_many(self, reports: list[dict[str, Any]]) -> list[FinishResult]:
+        """Report the ends of several runs in one request (each report as for ``finish``, plus
+        ``run_id``); one result per report, in order."""
+        data = await self._post("/v1/agent/finish", {"reports": reports}, retries=8)
+        return FinishManyOut.model_validate(data).results
 
     async def fetch_app(self, app: AppPayload, cache_dir: Path) -> Path:
         """The app's file, downloaded once per content (cached by SHA-256) and checked against its hash."""

@@ -56,6 +56,7 @@ class Agent:
         self.registered = asyncio.Event()
         self.runs_done = 0
         self.claimer = _Claimer(self.client)
+        self.finisher = _Finisher(self.client)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; runs in progress are abandoned (their leases expire)."""
@@ -66,6 +67,7 @@ class Agent:
                 return
             tasks = [asyncio.create_task(self._device_loop(d, server_ids[d.id])) for d in self.devices]
             tasks.append(asyncio.create_task(self.claimer.serve()))
+            tasks.append(asyncio.create_task(self.finisher.serve()))
             await stop.wait()
         finally:
             for task in tasks:
@@ -158,7 +160,7 @@ class Agent:
                     outcome = _Outcome("failed", {"kind": "timeout", "message": message, "step": None})
             # Heartbeats go on until the server has the result: a finish that waits (a busy database,
             # retries while the server restarts) must not let the lease lapse, or the run is run again.
-            return await self.client.finish(run, outcome.status, outcome.failure, reporter.take(), claim_next=True)
+            return await self.finisher.finish(run, outcome.status, outcome.failure, reporter.take())
         finally:
             beats.cancel()
             work.cancel()
@@ -282,6 +284,66 @@ class _Claimer:
             for device_id, future in batch.items():
                 if not future.done():
                     future.set_result(by_device.get(device_id))
+
+
+class _Finisher:
+    """Reports the ends of runs, several per request, each with a claim for its device's next run.
+
+    The same group commit as ``_Claimer``: the reports that come in while one request is on its way
+    go together in the next, so under load the server handles one request and one transaction for
+    many runs, and at rest a report still goes at once, alone.
+    """
+
+    MAX_BATCH = 200  # the server's limit per request
+
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        self.pending: list[tuple[dict[str, Any], asyncio.Future[RunPayload | None]]] = []
+        self.ready = asyncio.Event()
+
+    async def finish(
+        self, run: RunPayload, status: str, failure: dict[str, Any] | None, steps: list[dict[str, Any]]
+    ) -> RunPayload | None:
+        """Report the run's end; returns the device's next run, if one was queued. Raises RunMovedOn
+        when the server says the run moved on."""
+        report = {
+            "run_id": run.id,
+            "attempt": run.attempt,
+            "status": status,
+            "failure": failure,
+            "steps": steps,
+            "claim_next_for": run.device_id,
+        }
+        future: asyncio.Future[RunPayload | None] = asyncio.get_running_loop().create_future()
+        self.pending.append((report, future))
+        self.ready.set()
+        return await future
+
+    async def serve(self) -> None:
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            batch, self.pending = self.pending[: self.MAX_BATCH], self.pending[self.MAX_BATCH :]
+            if self.pending:
+                self.ready.set()
+            if not batch:
+                continue
+            try:
+                results = await self.client.finish_many([report for report, _ in batch])
+                if len(results) != len(batch):
+                    raise ValueError(f"{len(results)} results for {len(batch)} reports")
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (report, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if result.outcome == "moved_on":
+                    future.set_exception(RunMovedOn(f"run {report['run_id']} moved on"))
+                else:
+                    future.set_result(result.next_run)
 
 
 class _StepReporter:

@@ -12,7 +12,10 @@ from qualgent.agents.schemas import (
     ClaimIn,
     ClaimOut,
     FinishIn,
+    FinishManyIn,
+    FinishManyOut,
     FinishOut,
+    FinishResult,
     HeartbeatIn,
     HeartbeatOut,
     RegisterIn,
@@ -97,3 +100,36 @@ async def finish(
     await session.commit()
     runs = await service.claim(state, agent, [body.claim_next_for], 0, request.is_disconnected)
     return FinishOut(next_run=runs[0] if runs else None)
+
+
+@router.post("/finish", response_model=FinishManyOut)
+async def finish_many(
+    body: FinishManyIn, request: Request, session: SessionDep, state: StateDep, agent: AgentDep
+) -> FinishManyOut:
+    """Report the end of several attempts at once: each result is `done`, `repeat` or `moved_on`, with
+    the next run of its `claim_next_for` device when one was queued."""
+    outcomes = await service.finish_many(session, state, agent, body.reports)
+    # The results are committed first, on their own, as in the single report.
+    await session.commit()
+    wanted = [
+        report.claim_next_for
+        for report, outcome in zip(body.reports, outcomes, strict=True)
+        if report.claim_next_for and outcome != "moved_on"
+    ]
+    devices = list(dict.fromkeys(wanted))
+    runs = (
+        await service.claim(state, agent, devices, 0, request.is_disconnected, max_runs=len(devices)) if devices else []
+    )
+    next_for = {run.device_id: run for run in runs}
+    return FinishManyOut(
+        results=[
+            FinishResult(
+                run_id=report.run_id,
+                outcome=outcome,
+                next_run=next_for.pop(report.claim_next_for, None)
+                if report.claim_next_for and outcome != "moved_on"
+                else None,
+            )
+            for report, outcome in zip(body.reports, outcomes, strict=True)
+        ]
+    )

@@ -25,9 +25,9 @@ class AgentRepository:
         )
         return result
 
-    async def add_steps(self, run_id: str, attempt: int, steps: Sequence[dict[str, Any]]) -> None:
-        """Step results of an attempt in one statement; a step already recorded (a repeated report)
-        is skipped."""
+    async def add_steps(self, reports: Sequence[tuple[str, int, Sequence[dict[str, Any]]]]) -> None:
+        """Step results, each of (run id, attempt, steps), in one statement; a step already recorded
+        (a repeated report) is skipped."""
         now = utcnow()
         rows = [
             {
@@ -42,8 +42,11 @@ class AgentRepository:
                 "screenshot_key": None,
                 "created_at": now,
             }
+            for run_id, attempt, steps in reports
             for step in steps
         ]
+        if not rows:
+            return
         dialect = self.session.get_bind().dialect.name
         connection = await self.session.connection()
         await connection.execute(_insert_steps_statement(dialect), rows)

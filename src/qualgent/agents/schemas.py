@@ -120,5 +120,30 @@ class FinishOut(BaseModel):
     next_run: RunPayload | None = None
 
 
+class FinishReport(FinishIn):
+    run_id: str = Field(max_length=40, pattern="^run_[0-9a-z]+$")
+
+
+class FinishManyIn(BaseModel):
+    """The ends of several attempts in one request: an agent whose devices finish at about the same
+    time reports them together (one request and one transaction for all)."""
+
+    reports: list[FinishReport] = Field(min_length=1, max_length=200)
+
+
+class FinishResult(BaseModel):
+    run_id: str
+    outcome: Literal["done", "repeat", "moved_on"] = Field(
+        description="`done`: recorded; `repeat`: this report was recorded before; `moved_on`: the run moved "
+        "on (finished, cancelled, requeued or taken by another attempt), drop it."
+    )
+    next_run: RunPayload | None = None
+
+
+class FinishManyOut(BaseModel):
+    success: bool = True
+    results: list[FinishResult] = Field(description="One per report, in the same order.")
+
+
 class Ack(BaseModel):
     success: bool = True

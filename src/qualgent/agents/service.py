@@ -10,7 +10,15 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.agents.repository import AgentRepository
-from qualgent.agents.schemas import AppPayload, RegisteredDevice, RegisterIn, RegisterOut, RunPayload, StepItem
+from qualgent.agents.schemas import (
+    AppPayload,
+    FinishReport,
+    RegisteredDevice,
+    RegisterIn,
+    RegisterOut,
+    RunPayload,
+    StepItem,
+)
 from qualgent.apps.service import app_link
 from qualgent.auth.keys import (
     AGENT_TOKEN_PREFIX,
@@ -282,7 +290,7 @@ async def record_steps(
     run = await _own_running(session, agent, run_id, attempt)
     if step_count and run.step_count != step_count:
         run.step_count = step_count
-    await AgentRepository(session).add_steps(run_id, attempt, [step.model_dump() for step in steps])
+    await AgentRepository(session).add_steps([(run_id, attempt, [step.model_dump() for step in steps])])
     if run.step_count:
         progress = min(99, (max(x.index for x in steps) + 1) * 100 // run.step_count)
         await transitions.heartbeat(session, run_id, attempt, agent.agent_id, state.settings.lease_seconds, progress)
@@ -322,12 +330,51 @@ async def finish(
     failure: tuple[transitions.FailureKind, str, int | None] | None,
     steps: list[StepItem],
 ) -> None:
-    outcome = await transitions.finish(session, run_id, attempt, agent.agent_id, status, failure)
+    [outcome] = await _finish(session, state, agent, [(transitions.Report(run_id, attempt, status, failure), steps)])
     if outcome == "moved_on":
         raise _moved_on(run_id)
-    if steps and outcome == "done":
-        # After the state change, which checked that the attempt is still this agent's: a report
-        # that is refused leaves nothing behind. No progress update: the finished run is at 100.
-        await AgentRepository(session).add_steps(run_id, attempt, [step.model_dump() for step in steps])
+
+
+async def finish_many(
+    session: AsyncSession, state: AppState, agent: AgentPrincipal, reports: list[FinishReport]
+) -> list[transitions.Outcome]:
+    """Several reports in one transaction; a report for a run that moved on changes nothing and does not
+    stop the others."""
+    return await _finish(
+        session,
+        state,
+        agent,
+        [
+            (
+                transitions.Report(
+                    r.run_id,
+                    r.attempt,
+                    r.status,
+                    (r.failure.kind, r.failure.message, r.failure.step) if r.failure else None,
+                ),
+                r.steps,
+            )
+            for r in reports
+        ],
+    )
+
+
+async def _finish(
+    session: AsyncSession,
+    state: AppState,
+    agent: AgentPrincipal,
+    reports: list[tuple[transitions.Report, list[StepItem]]],
+) -> list[transitions.Outcome]:
+    outcomes = await transitions.finish(session, agent.agent_id, [report for report, _ in reports])
+    # After the state change, which checked that the attempt is still this agent's: a report that is
+    # refused leaves nothing behind. No progress update: a finished run is at 100.
+    await AgentRepository(session).add_steps(
+        [
+            (report.run_id, report.attempt, [step.model_dump() for step in steps])
+            for (report, steps), outcome in zip(reports, outcomes, strict=True)
+            if steps and outcome == "done"
+        ]
+    )
     # A device came free and an organisation may be under its cap again: wake a waiting agent.
     on_commit(session, state.wakeup.wake)
+    return outcomes

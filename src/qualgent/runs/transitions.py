@@ -411,35 +411,48 @@ def _finish_statements() -> tuple[Any, Any]:
     return finish, current
 
 
-async def finish(
-    session: AsyncSession,
-    run_id: str,
-    attempt: int,
-    agent_id: str,
-    status: FinalStatus,
-    failure: tuple[FailureKind, str, int | None] | None,
-) -> Literal["done", "repeat", "moved_on"]:
-    """An agent reports the end of its attempt. A repeat of the same report is "repeat" (answer 200);
-    a report for a run that has moved on (requeued, cancelled, taken by another attempt) is "moved_on"."""
+@dataclass(frozen=True)
+class Report:
+    """An agent's report of the end of its attempt at a run."""
+
+    run_id: str
+    attempt: int
+    status: FinalStatus
+    failure: tuple[FailureKind, str, int | None] | None = None
+
+
+Outcome = Literal["done", "repeat", "moved_on"]
+
+
+async def finish(session: AsyncSession, agent_id: str, reports: Sequence[Report]) -> list[Outcome]:
+    """Agents report the end of their attempts, one or several in a transaction. A repeat of the same
+    report is "repeat" (answer 200); a report for a run that has moved on (requeued, cancelled, taken by
+    another attempt) is "moved_on" and changes nothing.
+
+    Every run's row is changed first, then what follows from it (organisation counts, devices,
+    attempts): rows are locked in the same order as everywhere else (runs, then organisations), so a
+    batch of reports cannot deadlock with the reaper or a claim.
+    """
     now = utcnow()
-    kind, message, step = failure if failure else (None, None, None)
     finish_stmt, current_stmt = _finish_statements()
-    owned = {"run_id_": run_id, "attempt_": attempt, "agent_id_": agent_id}
-    row = (
-        await _execute(
-            session,
-            finish_stmt,
-            {**owned, "status_": status, "now": now, "kind_": kind, "message_": message, "step_": step},
-        )
-    ).first()
-    if row is not None:
-        org_id, device_id = row
-        await _left_running(session, run_id, attempt, org_id, device_id, status, message, now)
-        return "done"
-    current = (await _execute(session, current_stmt, {"run_id_": run_id})).first()
-    if current is not None and tuple(current) == (status, attempt, agent_id):
-        return "repeat"
-    return "moved_on"
+    outcomes: list[Outcome] = []
+    done: list[tuple[Report, str, str | None]] = []
+    for report in reports:
+        kind, message, step = report.failure if report.failure else (None, None, None)
+        owned = {"run_id_": report.run_id, "attempt_": report.attempt, "agent_id_": agent_id}
+        values = {"status_": report.status, "now": now, "kind_": kind, "message_": message, "step_": step}
+        row = (await _execute(session, finish_stmt, {**owned, **values})).first()
+        if row is not None:
+            done.append((report, row[0], row[1]))
+            outcomes.append("done")
+            continue
+        current = (await _execute(session, current_stmt, {"run_id_": report.run_id})).first()
+        repeat = current is not None and tuple(current) == (report.status, report.attempt, agent_id)
+        outcomes.append("repeat" if repeat else "moved_on")
+    for report, org_id, device_id in done:
+        message = report.failure[1] if report.failure else None
+        await _left_running(session, report.run_id, report.attempt, org_id, device_id, report.status, message, now)
+    return outcomes
 
 
 # --------------------------------------------------------------------------------------- user actions
@@ -554,10 +567,21 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
             )
         )
     ).all()
-    for run_id, attempt, started_at, timeout_seconds in running:
-        limit = timeout_seconds or default_execution_timeout
-        if started_at is None or started_at + timedelta(seconds=limit) > now:
-            continue
+    overdue = {
+        run_id: (attempt, timeout_seconds or default_execution_timeout)
+        for run_id, attempt, started_at, timeout_seconds in running
+        if started_at is not None
+        and started_at + timedelta(seconds=timeout_seconds or default_execution_timeout) <= now
+    }
+    if overdue and not _is_sqlite(session):
+        # PostgreSQL: lock the overdue runs before any organisation row, as every other transaction here
+        # does (runs, then organisations), skipping those an agent is reporting on right now; waiting
+        # for one of them while holding an organisation's row would deadlock with that report.
+        locked = await session.execute(
+            select(TestRun.id).where(TestRun.id.in_(list(overdue))).with_for_update(skip_locked=True)
+        )
+        overdue = {run_id: overdue[run_id] for (run_id,) in locked.all()}
+    for run_id, (attempt, limit) in overdue.items():
         message = f"Execution took longer than its timeout of {int(limit)} s."
         row = (
             await session.execute(
