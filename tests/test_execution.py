@@ -484,6 +484,27 @@ def test_one_claim_takes_a_run_for_each_free_device(org: Tenant, exec_server: Li
     assert _running_count(exec_db, org.organization_id) == 0
 
 
+def test_one_claim_takes_runs_of_one_organisation(org: Tenant, exec_server: LiveServer, exec_db: Database) -> None:
+    """A claim for several devices hands out runs of the best run's organisation only (a transaction
+    holding two organisations' rows could deadlock with reports, which take them in ID order); the
+    other organisation's runs go to the next claim."""
+    other = make_tenant(exec_db, exec_server.url)
+    try:
+        [first] = _queue(org, create_test_case(org, flow="- launchApp\n")["id"], _ios_app(org))
+        theirs = _queue(other, create_test_case(other, flow="- launchApp\n")["id"], _ios_app(other), 2)
+        token = agent_token(exec_db, "one organisation per claim")
+        devices = _register_raw(exec_server, token, ["iPhone 14 Pro"], copies=3)
+        assert [r["id"] for r in _claim_many(exec_server, token, devices, max_runs=3)] == [first]
+        assert sorted(r["id"] for r in _claim_many(exec_server, token, devices, max_runs=3)) == sorted(theirs)
+        auth = {"Authorization": f"Bearer {token}"}
+        reports = [{"run_id": r, "attempt": 1, "status": "cancelled"} for r in [first, *theirs]]
+        answer = httpx.post(f"{exec_server.url}/v1/agent/finish", json={"reports": reports}, headers=auth)
+        assert [r["outcome"] for r in answer.json()["results"]] == ["done"] * 3
+        assert _running_count(exec_db, org.organization_id) == _running_count(exec_db, other.organization_id) == 0
+    finally:
+        other.client.close()
+
+
 def test_a_finish_report_brings_the_device_s_next_run(org: Tenant, exec_server: LiveServer, exec_db: Database) -> None:
     """`claim_next_for` on a finish claims the device's next run in the same request, only for a device of
     the reporting agent."""
@@ -585,7 +606,12 @@ def test_one_request_reports_several_ends_each_on_its_own(
     assert org.client.get(f"/v1/jobs/status/{claimed[0]['id']}").json()["status"] == "passed"
 
     # Malformed batches are refused whole.
-    for bad in ({"reports": []}, {"reports": [{**reports[0], "run_id": "../x"}]}, {"reports": [reports[0]] * 201}):
+    malformed: list[dict[str, Any]] = [
+        {"reports": []},
+        {"reports": [{**reports[0], "run_id": "../x"}]},
+        {"reports": [reports[0]] * 201},
+    ]
+    for bad in malformed:
         response = httpx.post(f"{exec_server.url}/v1/agent/finish", json=bad, headers=auth)
         assert response.status_code in (400, 422), response.text
     for run_id in [claimed[2]["id"], *queued[3:]]:

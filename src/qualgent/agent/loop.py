@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -25,6 +25,8 @@ from qualgent.flows.model import Flow, FlowError
 from qualgent.flows.parse import parse_flow
 
 log = logging.getLogger("qualgent.agent")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -245,61 +247,68 @@ def _step_count(run: RunPayload) -> int | None:
         return None
 
 
-class _Claimer:
-    """Claims for devices that just came free, several devices per request.
+class _GroupCommit(Generic[T, R]):
+    """Requests of many devices, several per HTTP request, like a database's group commit: the items
+    that come in while one request is on its way go together in the next. Under load the server
+    handles one request and one transaction for many devices; at rest an item still goes at once,
+    alone."""
 
-    Under load devices come free one after another; each asking on its own would cost the server a
-    request and a write transaction per run. Here the devices that came free while one claim was on
-    its way go together in the next (like a database's group commit): one request, one transaction,
-    a run for each. A device that gets nothing goes back to long-polling on its own.
-    """
+    max_batch = 200  # the server's limit per request
 
     def __init__(self, client: AgentClient) -> None:
         self.client = client
-        self.pending: dict[str, asyncio.Future[RunPayload | None]] = {}
+        self.pending: list[tuple[T, asyncio.Future[R]]] = []
         self.ready = asyncio.Event()
 
-    async def claim_now(self, device_id: str) -> RunPayload | None:
-        """A run for this device if one is queued now (no waiting), else None."""
-        future: asyncio.Future[RunPayload | None] = asyncio.get_running_loop().create_future()
-        self.pending[device_id] = future
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
         self.ready.set()
         return await future
+
+    async def send(self, items: list[T]) -> list[R | BaseException]:
+        """One request for ``items``: a result (or the exception to raise) for each, in order."""
+        raise NotImplementedError
 
     async def serve(self) -> None:
         while True:
             await self.ready.wait()
             self.ready.clear()
-            batch, self.pending = self.pending, {}
+            batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+            if self.pending:
+                self.ready.set()
             if not batch:
                 continue
             try:
-                runs = await self.client.claim(list(batch), 0, max_runs=len(batch))
+                results = await self.send([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise ValueError(f"{len(results)} results for {len(batch)} items")
             except Exception as exc:
-                for future in batch.values():
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            by_device = {run.device_id: run for run in runs}
-            for device_id, future in batch.items():
-                if not future.done():
-                    future.set_result(by_device.get(device_id))
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
 
-class _Finisher:
-    """Reports the ends of runs, several per request, each with a claim for its device's next run.
+class _Claimer(_GroupCommit[str, "RunPayload | None"]):
+    """Claims for devices that just came free (no waiting): a run for each device that can have one,
+    None for the others, which then long-poll on their own."""
 
-    The same group commit as ``_Claimer``: the reports that come in while one request is on its way
-    go together in the next, so under load the server handles one request and one transaction for
-    many runs, and at rest a report still goes at once, alone.
-    """
+    async def claim_now(self, device_id: str) -> RunPayload | None:
+        return await self.submit(device_id)
 
-    MAX_BATCH = 200  # the server's limit per request
+    async def send(self, items: list[str]) -> list[RunPayload | BaseException | None]:
+        runs = await self.client.claim(items, 0, max_runs=len(items))
+        by_device = {run.device_id: run for run in runs}
+        return [by_device.get(device_id) for device_id in items]
 
-    def __init__(self, client: AgentClient) -> None:
-        self.client = client
-        self.pending: list[tuple[dict[str, Any], asyncio.Future[RunPayload | None]]] = []
-        self.ready = asyncio.Event()
+
+class _Finisher(_GroupCommit[dict[str, Any], "RunPayload | None"]):
+    """Reports the ends of runs (``POST /v1/agent/finish``), each with a claim for its device's next run."""
 
     async def finish(
         self, run: RunPayload, status: str, failure: dict[str, Any] | None, steps: list[dict[str, Any]]
@@ -314,36 +323,14 @@ class _Finisher:
             "steps": steps,
             "claim_next_for": run.device_id,
         }
-        future: asyncio.Future[RunPayload | None] = asyncio.get_running_loop().create_future()
-        self.pending.append((report, future))
-        self.ready.set()
-        return await future
+        return await self.submit(report)
 
-    async def serve(self) -> None:
-        while True:
-            await self.ready.wait()
-            self.ready.clear()
-            batch, self.pending = self.pending[: self.MAX_BATCH], self.pending[self.MAX_BATCH :]
-            if self.pending:
-                self.ready.set()
-            if not batch:
-                continue
-            try:
-                results = await self.client.finish_many([report for report, _ in batch])
-                if len(results) != len(batch):
-                    raise ValueError(f"{len(results)} results for {len(batch)} reports")
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (report, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if result.outcome == "moved_on":
-                    future.set_exception(RunMovedOn(f"run {report['run_id']} moved on"))
-                else:
-                    future.set_result(result.next_run)
+    async def send(self, items: list[dict[str, Any]]) -> list[RunPayload | BaseException | None]:
+        results = await self.client.finish_many(items)
+        return [
+            RunMovedOn(f"run {result.run_id} moved on") if result.outcome == "moved_on" else result.next_run
+            for result in results
+        ]
 
 
 class _StepReporter:

@@ -80,10 +80,18 @@ class AgentRepository:
         await self.session.flush()
 
     async def seen(self, agent_id: str) -> None:
+        """The agent is alive: its row says when, and its devices that were marked offline are online.
+
+        Only offline devices are written: rewriting all of them would lock every device of the agent,
+        inside transactions that also hold a run (a heartbeat), against reports and claims that take
+        those devices after the organisation's row.
+        """
         now = utcnow()
         await self.session.execute(update(Agent).where(Agent.id == agent_id).values(last_seen_at=now))
         await self.session.execute(
-            update(Device).where(Device.agent_id == agent_id).values(online=True, last_seen_at=now)
+            update(Device)
+            .where(Device.agent_id == agent_id, Device.online.is_(False))
+            .values(online=True, last_seen_at=now)
         )
 
     async def free_devices(self, agent_id: str, device_ids: Sequence[str]) -> list[Any]:

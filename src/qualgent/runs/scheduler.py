@@ -71,13 +71,19 @@ class Reaper(PeriodicTask):
         self.interval = settings.reaper_interval
 
     async def run_once(self) -> int:
+        # One transaction each: each takes its organisations' rows in ID order, and two sets taken one
+        # after the other in one transaction would not be in ID order together.
         async with self.sessions() as session:
             changed = await transitions.reap_expired_leases(session)
+            await session.commit()
+        async with self.sessions() as session:
             changed += await transitions.reap_timeouts(
                 session,
                 queue_timeout=self.settings.queue_timeout,
                 default_execution_timeout=self.settings.execution_timeout,
             )
+            await session.commit()
+        async with self.sessions() as session:
             await mark_silent_agents_offline(session, self.settings.agent_offline_after)
             await session.commit()
         if changed:

@@ -11,6 +11,7 @@ expires and attempts remain; queued → failed (queue timeout) | cancelled.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ class Claimed:
     device_id: str
     device_name: str
     lease_expires_at: datetime
+    organization_id: str
 
 
 # Our UPDATEs name rows by key and nothing reads ORM objects of these rows afterwards in the same
@@ -76,21 +78,32 @@ async def _execute(session: AsyncSession, stmt: Any, params: Any) -> Any:
     return await connection.execute(stmt, params)
 
 
-async def _left_running(
-    session: AsyncSession,
-    run_id: str,
-    attempt: int,
-    organization_id: str,
-    device_id: str | None,
-    outcome: str,
-    message: str | None,
-    now: datetime,
-) -> None:
-    """What follows any change out of `running`, in the same transaction: the organisation's count,
-    the device and the attempt's record."""
-    await _adjust_running(session, organization_id, -1)
-    await _release_device(session, device_id, run_id)
-    await _close_attempt(session, run_id, attempt, outcome, message, now)
+@dataclass(frozen=True)
+class _Left:
+    """A run that just left `running`, and what must follow."""
+
+    run_id: str
+    attempt: int
+    organization_id: str
+    device_id: str | None
+    outcome: str
+    message: str | None
+
+
+async def _leave_running(session: AsyncSession, left: Sequence[_Left], now: datetime) -> None:
+    """What follows runs' changes out of `running`, in the same transaction: their organisations'
+    counts, their devices and their attempts' records.
+
+    Lock order on PostgreSQL, the same in every transaction here: runs, then organisations (one UPDATE
+    each, in ID order), then devices. A claim takes one organisation (its candidate run, then its
+    organisation, then devices), so no two transactions can wait for each other in a circle.
+    """
+    for organization_id, count in sorted(Counter(x.organization_id for x in left).items()):
+        await _adjust_running(session, organization_id, -count)
+    for x in left:
+        await _release_device(session, x.device_id, x.run_id)
+    for x in left:
+        await _close_attempt(session, x.run_id, x.attempt, x.outcome, x.message, now)
 
 
 @cache
@@ -155,29 +168,35 @@ def _models(devices: Sequence[DeviceSpec]) -> dict[tuple[str, str, str], DeviceS
 
 
 @cache
-def _candidate_statement(models: int) -> Any:
-    """The best queued run for any of ``models`` device models (bound as n0, p0, v0, n1, …)."""
+def _candidate_statement(models: int, one_organisation: bool = False) -> Any:
+    """The best queued run for any of ``models`` device models (bound as n0, p0, v0, n1, …), of the
+    organisation bound as ``org_id_`` when ``one_organisation``."""
     cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
     run_spec = tuple_(RUNS.c.device_name, RUNS.c.device_platform, RUNS.c.device_os_version)
     specs = [tuple_(*(bindparam(f"{k}{i}", type_=String) for k in "npv")) for i in range(models)]
-    return (
+    stmt = (
         select(RUNS.c.id, RUNS.c.organization_id, RUNS.c.device_name, RUNS.c.device_platform, RUNS.c.device_os_version)
         .join(ORGS, ORGS.c.id == RUNS.c.organization_id)
         .where(RUNS.c.status == "queued", run_spec.in_(specs), ORGS.c.running_runs < cap)
         .order_by(RUNS.c.priority_rank.desc(), RUNS.c.id)
         .limit(1)
     )
+    return stmt.where(RUNS.c.organization_id == bindparam("org_id_")) if one_organisation else stmt
 
 
-def candidate(devices: Sequence[DeviceSpec], default_cap: int) -> tuple[Any, dict[str, Any]]:
+def candidate(
+    devices: Sequence[DeviceSpec], default_cap: int, organization_id: str | None = None
+) -> tuple[Any, dict[str, Any]]:
     """The statement and parameters of the run ``claim`` would take for these devices: best priority,
-    then oldest, organisation under its cap. Also run read-only (outside any transaction) to skip claim
-    attempts that would find nothing."""
+    then oldest, organisation under its cap (and only ``organization_id``'s when given). Also run
+    read-only (outside any transaction) to skip claim attempts that would find nothing."""
     params: dict[str, Any] = {"default_cap": default_cap}
+    if organization_id is not None:
+        params["org_id_"] = organization_id
     models = list(_models(devices))
     for i, (name, platform, os_version) in enumerate(models):
         params.update({f"n{i}": name, f"p{i}": platform, f"v{i}": os_version})
-    return _candidate_statement(len(models)), params
+    return _candidate_statement(len(models), organization_id is not None), params
 
 
 @cache
@@ -202,16 +221,22 @@ async def claim(
     concurrent claimers never wait on each other's candidates; the organisation row's conditional
     increment serialises claims of one organisation, so the cap holds). On SQLite the session is a
     writer (BEGIN IMMEDIATE), which serialises claims outright.
+
+    The runs of one claim are of one organisation (the best run's): a transaction that held two
+    organisations' rows, taken in the order of their runs, could deadlock with one that takes them in
+    ID order (see ``_leave_running``).
     """
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
     free = list(devices)
     claimed: list[Claimed] = []
+    organization_id: str | None = None
     while free and len(claimed) < max_runs:
-        one = await _claim_one(session, agent_id, free, default_cap, now, lease)
+        one = await _claim_one(session, agent_id, free, default_cap, now, lease, organization_id)
         if one is None:
             break
         claimed.append(one)
+        organization_id = one.organization_id
         free = [d for d in free if d.device_id != one.device_id]
     if claimed:
         await _execute(
@@ -245,7 +270,7 @@ def _start_values() -> dict[str, Any]:
     }
 
 
-_RETURNING = (RUNS.c.id, RUNS.c.attempt, RUNS.c.device_id, RUNS.c.device_name)
+_RETURNING = (RUNS.c.id, RUNS.c.attempt, RUNS.c.device_id, RUNS.c.device_name, RUNS.c.organization_id)
 
 
 @cache
@@ -267,11 +292,11 @@ def _sqlite_claim_statements() -> tuple[Any, Any]:
 
 
 @cache
-def _postgresql_claim_statement(models: int) -> Any:
+def _postgresql_claim_statement(models: int, one_organisation: bool) -> Any:
     """Pick, cap check and start in one statement, for ``models`` device models (bound as for the
     candidate, plus d0, d1, …: the free device of each)."""
     cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
-    cand = _candidate_statement(models).with_for_update(of=RUNS, skip_locked=True).cte("candidate")
+    cand = _candidate_statement(models, one_organisation).with_for_update(of=RUNS, skip_locked=True).cte("candidate")
     org = (
         update(ORGS)
         .where(ORGS.c.id == cand.c.organization_id, ORGS.c.running_runs < cap)
@@ -319,9 +344,10 @@ async def _claim_one(
     default_cap: int,
     now: datetime,
     lease: datetime,
+    organization_id: str | None,
 ) -> Claimed | None:
     device_for = _models(devices)
-    stmt, params = candidate(devices, default_cap)
+    stmt, params = candidate(devices, default_cap, organization_id)
     start = {"agent_id_": agent_id, "lease": lease, "now": now, "default_cap": default_cap}
 
     if _is_sqlite(session):
@@ -337,18 +363,24 @@ async def _claim_one(
     else:
         for i, d in enumerate(device_for.values()):
             params[f"d{i}"] = d.device_id
-        row = (await _execute(session, _postgresql_claim_statement(len(device_for)), {**params, **start})).first()
+        claim_stmt = _postgresql_claim_statement(len(device_for), organization_id is not None)
+        row = (await _execute(session, claim_stmt, {**params, **start})).first()
     if row is None:
         return None
 
-    run_id, attempt, device_id_taken, device_name = row
+    run_id, attempt, device_id_taken, device_name, run_organization_id = row
     assert device_id_taken is not None  # set by the statement above
     taken = await _execute(session, _take_device_statement(), {"device_id_": device_id_taken, "run_id": run_id})
     if taken.first() is None:
         # The device was taken by another claim since the agent offered it: give the runs back.
         raise DeviceBusy(device_id_taken)
     return Claimed(
-        run_id=run_id, attempt=attempt, device_id=device_id_taken, device_name=device_name, lease_expires_at=lease
+        run_id=run_id,
+        attempt=attempt,
+        device_id=device_id_taken,
+        device_name=device_name,
+        lease_expires_at=lease,
+        organization_id=run_organization_id,
     )
 
 
@@ -449,9 +481,11 @@ async def finish(session: AsyncSession, agent_id: str, reports: Sequence[Report]
         current = (await _execute(session, current_stmt, {"run_id_": report.run_id})).first()
         repeat = current is not None and tuple(current) == (report.status, report.attempt, agent_id)
         outcomes.append("repeat" if repeat else "moved_on")
-    for report, org_id, device_id in done:
-        message = report.failure[1] if report.failure else None
-        await _left_running(session, report.run_id, report.attempt, org_id, device_id, report.status, message, now)
+    left = [
+        _Left(r.run_id, r.attempt, org_id, device_id, r.status, r.failure[1] if r.failure else None)
+        for r, org_id, device_id in done
+    ]
+    await _leave_running(session, left, now)
     return outcomes
 
 
@@ -501,7 +535,7 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
             .with_for_update(skip_locked=True)
         )
     ).all()
-    changed = 0
+    left: list[_Left] = []
     for run_id, attempt, max_attempts, cancel_requested, device_id in rows:
         lost = f"Lost contact with the device agent during attempt {attempt} (its lease expired)."
         values: dict[str, Any]
@@ -533,11 +567,10 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
                 execution_options=NO_SYNC,
             )
         ).first()
-        if row is None:
-            continue
-        await _left_running(session, run_id, attempt, row[0], device_id, "lost", lost, now)
-        changed += 1
-    return changed
+        if row is not None:
+            left.append(_Left(run_id, attempt, row[0], device_id, "lost", lost))
+    await _leave_running(session, left, now)
+    return len(left)
 
 
 async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_execution_timeout: float) -> int:
@@ -581,6 +614,7 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
             select(TestRun.id).where(TestRun.id.in_(list(overdue))).with_for_update(skip_locked=True)
         )
         overdue = {run_id: overdue[run_id] for (run_id,) in locked.all()}
+    left: list[_Left] = []
     for run_id, (attempt, limit) in overdue.items():
         message = f"Execution took longer than its timeout of {int(limit)} s."
         row = (
@@ -600,8 +634,7 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
                 execution_options=NO_SYNC,
             )
         ).first()
-        if row is None:
-            continue
-        await _left_running(session, run_id, attempt, row[0], row[1], "timeout", message, now)
-        changed += 1
-    return changed
+        if row is not None:
+            left.append(_Left(run_id, attempt, row[0], row[1], "timeout", message))
+    await _leave_running(session, left, now)
+    return changed + len(left)
