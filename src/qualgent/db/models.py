@@ -169,6 +169,9 @@ class TestRun(TimestampMixin, Base):
 # The scheduler's claim order, highest priority first, then oldest, read straight off the index: with
 # an ascending priority column both databases sorted every queued run of the top priority on every claim.
 Index("ix_test_runs_queue", TestRun.status, TestRun.priority_rank.desc(), TestRun.id)
+# A queued run's position (how many of its organisation's queued runs come before it) is counted off
+# this index alone; without it, every queued run's row was read: 18 ms for a queue of 10,000 on SQLite.
+Index("ix_test_runs_org_queue", TestRun.organization_id, TestRun.status, TestRun.priority_rank.desc(), TestRun.id)
 
 
 class Agent(TimestampMixin, Base):

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Integer, String, Table, and_, bindparam, case, exists, func, insert, select, tuple_, update
+from sqlalchemy import Integer, String, Table, and_, bindparam, case, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
@@ -596,7 +596,12 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
     running = (
         await session.execute(
             select(TestRun.id, TestRun.attempt, TestRun.started_at, TestRun.timeout_seconds).where(
-                TestRun.status == "running"
+                TestRun.status == "running",
+                # Runs on the default timeout that cannot be over it yet are not read at all.
+                or_(
+                    TestRun.timeout_seconds.is_not(None),
+                    TestRun.started_at <= now - timedelta(seconds=default_execution_timeout),
+                ),
             )
         )
     ).all()
