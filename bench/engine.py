@@ -28,6 +28,7 @@ from sqlalchemy import insert
 from tests.fixtures.factories import ipa_bytes
 from tests.fixtures.servers import free_port, postgres_database
 
+from bench.measure import cpu_seconds
 from qualgent.agents.service import create_agent
 from qualgent.db.dialect import writer
 from qualgent.db.migrations import upgrade
@@ -80,13 +81,6 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc): a figure that other load on the
-    machine barely moves, unlike wall-clock throughput."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_healthy(url: str) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from sqlalchemy import insert
 from tests.fixtures.servers import free_port, postgres_database
 
+from bench.measure import cpu_seconds
 from qualgent.db.dialect import writer
 from qualgent.db.migrations import upgrade
 from qualgent.db.models import AppFile, TestCase, TestRun
@@ -175,12 +176,6 @@ def latencies(port: int, paths: list[str], headers: dict[str, str], warmup: int 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk_rps(url: str, headers: dict[str, str], pid: int, seconds: int = 5) -> tuple[float, float] | None:

@@ -23,27 +23,8 @@ from tests.fixtures.factories import (
     make_tenant,
     upload_app,
 )
+from tests.fixtures.flows import FAILING_FLOW, PASSING_FLOW, TEXTS
 from tests.fixtures.servers import LiveServer, live_server
-
-TEXTS = {"LoginButton": "Sign in", "WelcomeTitle": "Welcome back", "EmailField": "Email address"}
-PASSING_FLOW = """appId: com.example.app
-name: Login
----
-- launchApp
-- tapOn: Sign in
-- inputText: user@example.com
-- assertVisible: Welcome back
-- assertNotVisible: Error
-- takeScreenshot: after-login
-- back
-"""
-FAILING_FLOW = """appId: com.example.app
----
-- launchApp
-- tapOn: Sign in
-- assertVisible: Checkout complete
-- back
-"""
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from qualgent.db.models import Device, Organization, RunAttempt, RunStep, TestRu
 from qualgent.db.session import make_sessionmaker
 from qualgent.organisations.service import set_parallel_runs
 from tests.fixtures.factories import IPHONE_14_PRO, Database, Tenant, ipa_bytes, make_tenant
+from tests.fixtures.flows import TEXTS
 from tests.fixtures.processes import clean_env, processes, serve_env, write_devices_file
 from tests.fixtures.servers import ServeProcess
 
@@ -45,7 +46,6 @@ T = TypeVar("T")
 
 FIRST_KEY = re.compile(r"qg_[A-Za-z0-9_-]{43}")
 AGENT_TOKEN = re.compile(r"qga_[A-Za-z0-9_-]+")
-TEXTS = {"LoginButton": "Sign in", "WelcomeTitle": "Welcome back", "EmailField": "Email address"}
 IPHONE_15 = {"name": "iPhone 15", "platform": "iOS", "os_version": "17.0", "orientation": "portrait"}
 IOS_DEVICES = [("iPhone 14 Pro", "iOS", "16.0"), ("iPhone 15", "iOS", "17.0")]
 TERMINAL = {"passed", "failed", "cancelled"}

@@ -23,29 +23,11 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.fixtures.factories import IPHONE_14_PRO, apk_bytes, ipa_bytes
+from tests.fixtures.flows import FAILING_FLOW, PASSING_FLOW, TEXTS
 from tests.fixtures.servers import ServeProcess, start_serve_process
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 KEY = re.compile(r"qg_[A-Za-z0-9_-]{43}")
-TEXTS = {"LoginButton": "Sign in", "WelcomeTitle": "Welcome back", "EmailField": "Email address"}
-PASSING_FLOW = """appId: com.example.app
-name: Login
----
-- launchApp
-- tapOn: Sign in
-- inputText: user@example.com
-- assertVisible: Welcome back
-- assertNotVisible: Error
-- takeScreenshot: after-login
-- back
-"""
-FAILING_FLOW = """appId: com.example.app
----
-- launchApp
-- tapOn: Sign in
-- assertVisible: Checkout complete
-- back
-"""
 LONG_FLOW = "appId: com.example.app\n---\n- launchApp\n" + "- tapOn: Sign in\n" * 80
 IPHONE = "iPhone 14 Pro · iOS 16.0"
 STEP_SECONDS = 0.4

@@ -95,11 +95,9 @@ async def finish(
     await service.finish(session, state, agent, run_id, body.attempt, body.status, failure, body.steps)
     if body.claim_next_for is None:
         return FinishOut()
-    # The result is committed first, on its own: the claim is a transaction of its own and must not
-    # hold up, or be held up by, the report.
     await session.commit()
-    runs = await service.claim(state, agent, [body.claim_next_for], 0, request.is_disconnected)
-    return FinishOut(next_run=runs[0] if runs else None)
+    runs = await service.claim_next(state, agent, [body.claim_next_for], request.is_disconnected)
+    return FinishOut(next_run=runs.get(body.claim_next_for))
 
 
 @router.post("/finish", response_model=FinishManyOut)
@@ -109,27 +107,13 @@ async def finish_many(
     """Report the end of several attempts at once: each result is `done`, `repeat` or `moved_on`, with
     the next run of its `claim_next_for` device when one was queued."""
     outcomes = await service.finish_many(session, state, agent, body.reports)
-    # The results are committed first, on their own, as in the single report.
     await session.commit()
-    wanted = [
-        report.claim_next_for
-        for report, outcome in zip(body.reports, outcomes, strict=True)
-        if report.claim_next_for and outcome != "moved_on"
-    ]
-    devices = list(dict.fromkeys(wanted))
-    runs = (
-        await service.claim(state, agent, devices, 0, request.is_disconnected, max_runs=len(devices)) if devices else []
-    )
-    next_for = {run.device_id: run for run in runs}
+    # A run that moved on frees no device of this agent's.
+    wanted = [r.claim_next_for if o != "moved_on" else None for r, o in zip(body.reports, outcomes, strict=True)]
+    runs = await service.claim_next(state, agent, wanted, request.is_disconnected)
     return FinishManyOut(
         results=[
-            FinishResult(
-                run_id=report.run_id,
-                outcome=outcome,
-                next_run=next_for.pop(report.claim_next_for, None)
-                if report.claim_next_for and outcome != "moved_on"
-                else None,
-            )
-            for report, outcome in zip(body.reports, outcomes, strict=True)
+            FinishResult(run_id=report.run_id, outcome=outcome, next_run=runs.pop(device, None) if device else None)
+            for report, outcome, device in zip(body.reports, outcomes, wanted, strict=True)
         ]
     )

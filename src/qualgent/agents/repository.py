@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qualgent.db.base import utcnow
 from qualgent.db.dialect import Reader, insert_ignoring_duplicates
 from qualgent.db.models import Agent, AppFile, Device, RunStep, TestCase, TestRun
+from qualgent.db.session import execute_prebuilt
 
 
 class AgentRepository:
@@ -48,13 +49,11 @@ class AgentRepository:
         if not rows:
             return
         dialect = self.session.get_bind().dialect.name
-        connection = await self.session.connection()
-        await connection.execute(_insert_steps_statement(dialect), rows)
+        await execute_prebuilt(self.session, _insert_steps_statement(dialect), rows)
 
     async def run_details(self, run_ids: Sequence[str]) -> dict[str, Any]:
         """Run id → its row of ``_RUN_DETAILS`` (what an agent needs to run it), for claimed runs."""
-        connection = await self.session.connection()
-        rows = (await connection.execute(_run_details_statement(), {"run_ids": list(run_ids)})).all()
+        rows = (await execute_prebuilt(self.session, _run_details_statement(), {"run_ids": list(run_ids)})).all()
         return {row.run_id: row for row in rows}
 
     async def get(self, agent_id: str) -> Agent | None:
@@ -96,9 +95,8 @@ class AgentRepository:
 
     async def free_devices(self, agent_id: str, device_ids: Sequence[str]) -> list[Any]:
         """The agent's devices among ``device_ids`` that run nothing: (id, name, platform, os_version)."""
-        connection = await self.session.connection()
         params = {"agent_id": agent_id, "device_ids": list(device_ids)}
-        return list((await connection.execute(_free_devices_statement(), params)).all())
+        return list((await execute_prebuilt(self.session, _free_devices_statement(), params)).all())
 
     @staticmethod
     async def free_devices_fast(reader: Reader, agent_id: str, device_ids: Sequence[str]) -> list[Any]:
@@ -130,7 +128,7 @@ async def mark_silent_agents_offline(session: AsyncSession, after_seconds: float
     )
 
 
-# The claim path's statements, built once with bind parameters (see runs/transitions._execute for why).
+# The claim path's statements, built once with bind parameters (see db/session.execute_prebuilt).
 
 
 @cache

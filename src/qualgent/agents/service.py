@@ -359,6 +359,22 @@ async def finish_many(
     )
 
 
+async def claim_next(
+    state: AppState,
+    agent: AgentPrincipal,
+    device_ids: list[str | None],
+    disconnected: Callable[[], Awaitable[bool]],
+) -> dict[str, RunPayload]:
+    """The next run of each device named (None names none) that reports just freed, claimed at once (no
+    waiting) in one transaction: device id → run, for those that got one. Called after the reports
+    are committed, on their own: the claim must not hold up, or be held up by, the reports."""
+    devices = list(dict.fromkeys(d for d in device_ids if d))
+    if not devices:
+        return {}
+    runs = await claim(state, agent, devices, 0, disconnected, max_runs=len(devices))
+    return {run.device_id: run for run in runs}
+
+
 async def _finish(
     session: AsyncSession,
     state: AppState,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -48,3 +49,15 @@ def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
         callback()
 
     event.listen(session.sync_session, "after_commit", fire, once=True)
+
+
+async def execute_prebuilt(session: AsyncSession, stmt: Any, params: Any) -> Any:
+    """Run a statement built once with bind parameters (``functools.cache``) in the session's
+    transaction, at Core level.
+
+    The statements every run passes through are built this way and reused as the same object, so
+    SQLAlchemy neither builds the expression again nor computes its cache key nor re-matches its
+    result columns to the cached compilation, which together cost several times the statement itself.
+    """
+    connection = await session.connection()
+    return await connection.execute(stmt, params)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
 from qualgent.db.models import Device, Organization, RunAttempt, TestRun
+from qualgent.db.session import execute_prebuilt
 
 TERMINAL = frozenset({"passed", "failed", "cancelled"})
 FailureKind = Literal["test", "timeout", "infrastructure"]
@@ -66,18 +67,6 @@ def _table(model: Any) -> Table:
 RUNS, ORGS, DEVICES, ATTEMPTS = _table(TestRun), _table(Organization), _table(Device), _table(RunAttempt)
 
 
-async def _execute(session: AsyncSession, stmt: Any, params: Any) -> Any:
-    """Run one of the prebuilt statements below in the session's transaction, at Core level.
-
-    Every run passes through these a few times; each is built once with bind parameters and reused as
-    the same object, so SQLAlchemy neither builds the expression again nor computes its cache key nor
-    re-matches its RETURNING columns to the cached compilation, which together cost several times
-    the statement itself.
-    """
-    connection = await session.connection()
-    return await connection.execute(stmt, params)
-
-
 @dataclass(frozen=True)
 class _Left:
     """A run that just left `running`, and what must follow."""
@@ -116,7 +105,7 @@ def _adjust_running_statement() -> Any:
 
 
 async def _adjust_running(session: AsyncSession, organization_id: str, delta: int) -> None:
-    await _execute(session, _adjust_running_statement(), {"org_id": organization_id, "delta": delta})
+    await execute_prebuilt(session, _adjust_running_statement(), {"org_id": organization_id, "delta": delta})
 
 
 @cache
@@ -130,7 +119,7 @@ def _release_device_statement() -> Any:
 
 async def _release_device(session: AsyncSession, device_id: str | None, run_id: str) -> None:
     if device_id:
-        await _execute(session, _release_device_statement(), {"device_id_": device_id, "run_id": run_id})
+        await execute_prebuilt(session, _release_device_statement(), {"device_id_": device_id, "run_id": run_id})
 
 
 @cache
@@ -149,7 +138,7 @@ def _close_attempt_statement() -> Any:
 async def _close_attempt(
     session: AsyncSession, run_id: str, number: int, outcome: str, message: str | None, now: datetime
 ) -> None:
-    await _execute(
+    await execute_prebuilt(
         session,
         _close_attempt_statement(),
         {"run_id_": run_id, "number_": number, "outcome_": outcome, "message_": message, "now": now},
@@ -239,7 +228,7 @@ async def claim(
         organization_id = one.organization_id
         free = [d for d in free if d.device_id != one.device_id]
     if claimed:
-        await _execute(
+        await execute_prebuilt(
             session,
             _insert_attempts_statement(),
             [
@@ -351,26 +340,28 @@ async def _claim_one(
     start = {"agent_id_": agent_id, "lease": lease, "now": now, "default_cap": default_cap}
 
     if _is_sqlite(session):
-        picked = (await _execute(session, stmt, params)).first()
+        picked = (await execute_prebuilt(session, stmt, params)).first()
         if picked is None:
             return None
         run_id, org_id, *spec = picked
         device = device_for[(spec[0], spec[1], spec[2])]
         bump, start_run = _sqlite_claim_statements()
-        if (await _execute(session, bump, {"org_id": org_id, "default_cap": default_cap})).first() is None:
+        if (await execute_prebuilt(session, bump, {"org_id": org_id, "default_cap": default_cap})).first() is None:
             return None
-        row = (await _execute(session, start_run, {**start, "run_id": run_id, "device_id_": device.device_id})).first()
+        row = (
+            await execute_prebuilt(session, start_run, {**start, "run_id": run_id, "device_id_": device.device_id})
+        ).first()
     else:
         for i, d in enumerate(device_for.values()):
             params[f"d{i}"] = d.device_id
         claim_stmt = _postgresql_claim_statement(len(device_for), organization_id is not None)
-        row = (await _execute(session, claim_stmt, {**params, **start})).first()
+        row = (await execute_prebuilt(session, claim_stmt, {**params, **start})).first()
     if row is None:
         return None
 
     run_id, attempt, device_id_taken, device_name, run_organization_id = row
     assert device_id_taken is not None  # set by the statement above
-    taken = await _execute(session, _take_device_statement(), {"device_id_": device_id_taken, "run_id": run_id})
+    taken = await execute_prebuilt(session, _take_device_statement(), {"device_id_": device_id_taken, "run_id": run_id})
     if taken.first() is None:
         # The device was taken by another claim since the agent offered it: give the runs back.
         raise DeviceBusy(device_id_taken)
@@ -418,7 +409,7 @@ async def heartbeat(
     params: dict[str, Any] = {"run_id_": run_id, "attempt_": attempt, "agent_id_": agent_id, "lease": lease, "now": now}
     if progress is not None:
         params["progress_"] = max(0, min(99, progress))
-    row = (await _execute(session, _heartbeat_statement(progress is not None), params)).first()
+    row = (await execute_prebuilt(session, _heartbeat_statement(progress is not None), params)).first()
     return None if row is None else (bool(row[0]), lease)
 
 
@@ -473,12 +464,12 @@ async def finish(session: AsyncSession, agent_id: str, reports: Sequence[Report]
         kind, message, step = report.failure if report.failure else (None, None, None)
         owned = {"run_id_": report.run_id, "attempt_": report.attempt, "agent_id_": agent_id}
         values = {"status_": report.status, "now": now, "kind_": kind, "message_": message, "step_": step}
-        row = (await _execute(session, finish_stmt, {**owned, **values})).first()
+        row = (await execute_prebuilt(session, finish_stmt, {**owned, **values})).first()
         if row is not None:
             done.append((report, row[0], row[1]))
             outcomes.append("done")
             continue
-        current = (await _execute(session, current_stmt, {"run_id_": report.run_id})).first()
+        current = (await execute_prebuilt(session, current_stmt, {"run_id_": report.run_id})).first()
         repeat = current is not None and tuple(current) == (report.status, report.attempt, agent_id)
         outcomes.append("repeat" if repeat else "moved_on")
     left = [
