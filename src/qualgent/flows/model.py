@@ -67,9 +67,16 @@ class Flow:
 
 
 class FlowError(ValueError):
-    """A flow that cannot run; ``line`` is the 1-based line of the problem in the YAML text."""
+    """A flow that cannot run; ``line`` is the 1-based line of the problem in the file ``path`` (None: the
+    main flow; otherwise a path inside the test case's files, e.g. ``subflows/login.yaml``)."""
 
-    def __init__(self, line: int | None, message: str) -> None:
+    def __init__(self, line: int | None, message: str, path: str | None = None) -> None:
         self.line = line
         self.message = message
-        super().__init__(f"line {line}: {message}" if line else message)
+        self.path = path
+        super().__init__(self.where() + message)
+
+    def where(self) -> str:
+        """``"subflows/login.yaml line 3: "``, ``"line 3: "`` or ``""``."""
+        place = " ".join(part for part in (self.path, f"line {self.line}" if self.line else None) if part)
+        return f"{place}: " if place else ""
