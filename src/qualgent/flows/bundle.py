@@ -57,7 +57,7 @@ def normalize_path(path: str) -> str:
                 parts.append("..")
             continue
         if not _SEGMENT.fullmatch(segment):
-            raise ValueError(f"a file path may not contain control characters or any of \\:*?\"<>| ({path!r})")
+            raise ValueError(f'a file path may not contain control characters or any of \\:*?"<>| ({path!r})')
         parts.append(segment)
     if not parts or parts[-1] == "..":
         raise ValueError(f"{path!r} names a folder, not a file")
