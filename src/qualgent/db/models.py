@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from qualgent.db.base import Base, TimestampMixin, UTCDateTime, utcnow
@@ -108,9 +108,26 @@ class TestCase(TimestampMixin, Base):
     flow: Mapped[str] = mapped_column(Text, default="")
     # Execution timeout for this test case's runs; NULL means the server's default.
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The flow's `tags:` (run-all filters on them), kept when the flow is stored. Migration 0008 gave
+    # existing rows []; no server default stays (PostgreSQL cannot compare json values, so alembic's
+    # default comparison fails on one).
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     category: Mapped[Category | None] = relationship(lazy="raise")
+
+
+class TestCaseFile(TimestampMixin, Base):
+    """A file a test case's flow uses (subflow, script, media), under its path relative to the flow."""
+
+    __test__ = False  # not a pytest class
+    __tablename__ = "test_case_files"
+
+    test_case_id: Mapped[str] = mapped_column(ForeignKey("test_cases.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(300), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class TestRun(TimestampMixin, Base):
@@ -160,6 +177,8 @@ class TestRun(TimestampMixin, Base):
     failure_kind: Mapped[str | None] = mapped_column(String(20))
     failure_message: Mapped[str | None] = mapped_column(Text)
     failure_step: Mapped[int | None] = mapped_column(Integer)
+    # Values passed for the run (`env` of the request), handed to the agent with the organisation's secrets.
+    env: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     test_case: Mapped[TestCase] = relationship(lazy="raise")
     app: Mapped[AppFile] = relationship(lazy="raise")
@@ -242,6 +261,10 @@ class RunStep(Base):
     logs: Mapped[list[str]] = mapped_column(JSON, default=list)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     screenshot_key: Mapped[str | None] = mapped_column(String(600))
+    # The enclosing step's index (a runFlow, a repeat iteration, a retry attempt, a hook group); NULL at
+    # the top level. Steps stay one list in execution order; these two give its nesting.
+    parent: Mapped[int | None] = mapped_column(Integer)
+    depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -320,3 +343,17 @@ class ResumableUpload(TimestampMixin, Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Set when the last byte arrived and the app was created.
     app_id: Mapped[str | None] = mapped_column(ForeignKey("app_files.id", ondelete="SET NULL"))
+
+
+# ------------------------------------------------------------------------- organisation secrets
+
+
+class Secret(TimestampMixin, Base):
+    """A named value an organisation's runs receive (e.g. a test account's password), encrypted at rest:
+    ``ciphertext`` is AES-256-GCM (secrets/crypto.py), bound to the organisation and the name."""
+
+    __tablename__ = "secrets"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
