@@ -328,9 +328,10 @@ def _chunks(data: bytes, size: int = 256 * 1024) -> Iterator[bytes]:
         yield data[i : i + size]
 
 
+# POST and PATCH /v1/test-cases take larger bodies (a test case's files): tests/test_test_case_files.py.
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/v1/test-cases"), ("DELETE", "/v1/apps"), ("POST", "/v1/apps/delete"), ("POST", "/v1/test-cases/run")],
+    [("POST", "/v1/categories"), ("DELETE", "/v1/apps"), ("POST", "/v1/apps/delete"), ("POST", "/v1/test-cases/run")],
 )
 def test_huge_json_body_is_413(tenant: Tenant, method: str, path: str) -> None:
     headers = {"Content-Type": "application/json"}

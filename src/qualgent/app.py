@@ -104,9 +104,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Innermost: the middleware below still wraps the hot routes (request ID, rate-limit headers).
     app.add_middleware(HotRoutesMiddleware, routes={STATUS_PREFIX: status_response})
     # /v1/apps/upload, /v1/apps/uploads/… and the dashboard's /apps/upload stream bodies of any size up to
-    # the upload limit.
+    # the upload limit. A test case's body carries its files.
     app.add_middleware(
-        BodyLimitMiddleware, limit=settings.max_json_bytes, exempt_prefixes=("/v1/apps/upload", "/apps/upload")
+        BodyLimitMiddleware,
+        limit=settings.max_json_bytes,
+        exempt_prefixes=("/v1/apps/upload", "/apps/upload"),
+        larger=(
+            ("POST", "/v1/test-cases", settings.max_test_case_bytes),
+            ("PATCH", "/v1/test-cases/[^/]+", settings.max_test_case_bytes),
+        ),
     )
     app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")
     app.add_middleware(RequestContextMiddleware)

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(
         default=1024 * 1024, description="Largest accepted JSON request body, in bytes. Larger get 413."
     )
+    max_test_case_bytes: int = Field(
+        default=34 * 1024 * 1024,
+        description="Largest accepted body of POST /v1/test-cases and PATCH /v1/test-cases/{id}, in bytes: a "
+        "test case carries its files (up to 24 MiB, base64-encoded in the JSON). Larger get 413.",
+    )
     default_rate_limit: int = Field(
         default=10, description="Requests per second allowed per API key unless the key sets its own."
     )

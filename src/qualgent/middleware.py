@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -61,30 +62,51 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``limit`` bytes with 413, except on paths that stream uploads."""
+    """Refuses request bodies over ``limit`` bytes with 413, except on paths that stream uploads.
 
-    def __init__(self, app: ASGIApp, limit: int, exempt_prefixes: tuple[str, ...]) -> None:
+    ``larger`` names a few routes that take more: (method, full-match path pattern, limit).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        exempt_prefixes: tuple[str, ...],
+        larger: tuple[tuple[str, str, int], ...] = (),
+    ) -> None:
         self.app = app
         self.limit = limit
         self.exempt = exempt_prefixes
+        self.larger = tuple((method, re.compile(pattern), size) for method, pattern, size in larger)
+
+    def _limit_for(self, scope: Scope) -> int:
+        for method, pattern, size in self.larger:
+            if scope["method"] == method and pattern.fullmatch(scope["path"]):
+                return size
+        return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)
             return
         has_body = False
+        limit = self.limit
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > self.limit:
-                    await self._refuse(scope, send)
-                    return
                 has_body = value != b"0"
+                if has_body and self.larger:
+                    limit = self._limit_for(scope)
+                if value.isdigit() and int(value) > limit:
+                    await self._refuse(scope, send, limit)
+                    return
             elif name == b"transfer-encoding":
                 has_body = True
         if not has_body:
             # Nothing to count (a GET, most of the traffic): no wrappers around receive and send.
             await self.app(scope, receive, send)
             return
+        if self.larger:
+            limit = self._limit_for(scope)
 
         seen = 0
         started = False
@@ -95,7 +117,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     too_large = True
                     raise _BodyTooLarge
             return message
@@ -118,16 +140,16 @@ class BodyLimitMiddleware:
             if not too_large:
                 raise
         if too_large and not started:
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, limit)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
         state = scope.setdefault("state", {})
         body = json.dumps(
             {
                 "success": False,
                 "error": {
                     "code": "payload_too_large",
-                    "message": f"The request body exceeds {self.limit} bytes.",
+                    "message": f"The request body exceeds {limit} bytes.",
                     "request_id": state.get("request_id", ""),
                 },
             }

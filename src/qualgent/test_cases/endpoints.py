@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -89,6 +90,24 @@ async def get_test_case(
 ) -> TestCaseDetail:
     """Get one test case, with its flow."""
     return await service.detail(session, state, principal.organization_id, test_case_id)
+
+
+@router.get(
+    "/{test_case_id}/files/{file_path:path}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}},
+)
+async def get_test_case_file(
+    test_case_id: str, file_path: str, session: SessionDep, principal: PrincipalDep
+) -> Response:
+    """Download one of a test case's files (its path as listed in `files`)."""
+    content, media_type = await service.file(session, principal.organization_id, test_case_id, file_path)
+    name = quote(file_path.rsplit("/", 1)[-1], safe="")
+    return Response(
+        content,
+        media_type=media_type,
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.patch("/{test_case_id}", response_model=TestCaseDetail)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qualgent.categories.schemas import Text
 from qualgent.runs.schemas import LatestRunOut, Ref
@@ -32,6 +32,7 @@ _EXAMPLE: dict[str, Any] = {
     "description": "Signs in with a test account",
     "created_at": "2026-11-28T12:00:00Z",
     "updated_at": "2026-11-28T12:00:00Z",
+    "tags": ["smoke"],
 }
 
 
@@ -46,13 +47,42 @@ class TestCaseOut(BaseModel):
     description: str
     created_at: datetime
     updated_at: datetime
+    tags: list[str] = Field(default_factory=list, description="The flow's `tags:` (run-all filters on them).")
 
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
+
+
+class FileOut(BaseModel):
+    path: str = Field(description="Path relative to the flow's folder, e.g. `subflows/login.yaml`.")
+    size: int = Field(description="Bytes.")
+    sha256: str
 
 
 class TestCaseDetail(TestCaseOut):
     flow: str = Field(description="The YAML text of the test's steps, as stored.")
     timeout_seconds: int | None
+    files: list[FileOut] = Field(
+        default_factory=list,
+        description="The files the flow uses (subflows, scripts, media), sorted by path; their bytes at "
+        "`GET /v1/test-cases/{id}/files/{path}`.",
+    )
+
+
+class FileIn(BaseModel):
+    """A file of the flow's bundle: text (``content``, UTF-8) or bytes (``content_base64``), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Checked (and normalised) by the service, which names the file in its answer.
+    path: str = Field(max_length=4096, description="Path relative to the flow's folder, `/` between folders.")
+    content: str | None = Field(default=None, description="The file's text (stored as UTF-8).")
+    content_base64: str | None = Field(default=None, description="The file's bytes, base64-encoded.")
+
+    @model_validator(mode="after")
+    def _one_content(self) -> FileIn:
+        if (self.content is None) == (self.content_base64 is None):
+            raise ValueError("send exactly one of content and content_base64")
+        return self
 
 
 class TestCaseIn(BaseModel):
@@ -77,6 +107,9 @@ class TestCaseIn(BaseModel):
     status: TestCaseStatus = "active"
     flow: Text = Field(default="", max_length=256 * 1024)
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    files: list[FileIn] | None = Field(
+        default=None, description="Files the flow uses (subflows, scripts, media); see docs/api.md for limits."
+    )
 
 
 class TestCasePatch(BaseModel):
@@ -89,3 +122,6 @@ class TestCasePatch(BaseModel):
     status: TestCaseStatus | None = None
     flow: Text | None = Field(default=None, max_length=256 * 1024)
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    files: list[FileIn] | None = Field(
+        default=None, description="Replaces every file of the test case (the flow and its files are one unit)."
+    )
