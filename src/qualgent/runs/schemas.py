@@ -1,13 +1,39 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 RunStatus = Literal["queued", "running", "passed", "failed", "cancelled"]
 Priority = Literal["low", "medium", "high"]
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
+
+# Names of values a run receives (env and organisation secrets), as a flow's `${NAME}` and shells know them.
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_ENV_NAME = 100
+MAX_ENV_VALUE = 10_000
+MAX_ENV_ENTRIES = 100
+
+
+def _no_nul(value: str) -> str:
+    # A value becomes a process's environment or a flow's text: neither carries NUL.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN, max_length=MAX_ENV_NAME)]
+EnvValue = Annotated[str, StringConstraints(strict=True, max_length=MAX_ENV_VALUE), AfterValidator(_no_nul)]
+Env = Annotated[
+    dict[EnvName, EnvValue],
+    Field(
+        max_length=MAX_ENV_ENTRIES,
+        description="Values for the flow's `${NAME}` references (strings only), beside the organisation's "
+        "secrets; a name of both takes this value.",
+    ),
+]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class Ref(BaseModel):
@@ -119,6 +145,7 @@ class JobIn(BaseModel):
     platform: str | None = Field(default=None, max_length=20, description="For device/app auto-selection.")
     priority: Priority = "medium"
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    env: Env | None = None
 
 
 class RunIn(BaseModel):
@@ -153,6 +180,13 @@ class RunAllIn(BaseModel):
     category_id: str | None = Field(default=None, max_length=64)
     priority: Priority = "medium"
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    env: Env | None = None
+    include_tags: list[Tag] | None = Field(
+        default=None, max_length=100, description="Run only test cases with at least one of these tags."
+    )
+    exclude_tags: list[Tag] | None = Field(
+        default=None, max_length=100, description="Skip test cases with any of these tags."
+    )
 
 
 class QueuedJob(BaseModel):
@@ -191,6 +225,12 @@ class CancelOut(BaseModel):
 
 class StepReport(BaseModel):
     index: int
+    parent: int | None = Field(
+        default=None,
+        description="Index of the enclosing step (a runFlow, a repeat iteration, a retry attempt, a hook "
+        "group); null at the top level.",
+    )
+    depth: int = Field(default=0, description="Nesting level: 0 at the top level.")
     description: str
     status: Literal["passed", "failed", "skipped"]
     message: str

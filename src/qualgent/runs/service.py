@@ -86,6 +86,7 @@ class _Plan:
     orientation: str
     priority: str
     timeout_seconds: int | None
+    env: dict[str, str] | None = None
 
 
 class _Problems:
@@ -199,6 +200,7 @@ def _build_runs(principal: Principal, plans: list[_Plan], max_attempts: int) -> 
             attempt=0,
             max_attempts=max_attempts,
             timeout_seconds=plan.timeout_seconds or plan.test_case.timeout_seconds,
+            env=plan.env,
             queued_at=now,
         )
         for plan in plans
@@ -227,12 +229,20 @@ async def queue_jobs(
         )
         if target is not None:
             app, device, orientation = target
-            plans.append(_Plan(test_case, app, device, orientation, job.priority, job.timeout_seconds))
+            plans.append(_Plan(test_case, app, device, orientation, job.priority, job.timeout_seconds, job.env))
     problems.raise_if_any()
     runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
     on_commit(session, lambda: state.wakeup.wake(len(runs)))
     return [QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs]
+
+
+def selected(tags: list[str] | None, include: list[str] | None, exclude: list[str] | None) -> bool:
+    """Maestro's tag filters: with ``include``, at least one of them; never any of ``exclude``."""
+    own = set(tags or ())
+    if include and own.isdisjoint(include):
+        return False
+    return not (exclude and not own.isdisjoint(exclude))
 
 
 async def queue_all(
@@ -246,6 +256,9 @@ async def queue_all(
     category_id: str | None,
     priority: str,
     timeout_seconds: int | None,
+    env: dict[str, str] | None = None,
+    include_tags: list[str] | None = None,
+    exclude_tags: list[str] | None = None,
 ) -> list[QueuedJob]:
     org = principal.organization_id
     problems = _Problems()
@@ -261,14 +274,16 @@ async def queue_all(
     problems.raise_if_any()
     assert target is not None
     app, chosen, orientation = target
-    cases = await test_cases.active(category_id)
+    cases = [case for case in await test_cases.active(category_id) if selected(case.tags, include_tags, exclude_tags)]
     if not cases:
         where = f" in category {category_id}" if category_id else ""
+        if include_tags or exclude_tags:
+            where += " with the tags asked for"
         raise Unprocessable(
             f"No active test cases{where}; nothing was queued. Create test cases with POST /v1/test-cases.",
             code="no_test_cases",
         )
-    plans = [_Plan(case, app, chosen, orientation, priority, timeout_seconds) for case in cases]
+    plans = [_Plan(case, app, chosen, orientation, priority, timeout_seconds, env) for case in cases]
     runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
     on_commit(session, lambda: state.wakeup.wake(len(runs)))

@@ -68,6 +68,9 @@ async def run_all_test_cases(
             category_id=body.category_id,
             priority=body.priority,
             timeout_seconds=body.timeout_seconds,
+            env=body.env,
+            include_tags=body.include_tags,
+            exclude_tags=body.exclude_tags,
         )
         return QueuedOut(jobs=jobs)
 
