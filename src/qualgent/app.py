@@ -27,6 +27,7 @@ from qualgent.middleware import (
 )
 from qualgent.runs.endpoints import STATUS_PREFIX, artifacts_router, status_response
 from qualgent.runs.endpoints import router as jobs_router
+from qualgent.secrets.endpoints import router as secrets_router
 from qualgent.state import AppState
 from qualgent.test_cases.endpoints import router as test_cases_router
 from qualgent.uploads.endpoints import router as uploads_router
@@ -78,7 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         # The docs list sections in this order, whatever order the routers are matched in below.
-        openapi_tags=[{"name": name} for name in ("Apps", "Test Cases", "Categories", "Jobs", "Devices", "Agents")],
+        openapi_tags=[
+            {"name": name} for name in ("Apps", "Test Cases", "Categories", "Jobs", "Secrets", "Devices", "Agents")
+        ],
     )
     install_error_handlers(app, html=render_error_page)
 
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         download_router,
         test_cases_router,
         categories_router,
+        secrets_router,
         artifacts_router,
         devices_router,
     ):

@@ -14,6 +14,7 @@ from qualgent.db.dialect import Reader, write_sessionmaker
 from qualgent.db.session import make_engine, make_sessionmaker
 from qualgent.devices.catalogue import Catalogue, load_catalogue
 from qualgent.runs.scheduler import Reaper, Wakeup
+from qualgent.secrets.crypto import derive_key
 from qualgent.storage.base import Storage
 from qualgent.storage.local import LocalStorage
 
@@ -47,6 +48,8 @@ class AppState:
     storage: Storage
     devices: Catalogue
     signing_key: bytes
+    # AES-256 key of organisation secrets, derived from the same server secret (secrets/crypto.py).
+    secrets_key: bytes
     wakeup: Wakeup
     reaper: Reaper
     claim_lock: asyncio.Lock
@@ -68,6 +71,7 @@ class AppState:
             storage=storage,
             devices=load_catalogue(settings.devices_file),
             signing_key=settings.resolved_secret_key().encode(),
+            secrets_key=derive_key(settings.resolved_secret_key()),
             wakeup=wakeup,
             reaper=Reaper(settings, write_sessions, wakeup.wake),
             claim_lock=asyncio.Lock(),

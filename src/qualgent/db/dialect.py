@@ -54,6 +54,13 @@ def insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
     return postgresql_insert(table).on_conflict_do_nothing()
 
 
+def upsert(dialect: str, table: Table, keys: list[str], updates: list[str]) -> Insert:
+    """``INSERT … ON CONFLICT (keys) DO UPDATE SET`` the ``updates`` columns to the new row's values: a
+    create-or-replace that two concurrent requests cannot both insert."""
+    stmt = sqlite_insert(table) if dialect == "sqlite" else postgresql_insert(table)
+    return stmt.on_conflict_do_update(index_elements=keys, set_={name: stmt.excluded[name] for name in updates})
+
+
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The engine to use for a transaction that writes."""
     if is_sqlite(engine):
