@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -82,9 +83,47 @@ class AgentClient:
         )
         return HeartbeatOut.model_validate(data)
 
-    async def steps(self, run: RunPayload, steps: list[dict[str, Any]], step_count: int | None = None) -> None:
-        body = {"attempt": run.attempt, "steps": steps, "step_count": step_count}
+    async def steps(
+        self,
+        run: RunPayload,
+        steps: list[dict[str, Any]],
+        step_count: int | None = None,
+        progress: int | None = None,
+    ) -> None:
+        """Report step results; ``progress`` (0–99), when given, is the run's progress as the agent counts it."""
+        body: dict[str, Any] = {"attempt": run.attempt, "steps": steps, "step_count": step_count}
+        if progress is not None:
+            body["progress"] = progress
         await self._post(f"/v1/agent/runs/{run.id}/steps", body)
+
+    async def fetch_file(self, run: RunPayload, path: str) -> bytes:
+        """One of the run's test case files (a path of ``run.files``), checked against its SHA-256."""
+        # `..` segments travel percent-encoded: HTTP clients fold literal ones away.
+        quoted = "/".join("%2E%2E" if part == ".." else quote(part, safe="") for part in path.split("/"))
+        url = f"/v1/agent/runs/{run.id}/files/{quoted}"
+        delay = 0.2
+        retries = 5
+        for attempt in range(retries + 1):
+            try:
+                response = await self.http.get(url, params={"attempt": run.attempt})
+            except httpx.TransportError:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            if response.status_code == 409:
+                raise RunMovedOn(response.json().get("error", {}).get("message", "run moved on"))
+            if response.status_code >= 500 and attempt < retries:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            response.raise_for_status()
+            expected = next((f.sha256 for f in run.files if f.path == path), None)
+            if expected is not None and hashlib.sha256(response.content).hexdigest() != expected:
+                raise OSError(f"file {path} of run {run.id} does not match its SHA-256")
+            return response.content
+        raise AssertionError("unreachable")
 
     async def screenshot(self, run: RunPayload, index: int, png: bytes) -> None:
         response = await self.http.put(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from qualgent.agents import service
 from qualgent.agents.schemas import (
@@ -65,8 +65,28 @@ async def heartbeat(
 @router.post("/runs/{run_id}/steps", response_model=Ack)
 async def steps(run_id: str, body: StepsIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
     """Report step results (repeating a report is harmless)."""
-    await service.record_steps(session, state, agent, run_id, body.attempt, body.steps, body.step_count)
+    await service.record_steps(session, state, agent, run_id, body.attempt, body.steps, body.step_count, body.progress)
     return Ack()
+
+
+@router.get(
+    "/runs/{run_id}/files/{file_path:path}",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."},
+        409: {"description": "The run moved on."},
+    },
+)
+async def run_file(
+    run_id: str,
+    file_path: str,
+    attempt: Annotated[int, Query(description="The attempt the agent holds.")],
+    session: SessionDep,
+    agent: AgentDep,
+) -> Response:
+    """Download one of the test case's files for a run this agent is executing (listed in `files`)."""
+    content, media_type = await service.run_file(session, agent, run_id, attempt, file_path)
+    return Response(content, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
 
 
 @router.put("/runs/{run_id}/steps/{attempt}/{index}/screenshot", response_model=Ack)

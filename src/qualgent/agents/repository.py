@@ -7,12 +7,12 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
 from qualgent.db.dialect import Reader, insert_ignoring_duplicates
-from qualgent.db.models import Agent, AppFile, Device, RunStep, TestCase, TestRun
+from qualgent.db.models import Agent, AppFile, Device, RunStep, Secret, TestCase, TestCaseFile, TestRun
 from qualgent.db.session import execute_prebuilt
 
 
@@ -41,6 +41,8 @@ class AgentRepository:
                 "logs": [line[:2000] for line in step["logs"]],
                 "duration_ms": step["duration_ms"],
                 "screenshot_key": None,
+                "parent": step.get("parent"),
+                "depth": step.get("depth", 0),
                 "created_at": now,
             }
             for run_id, attempt, steps in reports
@@ -55,6 +57,25 @@ class AgentRepository:
         """Run id → its row of ``_RUN_DETAILS`` (what an agent needs to run it), for claimed runs."""
         rows = (await execute_prebuilt(self.session, _run_details_statement(), {"run_ids": list(run_ids)})).all()
         return {row.run_id: row for row in rows}
+
+    async def files_of(self, test_case_ids: Sequence[str]) -> list[Any]:
+        """(test_case_id, path, sha256, size) of these test cases' files, for claimed runs."""
+        params = {"test_case_ids": list(test_case_ids)}
+        return list((await execute_prebuilt(self.session, _files_statement(), params)).all())
+
+    async def secrets_of(self, organization_ids: Sequence[str]) -> list[Any]:
+        """(organization_id, name, ciphertext) of these organisations' secrets, for claimed runs."""
+        params = {"organization_ids": list(organization_ids)}
+        return list((await execute_prebuilt(self.session, _secrets_statement(), params)).all())
+
+    async def run_file(self, run_id: str, path: str) -> bytes | None:
+        """A file of the test case of a run (the caller has checked that the run is the agent's)."""
+        content: bytes | None = await self.session.scalar(
+            select(TestCaseFile.content)
+            .join(TestRun, TestRun.test_case_id == TestCaseFile.test_case_id)
+            .where(TestRun.id == run_id, TestCaseFile.path == path)
+        )
+        return content
 
     async def get(self, agent_id: str) -> Agent | None:
         return await self.session.get(Agent, agent_id)
@@ -146,8 +167,14 @@ def _run_details_statement() -> Any:
         select(
             TestRun.id.label("run_id"),
             TestRun.timeout_seconds,
+            TestRun.env,
+            TestRun.test_case_id,
             TestCase.flow,
             TestCase.name.label("test_case_name"),
+            # Whether the claim needs more reads (files, secrets): most runs need neither, and a probe of
+            # the primary key's index costs less than a statement of its own.
+            exists().where(TestCaseFile.test_case_id == TestRun.test_case_id).label("has_files"),
+            exists().where(Secret.organization_id == TestRun.organization_id).label("has_secrets"),
             # Named as on AppFile, so that the row serves apps.service.app_link as the app.
             AppFile.id,
             AppFile.organization_id,
@@ -162,6 +189,22 @@ def _run_details_statement() -> Any:
         .join(TestCase, TestCase.id == TestRun.test_case_id)
         .join(AppFile, AppFile.id == TestRun.app_id)
         .where(TestRun.id.in_(bindparam("run_ids", expanding=True)))
+    )
+
+
+@cache
+def _files_statement() -> Any:
+    return (
+        select(TestCaseFile.test_case_id, TestCaseFile.path, TestCaseFile.sha256, TestCaseFile.size)
+        .where(TestCaseFile.test_case_id.in_(bindparam("test_case_ids", expanding=True)))
+        .order_by(TestCaseFile.test_case_id, TestCaseFile.path)
+    )
+
+
+@cache
+def _secrets_statement() -> Any:
+    return select(Secret.organization_id, Secret.name, Secret.ciphertext).where(
+        Secret.organization_id.in_(bindparam("organization_ids", expanding=True))
     )
 
 

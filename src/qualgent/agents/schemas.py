@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +52,14 @@ class AppPayload(BaseModel):
     metadata: dict[str, Any]
 
 
+class FileRef(BaseModel):
+    """One of the test case's files; its bytes at ``GET /v1/agent/runs/{run id}/files/{path}``."""
+
+    path: str
+    sha256: str
+    size: int
+
+
 class RunPayload(BaseModel):
     id: str
     attempt: int
@@ -60,6 +69,17 @@ class RunPayload(BaseModel):
     timeout_seconds: float
     lease_expires_at: str
     app: AppPayload
+    # Defaults: an agent reads a payload of a server that sends none of these.
+    env: dict[str, str] = Field(default_factory=dict, description="The values passed for this run (`env`).")
+    secrets: dict[str, str] = Field(
+        default_factory=dict, description="The organisation's secrets, decrypted; never to be logged or reported."
+    )
+    files: list[FileRef] = Field(default_factory=list, description="The test case's files (subflows, scripts, media).")
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Secrets stay out of reprs (logs, tracebacks); the field itself is unchanged.
+        for name, value in super().__repr_args__():
+            yield (name, {key: "***" for key in value} if name == "secrets" else value)
 
 
 class ClaimOut(BaseModel):
@@ -78,7 +98,14 @@ class HeartbeatOut(BaseModel):
 
 
 class StepItem(BaseModel):
-    index: int = Field(ge=0, le=10_000)
+    index: int = Field(ge=0, le=100_000, description="Position in execution order within the attempt.")
+    parent: int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="Index of the enclosing step (a runFlow, a repeat iteration, a retry attempt, a hook group).",
+    )
+    depth: int = Field(default=0, ge=0, le=32, description="Nesting level: 0 for the flow's own steps.")
     description: str = Field(max_length=1200)
     status: Literal["passed", "failed", "skipped"]
     message: str = Field(default="", max_length=10_000)
@@ -92,7 +119,14 @@ class StepsIn(BaseModel):
     attempt: int
     steps: list[StepItem] = Field(min_length=1, max_length=500)
     step_count: int | None = Field(
-        default=None, ge=1, le=10_000, description="Steps in the flow the agent runs, for the run's progress."
+        default=None, ge=1, le=100_000, description="Steps in the flow the agent runs, for the run's progress."
+    )
+    progress: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="The run's progress as the agent counts it (nested flows, repeats); when sent, it is used "
+        "instead of a count from the steps' indexes. At most 99 while the run goes on.",
     )
 
 

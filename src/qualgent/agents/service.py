@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qualgent.agents.repository import AgentRepository
 from qualgent.agents.schemas import (
     AppPayload,
+    FileRef,
     FinishReport,
     RegisteredDevice,
     RegisterIn,
@@ -32,9 +35,14 @@ from qualgent.db.models import Agent, Device, RunStep, TestRun
 from qualgent.db.session import on_commit, transaction
 from qualgent.devices.catalogue import PLATFORMS
 from qualgent.errors import Conflict, NotFound, RateLimited, Unauthorized
+from qualgent.flows.bundle import normalize_path
 from qualgent.ids import new_id
 from qualgent.runs import transitions
+from qualgent.secrets import crypto
 from qualgent.state import AppState
+from qualgent.test_cases.service import content_type
+
+log = logging.getLogger("qualgent.agents")
 
 # How often a waiting claim re-checks the queue when no wake-up arrives (runs queued by other processes).
 POLL_INTERVAL = 0.5
@@ -227,8 +235,19 @@ async def _claim_once(
 
 
 async def _payloads(session: AsyncSession, state: AppState, claimed: list[transitions.Claimed]) -> list[RunPayload]:
-    """What the agent needs to run each claimed run, read in one query."""
-    rows = await AgentRepository(session).run_details([c.run_id for c in claimed])
+    """What the agent needs to run each claimed run: one query, and one more each for files and secrets
+    when a run has any."""
+    repo = AgentRepository(session)
+    rows = await repo.run_details([c.run_id for c in claimed])
+    files: dict[str, list[FileRef]] = {}
+    with_files = list(dict.fromkeys(row.test_case_id for row in rows.values() if row.has_files))
+    if with_files:
+        for f in await repo.files_of(with_files):
+            files.setdefault(f.test_case_id, []).append(FileRef(path=f.path, sha256=f.sha256, size=f.size))
+    secrets: dict[str, dict[str, str]] = {}
+    with_secrets = list(dict.fromkeys(row.organization_id for row in rows.values() if row.has_secrets))
+    if with_secrets:
+        secrets = _decrypted(state, await repo.secrets_of(with_secrets))
     out = []
     for c in claimed:
         run = app = rows[c.run_id]
@@ -249,9 +268,42 @@ async def _payloads(session: AsyncSession, state: AppState, claimed: list[transi
                     download_url=app_link(state, app),
                     metadata=app.package_metadata,
                 ),
+                env=run.env or {},
+                secrets=secrets.get(run.organization_id, {}),
+                files=files.get(run.test_case_id, []),
             )
         )
     return out
+
+
+def _decrypted(state: AppState, rows: list[Any]) -> dict[str, dict[str, str]]:
+    """Organisation → name → value. A secret that does not decrypt (the server's secret key changed) is
+    left out and logged by name; the run goes on without it rather than never starting."""
+    out: dict[str, dict[str, str]] = {}
+    for row in rows:
+        try:
+            value = crypto.decrypt(state.secrets_key, row.organization_id, row.name, row.ciphertext)
+        except crypto.SecretUnreadable as exc:
+            log.warning("organisation %s: %s; set it again", row.organization_id, exc)
+            continue
+        out.setdefault(row.organization_id, {})[row.name] = value
+    return out
+
+
+async def run_file(
+    session: AsyncSession, agent: AgentPrincipal, run_id: str, attempt: int, path: str
+) -> tuple[bytes, str]:
+    """A file of the test case of a run the agent holds (that attempt, running): bytes and content type."""
+    await _own_running(session, agent, run_id, attempt)
+    missing = NotFound(f"No file {path!r} in the test case of run {run_id}.")
+    try:
+        normalized = normalize_path(path)
+    except ValueError:
+        raise missing from None
+    content = await AgentRepository(session).run_file(run_id, normalized)
+    if content is None:
+        raise missing
+    return content, content_type(normalized)
 
 
 def _moved_on(run_id: str) -> Conflict:
@@ -283,16 +335,20 @@ async def record_steps(
     attempt: int,
     steps: list[StepItem],
     step_count: int | None = None,
+    progress: int | None = None,
 ) -> None:
-    """Record step results (a repeated step is ignored) and move progress along."""
+    """Record step results (a repeated step is ignored) and move progress along: the agent's own
+    ``progress`` when it sends one (it knows the nesting), else the share of the flow's steps done."""
     if not steps:
         return
     run = await _own_running(session, agent, run_id, attempt)
     if step_count and run.step_count != step_count:
         run.step_count = step_count
     await AgentRepository(session).add_steps([(run_id, attempt, [step.model_dump() for step in steps])])
-    if run.step_count:
-        progress = min(99, (max(x.index for x in steps) + 1) * 100 // run.step_count)
+    if progress is None and run.step_count:
+        progress = (max(x.index for x in steps) + 1) * 100 // run.step_count
+    if progress is not None:
+        progress = min(99, progress)
         await transitions.heartbeat(session, run_id, attempt, agent.agent_id, state.settings.lease_seconds, progress)
 
 

@@ -41,6 +41,8 @@ async def build(repo: RunRepository, state: AppState, run_id: str) -> tuple[Any,
         steps=[
             StepReport(
                 index=s.index,
+                parent=s.parent,
+                depth=s.depth,
                 description=s.description,
                 status=s.status,
                 message=s.message,
