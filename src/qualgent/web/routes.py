@@ -15,12 +15,14 @@ from starlette.responses import RedirectResponse, Response
 from qualgent.apps import service as apps_service
 from qualgent.auth.service import authenticate
 from qualgent.deps import SessionDep, StateDep
-from qualgent.errors import NotFound, Unauthorized
+from qualgent.errors import NotFound, Unauthorized, Unprocessable
 from qualgent.ids import has_shape
 from qualgent.organisations import service as organisations
 from qualgent.runs import reports
 from qualgent.runs import service as runs_service
 from qualgent.runs.repository import RunRepository
+from qualgent.secrets import service as secrets_service
+from qualgent.secrets.schemas import MAX_SECRETS
 from qualgent.web import service
 from qualgent.web.deps import FormUserDep, WebUserDep
 from qualgent.web.errors import safe_next
@@ -342,3 +344,43 @@ async def generate_key(
 async def revoke_key(key_id: str, session: SessionDep, user: FormUserDep) -> Response:
     await organisations.revoke_key_of_organization(session, user.principal.organization_id, key_id)
     return _see_other("/settings/developer")
+
+
+# -------------------------------------------------------------------------------- settings: secrets
+
+
+async def _secrets_page(
+    request: Request, session: SessionDep, user: Any, error: str | None = None, name: str = "", status: int = 200
+) -> Response:
+    secrets = await secrets_service.list_secrets(session, user.principal.organization_id)
+    context = {"user": user, "secrets": secrets, "error": error, "name": name, "max_secrets": MAX_SECRETS}
+    return render(request, "secrets.html", context, status_code=status)
+
+
+@router.get("/settings/secrets", response_class=HTMLResponse)
+async def secrets_page(request: Request, session: SessionDep, user: WebUserDep) -> Response:
+    return await _secrets_page(request, session, user)
+
+
+@router.post("/settings/secrets", response_class=HTMLResponse)
+async def set_secret(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    user: FormUserDep,
+    name: Annotated[str, Form(max_length=200)],
+    value: Annotated[str, Form(max_length=10_000)] = "",
+) -> Response:
+    """Like PUT /v1/secrets/{name}; the value never comes back, not even on a refused form."""
+    name = name.strip()
+    try:
+        await secrets_service.put(session, state.secrets_key, user.principal.organization_id, name, value)
+    except Unprocessable as exc:
+        return await _secrets_page(request, session, user, exc.message, name, 422)
+    return _see_other("/settings/secrets")
+
+
+@router.post("/settings/secrets/{name}/delete")
+async def delete_secret(name: str, session: SessionDep, user: FormUserDep) -> Response:
+    await secrets_service.delete(session, user.principal.organization_id, name)
+    return _see_other("/settings/secrets")
