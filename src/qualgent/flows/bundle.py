@@ -2,10 +2,10 @@
 
 A test case stores its flow and a set of files, each under a path relative to the flow's own folder
 (``subflows/login.yaml``, ``../scripts/seed.js``). ``check_bundle`` is what the server runs when a
-test case is saved: it parses the flow, every flow it reaches through ``runFlow``/``retry``/hooks,
-checks that every referenced file is there and that every script compiles. ``load_bundle`` is what an
-agent runs before executing; both share the same code, so nothing that passes the check fails later
-for a reason the check could have seen.
+test case is saved: it parses the flow and every flow it reaches through ``runFlow``/``retry``, checks
+that every referenced file is there and that every piece of JavaScript compiles. ``load_bundle`` is
+what an agent runs before executing. Both are the same code, so nothing that passes the check fails
+later for a reason the check could have seen.
 """
 
 from __future__ import annotations
@@ -16,18 +16,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from qualgent.flows.commands import Kind
 from qualgent.flows.model import Flow, FlowError
-from qualgent.flows.parse import parse_flow
+from qualgent.flows.parse import ParsedFile, parse_file
+from qualgent.flows.scripts import check_many, check_syntax
 
-# Limits on the files a test case carries (the API refuses more with 422; see docs/api.md).
+# Limits on the files a test case carries (the API refuses more; see docs/api.md).
 MAX_FILES: Final = 200
 MAX_FILE_BYTES: Final = 10 * 1024 * 1024
 MAX_BUNDLE_BYTES: Final = 24 * 1024 * 1024
 MAX_PATH_CHARS: Final = 300
 # How far above the flow's folder a path may reach (`../../shared/x.yaml`).
 MAX_PARENT_SEGMENTS: Final = 8
-# The name under which the main flow itself is known inside its bundle.
-MAIN: Final = ""
+MAX_SCRIPT_BYTES: Final = 256 * 1024
+# Image extensions Maestro recognises on an assertScreenshot path (others get `.png` added).
+IMAGE_EXTENSIONS: Final = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tiff", ".wbmp", ".heic", ".heif")
 
 _SEGMENT = re.compile(r"[^\x00-\x1f\x7f/\\:*?\"<>|]+")
 
@@ -35,8 +38,8 @@ _SEGMENT = re.compile(r"[^\x00-\x1f\x7f/\\:*?\"<>|]+")
 def normalize_path(path: str) -> str:
     """A file's path inside a bundle: relative, `/`-separated, without `.` or empty segments.
 
-    Leading `..` segments are kept (a flow may use `../subflows/x.yaml`); a `..` that climbs out of
-    what came before it is folded (`a/../b` is `b`). Raises ValueError with a reason a person reads.
+    Leading `..` segments are kept (a flow may use `../subflows/x.yaml`); a `..` after a folder
+    cancels it (`a/../b` is `b`). Raises ValueError with a reason a person reads.
     """
     if not isinstance(path, str) or not path:
         raise ValueError("a file path must be a non-empty string")
@@ -67,9 +70,14 @@ def normalize_path(path: str) -> str:
 
 
 def resolve(base: str, reference: str) -> str:
-    """The bundle path of ``reference`` written in the flow file at bundle path ``base``."""
+    """The bundle path of ``reference`` written in the flow file at bundle path ``base`` ("" = the main flow)."""
     folder = posixpath.dirname(base)
     return normalize_path(posixpath.join(folder, reference) if folder else reference)
+
+
+def reference_image(path: str) -> str:
+    """assertScreenshot's file: `.png` is added unless the path already ends with an image extension."""
+    return path if path.lower().endswith(IMAGE_EXTENSIONS) else f"{path}.png"
 
 
 @dataclass(frozen=True)
@@ -77,23 +85,96 @@ class Bundle:
     """A parsed main flow and every flow, script and file it reaches, by bundle path."""
 
     flow: Flow
-    flows: Mapping[str, Flow] = field(default_factory=dict)
-    scripts: Mapping[str, str] = field(default_factory=dict)
-    files: Mapping[str, bytes] = field(default_factory=dict)
+    flows: Mapping[str, Flow] = field(default_factory=dict)  # subflows by bundle path
+    scripts: Mapping[str, str] = field(default_factory=dict)  # runScript files by bundle path
+    files: Mapping[str, bytes] = field(default_factory=dict)  # every file of the test case
 
     @property
     def tags(self) -> tuple[str, ...]:
         return self.flow.tags
 
+    def command_count(self) -> int:
+        return self.flow.count() + sum(flow.count() for flow in self.flows.values())
+
 
 def check_bundle(flow: str, files: Mapping[str, bytes] | None = None) -> Bundle:
-    """Parse and check a flow with its files; raise FlowError (with ``path`` for a file's problem)."""
+    """Parse and check a flow with its files; raise FlowError (``path`` set for a problem in a file)."""
     return load_bundle(flow, files or {})
 
 
 def load_bundle(flow: str, files: Mapping[str, bytes]) -> Bundle:
-    try:
-        main = parse_flow(flow)
-    except FlowError as exc:
-        raise exc from None
-    return Bundle(flow=main, files=dict(files))
+    loader = _Loader(files)
+    main = loader.load_flow("", flow, ())
+    loader.check_scripts()
+    return Bundle(flow=main, flows=loader.flows, scripts=loader.scripts, files=dict(files))
+
+
+class _Loader:
+    def __init__(self, files: Mapping[str, bytes]) -> None:
+        self.files = files
+        self.flows: dict[str, Flow] = {}
+        self.scripts: dict[str, str] = {}
+        self.expressions: list[tuple[str, int, str]] = []  # (file, line, code) of every ${…}
+
+    def load_flow(self, path: str, text: str, chain: tuple[str, ...]) -> Flow:
+        parsed: ParsedFile = parse_file(text, path=path)
+        self.expressions.extend((path, line, code) for line, code in parsed.scripts)
+        for line, kind, reference in parsed.references:
+            self._follow(path, line, kind, reference, (*chain, path))
+        return parsed.flow
+
+    def _follow(self, base: str, line: int, kind: Kind, reference: str, chain: tuple[str, ...]) -> None:
+        target = self._target(base, line, kind, reference)
+        if kind is Kind.FLOW_FILE:
+            if target in chain:
+                loop = " → ".join(p or "the flow" for p in (*chain[chain.index(target) :], target))
+                raise FlowError(line, f"runFlow goes round in a circle: {loop}", base or None)
+            if target not in self.flows:
+                text = self._text(base, line, target, "flow")
+                self.flows[target] = self.load_flow(target, text, chain)
+        elif kind is Kind.SCRIPT_FILE and target not in self.scripts:
+            text = self._text(base, line, target, "script")
+            if len(text.encode()) > MAX_SCRIPT_BYTES:
+                raise FlowError(line, f"{target} is larger than {MAX_SCRIPT_BYTES // 1024} KB", base or None)
+            error = check_syntax(text)
+            if error is not None:
+                raise FlowError(error.line, f"JavaScript {error.name}: {error.message}", target)
+            self.scripts[target] = text
+
+    def _target(self, base: str, line: int, kind: Kind, reference: str) -> str:
+        what = {
+            Kind.FLOW_FILE: "flow file",
+            Kind.SCRIPT_FILE: "script",
+            Kind.MEDIA_FILES: "media file",
+            Kind.REFERENCE_IMAGE: "reference image",
+        }[kind]
+        if kind is Kind.REFERENCE_IMAGE:
+            reference = reference_image(reference)
+        try:
+            target = resolve(base, reference)
+        except ValueError as exc:
+            raise FlowError(line, f"{what} {reference!r}: {exc}", base or None) from None
+        if target == "" or (kind is Kind.FLOW_FILE and target == base):
+            raise FlowError(line, f"a flow cannot run itself ({reference!r})", base or None)
+        if target not in self.files:
+            known = ", ".join(sorted(self.files)[:10]) or "none"
+            raise FlowError(
+                line,
+                f"{what} {reference!r} is not among the test case's files (looked for {target!r}; files: {known})",
+                base or None,
+            )
+        return target
+
+    def _text(self, base: str, line: int, target: str, what: str) -> str:
+        try:
+            return self.files[target].decode("utf-8")
+        except UnicodeDecodeError:
+            raise FlowError(line, f"the {what} {target!r} is not UTF-8 text", base or None) from None
+
+    def check_scripts(self) -> None:
+        """Compile every ${…} of every flow in one batch; the first error, with its file and line."""
+        errors = check_many([code for _, _, code in self.expressions])
+        for (path, line, code), error in zip(self.expressions, errors, strict=True):
+            if error is not None:
+                shown = code.strip() if len(code.strip()) <= 60 else code.strip()[:57] + "…"
+                raise FlowError(line, f"JavaScript {error.name} in ${{{shown}}}: {error.message}", path or None)

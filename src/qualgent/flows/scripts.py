@@ -62,6 +62,39 @@ def check_syntax(code: str) -> ScriptError | None:
     return None
 
 
+_CHECKER = r"""
+globalThis.__qg_check = function (codes) {
+  var out = [];
+  for (var i = 0; i < codes.length; i++) {
+    try { new Function(codes[i]); out.push(null); } catch (e) { out.push(String(e && e.name)); }
+  }
+  return out;
+};
+0
+"""
+
+
+def check_many(codes: list[str]) -> list[ScriptError | None]:
+    """The SyntaxError of each piece of code, or None: one call for all (a call costs about 140 µs).
+
+    Each piece is compiled as a function body (``new Function``), never run; a piece that fails is
+    compiled again alone as a script, for the exact message and line.
+    """
+    if not codes:
+        return []
+    import jsbox
+
+    runtime = getattr(_local, "batch", None)
+    if runtime is None:
+        runtime = _local.batch = jsbox.Runtime(memory_limit=64 * 1024 * 1024)
+        runtime.eval(_CHECKER)
+    try:
+        verdicts = runtime.eval(f"__qg_check({json.dumps(codes)})", timeout=10.0)
+    except Exception:  # out of memory or time: check one by one
+        verdicts = ["?"] * len(codes)
+    return [check_syntax(code) if verdict is not None else None for code, verdict in zip(codes, verdicts, strict=True)]
+
+
 @dataclass
 class ScriptResult:
     value: Any  # the completion value as JSON data (None for undefined, functions, …)
