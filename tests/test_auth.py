@@ -46,7 +46,10 @@ def populate(tenant: Tenant) -> dict[str, str]:
     assert uploaded.status_code == 200, uploaded.text
     app_id = uploaded.json()["file"]["id"]
     category = create_category(tenant, name="Auth Smoke")
-    case = create_test_case(tenant, name="Auth Login", category_id=category["id"])
+    case = create_test_case(
+        tenant, name="Auth Login", category_id=category["id"], files=[{"path": "sub/login.yaml", "content": "- back\n"}]
+    )
+    assert tenant.client.put("/v1/secrets/AUTH_SECRET", json={"value": "v"}).status_code == 200
     queued = tenant.client.post(
         "/v1/test-cases/run", json={"jobs": [{"test_case_id": case["id"], "app_file_id": app_id, "device": PIXEL_7}]}
     )
@@ -59,6 +62,8 @@ def populate(tenant: Tenant) -> dict[str, str]:
         "tc": case["id"],
         "run": queued.json()["jobs"][0]["id"],
         "upload": upload.headers["Location"].rsplit("/", 1)[-1],
+        "secret": "AUTH_SECRET",
+        "file": "sub/login.yaml",
     }
 
 
@@ -70,6 +75,7 @@ def tus_creation_headers() -> dict[str, str]:
 
 
 def fill(path: str, ids: dict[str, str]) -> str:
+    path = path.replace("{file_path:path}", ids.get("file", "sub/login.yaml"))
     return path.format(
         app_id=ids["app"],
         test_case_id=ids["tc"],
@@ -77,6 +83,7 @@ def fill(path: str, ids: dict[str, str]) -> str:
         test_run_id=ids["run"],
         run_id=ids["run"],
         upload_id=ids.get("upload", ""),
+        name=ids.get("secret", "NO_SUCH_SECRET"),
     )
 
 
@@ -247,6 +254,8 @@ def _read_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/v1/devices/list"): {"contains": "Pixel 7"},
         ("GET", "/test-runs/{run_id}"): {"contains": ids["run"]},
         ("GET", "/v1/apps/uploads/{upload_id}"): {"contains": ids["upload"]},
+        ("GET", "/v1/test-cases/{test_case_id}/files/{file_path:path}"): {"contains": "- back"},
+        ("GET", "/v1/secrets"): {"contains": ids["secret"]},
     }
 
 
@@ -279,6 +288,8 @@ def _write_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
             },
         },
         ("DELETE", "/v1/apps/uploads/{upload_id}"): {"headers": {"Tus-Resumable": "1.0.0"}},
+        ("PUT", "/v1/secrets/{name}"): {"json": {"value": "set by read-only"}},
+        ("DELETE", "/v1/secrets/{name}"): {},
     }
 
 
@@ -293,6 +304,7 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
             for c in client.get("/v1/test-cases/list").json()
         ),
         "runs": sorted((r["id"], r["status"]) for r in client.get("/v1/jobs/list").json()["test_runs"]),
+        "secrets": client.get("/v1/secrets").json(),
     }
 
 

@@ -36,7 +36,15 @@ from tests.fixtures.servers import LiveServer, live_server
 from tests.fixtures.web import PASSWORD, csrf_of, set_password, sign_in, signed_in_tenant
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-PAGES = ["/test-runs", "/test-runs/rows", "/apps", "/test-cases", "/devices", "/settings/developer"]
+PAGES = [
+    "/test-runs",
+    "/test-runs/rows",
+    "/apps",
+    "/test-cases",
+    "/devices",
+    "/settings/developer",
+    "/settings/secrets",
+]
 
 
 @pytest.fixture
@@ -299,6 +307,8 @@ def _forms(ids: dict[str, str], key_id: str) -> list[tuple[str, dict[str, str]]]
         (f"/test-cases/{ids['tc']}/run", {"device": "Pixel 7|Android|14.0", "app_file_id": ids["app"]}),
         ("/settings/developer/keys", {"name": "forged"}),
         (f"/settings/developer/keys/{key_id}/revoke", {}),
+        ("/settings/secrets", {"name": "FORGED", "value": "x"}),
+        ("/settings/secrets/KEPT_SECRET/delete", {}),
         ("/sign-out", {}),
     ]
 
@@ -308,11 +318,13 @@ def _state_of(tenant: Tenant) -> Any:
     return (
         sorted((r["id"], r["status"]) for r in runs),
         sorted(a["id"] for a in tenant.client.get("/v1/apps").json()),
+        tenant.client.get("/v1/secrets").json(),
     )
 
 
 def test_every_form_refuses_a_missing_or_wrong_csrf_token(tenant: Tenant, web: str, db: Database) -> None:
     ids = _populate(tenant)
+    assert tenant.client.put("/v1/secrets/KEPT_SECRET", json={"value": "v"}).status_code == 200
     before = _state_of(tenant)
     keys_before = tenant.client.get("/settings/developer").text.count("data-key-id=")
     for path, fields in _forms(ids, tenant.key_id):

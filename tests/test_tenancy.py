@@ -33,7 +33,7 @@ from tests.fixtures.routes import DASHBOARD_PREFIXES, PRESIGNED, app_routes
 from tests.fixtures.servers import LiveServer
 from tests.fixtures.web import PASSWORD, csrf_of, sign_in, signed_in_tenant
 
-PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run", "key": "key", "upload": "upload"}
+PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run", "key": "key", "upload": "upload", "secret": "secret"}
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -60,7 +60,15 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
     assert uploaded.status_code == 200, uploaded.text
     file = uploaded.json()["file"]
     category = create_category(tenant, name=f"Category-{tag}-{secrets.token_hex(3)}", description=f"desc-{tag}")
-    case = create_test_case(tenant, name=f"Case-{tag}-{secrets.token_hex(3)}", category_id=category["id"])
+    file_content = f"- tapOn: File-{tag}-{secrets.token_hex(3)}\n"
+    case = create_test_case(
+        tenant,
+        name=f"Case-{tag}-{secrets.token_hex(3)}",
+        category_id=category["id"],
+        files=[{"path": f"data/{tag}.yaml", "content": file_content}],
+    )
+    secret_name, secret_value = f"SECRET_{tag.upper()}_{secrets.token_hex(3)}", f"Value-{tag}-{secrets.token_hex(3)}"
+    assert tenant.client.put(f"/v1/secrets/{secret_name}", json={"value": secret_value}).status_code == 200
     queued = tenant.client.post(
         "/v1/test-cases/run",
         json={"jobs": [{"test_case_id": case["id"], "app_file_id": file["id"], "device": PIXEL_7}]},
@@ -80,8 +88,19 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
         "run": run_id,
         "key": tenant.key_id,
         "upload": upload_id,
+        "secret": secret_name,
     }
-    names = {app_name, file["filename"], file["file_path"], file["sha256"], category["name"], case["name"]}
+    names = {
+        app_name,
+        file["filename"],
+        file["file_path"],
+        file["sha256"],
+        category["name"],
+        case["name"],
+        file_content.strip(),
+        case["files"][0]["sha256"],
+        secret_value,
+    }
     return ids, names
 
 
@@ -296,6 +315,49 @@ def patch_test_case(w: World) -> None:
     indistinguishable(w, "PATCH", "/v1/test-cases/<tc>", ("tc",), status=404, json={"status": "inactive"})
     # A's own test case cannot be moved into B's category.
     indistinguishable(w, "PATCH", "/v1/test-cases/<a:tc>", ("cat",), status=422, json={"category_id": "<cat>"})
+
+
+def get_test_case_file(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/test-cases/<tc>/files/data/bbb.yaml", ("tc",), status=404, code="not_found")
+    # A's own test case has no file of B's path; its own file is there.
+    indistinguishable(w, "GET", "/v1/test-cases/<a:tc>/files/data/bbb.yaml", ("tc",), status=404, code="not_found")
+    assert probe(w, "GET", f"/v1/test-cases/{w.a_ids['tc']}/files/data/aaa.yaml").status_code == 200
+
+
+def list_secrets(w: World) -> None:
+    response = probe(w, "GET", "/v1/secrets")
+    assert response.status_code == 200, response.text
+    assert [s["name"] for s in response.json()] == [w.a_ids["secret"]]
+
+
+def delete_secret(w: World) -> None:
+    indistinguishable(w, "DELETE", "/v1/secrets/<secret>", ("secret",), status=404, code="not_found")
+
+
+def put_secret_named_like_b(w: World) -> None:
+    # Names are per organisation: B's name is free for A, and setting it leaves B's secret alone.
+    response = probe(w, "PUT", f"/v1/secrets/{w.b_ids['secret']}", json={"value": "A's own"})
+    assert response.status_code == 200, response.text
+    # From here on, A has a secret of that name itself: A's answers may show it.
+    w.b_secrets.discard(w.b_ids["secret"])
+    assert {s["name"] for s in probe(w, "GET", "/v1/secrets").json()} == {w.b_ids["secret"], w.a_ids["secret"]}
+
+
+def dashboard_secrets(w: World) -> None:
+    response = probe(w, "GET", "/settings/secrets")
+    assert response.status_code == 200 and f'data-secret="{w.a_ids["secret"]}"' in response.text
+
+
+def dashboard_delete_secret(w: World) -> None:
+    indistinguishable(w, "POST", "/settings/secrets/<secret>/delete", ("secret",), status=404, **_form(w))
+
+
+def dashboard_set_secret(w: World) -> None:
+    b_name = w.b_ids["secret"]
+    response = probe(w, "POST", "/settings/secrets", **_form(w, name=b_name, value="A's own too"))
+    assert response.status_code == 303, response.text
+    w.b_secrets.discard(b_name)
+    assert f'data-secret="{b_name}"' in probe(w, "GET", "/settings/secrets").text
 
 
 def delete_test_case(w: World) -> None:
@@ -573,6 +635,8 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/settings/developer"): dashboard_developer,
     ("POST", "/settings/developer/keys"): dashboard_generate_key,
     ("POST", "/settings/developer/keys/{key_id}/revoke"): dashboard_revoke_key,
+    ("GET", "/settings/secrets"): dashboard_secrets,
+    ("POST", "/settings/secrets/{name}/delete"): dashboard_delete_secret,
     ("GET", "/v1/apps"): list_apps,
     ("GET", "/v1/apps/latest"): latest_app,
     ("GET", "/v1/apps/{app_id}"): get_app,
@@ -583,6 +647,7 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/v1/test-cases/run-all"): run_all,
     ("POST", "/v1/test-cases"): create_test_case_with_b_category,
     ("GET", "/v1/test-cases/{test_case_id}"): get_test_case,
+    ("GET", "/v1/test-cases/{test_case_id}/files/{file_path:path}"): get_test_case_file,
     ("PATCH", "/v1/test-cases/{test_case_id}"): patch_test_case,
     ("DELETE", "/v1/test-cases/{test_case_id}"): delete_test_case,
     ("GET", "/v1/categories"): list_categories("/v1/categories"),
@@ -590,6 +655,8 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/v1/categories"): create_category_named_like_b,
     ("PATCH", "/v1/categories/{category_id}"): patch_category,
     ("DELETE", "/v1/categories/{category_id}"): delete_category,
+    ("GET", "/v1/secrets"): list_secrets,
+    ("DELETE", "/v1/secrets/{name}"): delete_secret,
     ("GET", "/v1/jobs/list"): list_jobs,
     ("GET", "/v1/jobs/status/{test_run_id}"): job_status,
     ("GET", "/v1/jobs/{test_run_id}/report"): job_report,
@@ -603,6 +670,9 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/v1/apps/uploads/{upload_id}"): upload_status,
     ("PATCH", "/v1/apps/uploads/{upload_id}"): patch_upload,
     ("DELETE", "/v1/apps/uploads/{upload_id}"): delete_upload,
+    # Late: A names secrets like B's, which the checks above must not find.
+    ("PUT", "/v1/secrets/{name}"): put_secret_named_like_b,
+    ("POST", "/settings/secrets"): dashboard_set_secret,
     # Last: A's upload adds an app of A's that the checks above need not know about.
     ("POST", "/v1/apps/upload"): upload,
     ("POST", "/apps/upload"): dashboard_upload,
@@ -636,6 +706,8 @@ def _b_view(b: Tenant, ids: dict[str, str]) -> dict[str, Any]:
         "run": run.json(),
         "runs": client.get("/v1/jobs/list").json(),
         "upload": client.get(f"/v1/apps/uploads/{ids['upload']}").json(),
+        "secrets": client.get("/v1/secrets").json(),
+        "file": client.get(f"/v1/test-cases/{ids['tc']}/files/data/bbb.yaml").text,
     }
 
 
