@@ -46,6 +46,7 @@ class StepResult:
     message: str = ""
     logs: list[str] = field(default_factory=list)
     screenshot: bytes | None = None  # PNG
+    value: str | None = None  # what the step read off the device (copyTextFrom: the element's text)
 
 
 class DeviceSession(Protocol):

@@ -61,12 +61,31 @@ var http = (function () {
   return {request: request, get: method('GET'), post: method('POST'), put: method('PUT'),
           delete: method('DELETE'), patch: method('PATCH'), head: method('HEAD')};
 })();
-globalThis.__qg_run = function (code) {
-  var value = (0, eval)(code);
-  var plain = null;
-  try { plain = value === undefined ? null : JSON.parse(JSON.stringify(value)); } catch (e) { plain = null; }
-  return {value: plain === undefined ? null : plain, text: __qg_str(value), type: typeof value};
+// As in Maestro (GraalJS): a name nobody defined reads as undefined instead of throwing, so
+// `${USER || 'guest'}` works; `var`s of a script stay in that script; only `output`, `maestro` and the
+// run's variables outlive it (globals a script makes by assignment are removed after it).
+Object.setPrototypeOf(globalThis, new Proxy(Object.getPrototypeOf(globalThis), {
+  has: function () { return true; },
+  get: function (target, key, receiver) { return Reflect.get(target, key, receiver); }
+}));
+var __qg_keep = {};
+globalThis.__qg_define = function (name, value) {
+  if (value === null) { delete __qg_keep[name]; delete globalThis[name]; }
+  else { __qg_keep[name] = true; globalThis[name] = value; }
 };
+globalThis.__qg_run = function (__qg_code) {
+  try {
+    var value = eval(__qg_code);
+    var plain = null;
+    try { plain = value === undefined ? null : JSON.parse(JSON.stringify(value)); } catch (e) { plain = null; }
+    return {value: plain === undefined ? null : plain, text: __qg_str(value), type: typeof value};
+  } finally {
+    Object.getOwnPropertyNames(globalThis).forEach(function (name) {
+      if (!__qg_keep[name]) delete globalThis[name];
+    });
+  }
+};
+Object.getOwnPropertyNames(globalThis).forEach(function (name) { __qg_keep[name] = true; });
 0
 """
 
@@ -117,10 +136,7 @@ class Worker:
         for name, value in variables.items():
             if not re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", name):
                 continue  # not a JavaScript name: reachable through ${} only as written, never as code
-            if value is None:
-                statements.append(f"delete globalThis[{json.dumps(name)}];")
-            else:
-                statements.append(f"globalThis[{json.dumps(name)}] = {json.dumps(value)};")
+            statements.append(f"__qg_define({json.dumps(name)}, {json.dumps(value)});")
         if statements:
             self.runtime.eval("".join(statements) + "0")
 

@@ -166,9 +166,14 @@ class Step:
     label: str | None = None  # takeScreenshot / startRecording: the file's name
     args: Mapping[str, Value] = field(default_factory=dict)
     path: str = ""  # the file the step is written in
+    # Files of the test case the step uses (addMedia's media, assertScreenshot's reference), by path.
+    attachments: Mapping[str, bytes] = field(default_factory=dict)
+    display: str | None = None  # the description with secrets masked, when it differs
 
     def describe(self) -> str:
         """One line a person reads in a report, e.g. ``tapOn "Sign in"``."""
+        if self.display is not None:
+            return self.display
         if self.selector is not None:
             return f"{self.command} {self.selector.describe()}"
         if self.text is not None:
