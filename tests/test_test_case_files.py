@@ -345,3 +345,28 @@ def test_another_organisation_s_files_are_not_found(tenant: Tenant, other_tenant
     ghost = assert_error(download(tenant, ghost_id, "secret.yaml"), 404, "not_found")
     assert error["message"].replace(theirs["id"], "ID") == ghost["message"].replace(ghost_id, "ID")
     assert download(other_tenant, theirs["id"], "secret.yaml").content == b"- back\n"
+
+
+def test_the_flow_and_its_files_are_checked_together(tenant: Tenant) -> None:
+    flow = "appId: com.example.app\n---\n- launchApp\n- runFlow: subflows/login.yaml\n"
+    login = {"path": "subflows/login.yaml", "content": "appId: com.example.app\n---\n- tapOn: Sign in\n"}
+    # The flow needs a file it was not given.
+    error = assert_error(tenant.client.post("/v1/test-cases", json={"name": "x", "flow": flow}), 422, "invalid_flow")
+    assert error["details"][0]["field"] == "flow" and error["details"][0]["line"] == 4
+    assert "subflows/login.yaml" in error["message"]
+    case = create_test_case(tenant, flow=flow, files=[login])
+    url = f"/v1/test-cases/{case['id']}"
+    # New files are checked against the stored flow: the file it needs cannot go.
+    assert_error(tenant.client.patch(url, json={"files": []}), 422, "invalid_flow")
+    # A broken file is named.
+    broken = {"path": "subflows/login.yaml", "content": "appId: com.example.app\n---\n- tapOnn: Sign in\n"}
+    error = assert_error(tenant.client.patch(url, json={"files": [broken]}), 422, "invalid_flow")
+    assert error["details"][0]["field"] == "files" and error["details"][0]["path"] == "subflows/login.yaml"
+    assert error["message"].startswith("The flow is invalid: subflows/login.yaml line 3: ")
+    # A new flow is checked against the stored files.
+    other = flow.replace("login.yaml", "signup.yaml")
+    assert_error(tenant.client.patch(url, json={"flow": other}), 422, "invalid_flow")
+    signup = {**login, "path": "subflows/signup.yaml"}
+    response = tenant.client.patch(url, json={"flow": other, "files": [signup]})
+    assert response.status_code == 200, response.text
+    assert [f["path"] for f in response.json()["files"]] == ["subflows/signup.yaml"]
