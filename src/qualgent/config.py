@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     )
     secret_key: str | None = Field(
         default=None,
-        description="Key that signs download links. Default: generated once and kept in the data "
-        "directory, so every process sharing that directory agrees.",
+        description="Key that signs download links and encrypts organisation secrets (changing it makes "
+        "stored secrets unreadable). Default: generated once and kept in the data directory, so every "
+        "process sharing that directory agrees.",
     )
     devices_file: Path | None = Field(
         default=None,
