@@ -65,7 +65,8 @@ def step(command: str, index: int = 0, **fields: Any) -> Step:
 
 
 def flow(*steps: Step) -> Flow:
-    return Flow(app_id="com.example.fake", name="fake", steps=steps)
+    """The flow a session is opened for: drivers read only its appId (steps are given one by one)."""
+    return Flow(app_id="com.example.fake", name="fake")
 
 
 async def run_flow(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import hashlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ import httpx
 from qualgent.agent.client import AgentClient, RunMovedOn
 from qualgent.agents.schemas import DeviceIn, RunPayload
 from qualgent.drivers.base import AppUnderTest, DeviceConfig, DeviceSession, Driver, InfrastructureError
-from qualgent.flows.model import Flow, FlowError
-from qualgent.flows.parse import parse_flow
+from qualgent.flows.bundle import Bundle, load_bundle
+from qualgent.flows.engine import FlowRunner, RunValues, StepRecord
+from qualgent.flows.model import FlowError
 
 log = logging.getLogger("qualgent.agent")
 T = TypeVar("T")
@@ -59,6 +61,7 @@ class Agent:
         self.runs_done = 0
         self.claimer = _Claimer(self.client)
         self.finisher = _Finisher(self.client)
+        self._bundles: dict[tuple[str, tuple[tuple[str, bytes], ...]], Bundle] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; runs in progress are abandoned (their leases expire)."""
@@ -140,7 +143,7 @@ class Agent:
 
     async def _execute(self, device: DeviceConfig, run: RunPayload) -> RunPayload | None:
         """Run it and report the result; returns the device's next run when the server had one."""
-        reporter = _StepReporter(self.client, run, _step_count(run))
+        reporter = _StepReporter(self.client, run)
         beats = asyncio.create_task(self._heartbeats(run))
         work = asyncio.create_task(self._perform(device, run, reporter))
         outcome: _Outcome
@@ -187,7 +190,14 @@ class Agent:
 
     async def _perform(self, device: DeviceConfig, run: RunPayload, reporter: _StepReporter) -> _Outcome:
         try:
-            flow = _parse(run.flow)
+            files = await self._files(run)
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            return _Outcome(
+                "failed",
+                {"kind": "infrastructure", "message": f"Cannot download the test case's files: {exc}", "step": None},
+            )
+        try:
+            bundle = await self._bundle(run.flow, files)
         except FlowError as exc:
             return _Outcome("failed", {"kind": "test", "message": f"The flow is invalid: {exc}", "step": None})
         try:
@@ -206,26 +216,18 @@ class Agent:
         )
         driver = self.drivers[device.driver]
         session: DeviceSession | None = None
+        values = RunValues(
+            platform=device.platform,
+            device_id=device.id,
+            # Values passed for the run win over a secret of the same name.
+            variables={**run.secrets, **run.env},
+            secrets=tuple(run.secrets.values()),
+            flow_name=run.test_case_name,
+        )
         try:
-            session = await driver.open(device, app, flow)
-            for step in flow.steps:
-                started = time.monotonic()
-                result = await session.run_step(step)
-                await reporter.add(
-                    {
-                        "index": step.index,
-                        "description": step.describe(),
-                        "status": result.status,
-                        "message": result.message,
-                        "logs": result.logs,
-                        "duration_ms": int((time.monotonic() - started) * 1000),
-                    },
-                    result.screenshot,
-                )
-                if result.status == "failed":
-                    message = f"Step {step.index + 1} ({step.describe()}, line {step.line}) failed: {result.message}"
-                    return _Outcome("failed", {"kind": "test", "message": message, "step": step.index})
-            return _Outcome("passed")
+            session = await driver.open(device, app, bundle.flow)
+            outcome = await FlowRunner(bundle, session, values, reporter).run()
+            return _Outcome(outcome.status, outcome.failure)
         except InfrastructureError as exc:
             return _Outcome("failed", {"kind": "infrastructure", "message": str(exc), "step": None})
         finally:
@@ -233,18 +235,33 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await session.close()
 
+    async def _files(self, run: RunPayload) -> dict[str, bytes]:
+        """The test case's files, each downloaded once per agent (kept by SHA-256 next to the apps)."""
+        folder = self.cache_dir / "files"
+        out: dict[str, bytes] = {}
+        for ref in run.files:
+            cached = folder / ref.sha256
+            if cached.is_file():
+                out[ref.path] = await asyncio.to_thread(cached.read_bytes)
+                continue
+            data = await self.client.fetch_file(run, ref.path)
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.part")
+            await asyncio.to_thread(partial.write_bytes, data)
+            os.replace(partial, cached)
+            out[ref.path] = data
+        return out
 
-@functools.lru_cache(maxsize=256)
-def _parse(text: str) -> Flow:
-    """Parsed once per flow text: a suite runs the same flows again and again, on many devices."""
-    return parse_flow(text)
-
-
-def _step_count(run: RunPayload) -> int | None:
-    try:
-        return len(_parse(run.flow).steps) or None
-    except FlowError:
-        return None
+    async def _bundle(self, flow: str, files: dict[str, bytes]) -> Bundle:
+        """Loaded once per flow and files: a suite runs the same flows again and again, on many devices."""
+        key = (flow, tuple(sorted((path, hashlib.sha256(data).digest()) for path, data in files.items())))
+        bundle = self._bundles.get(key)
+        if bundle is None:
+            bundle = await asyncio.to_thread(load_bundle, flow, files)
+            self._bundles[key] = bundle
+            while len(self._bundles) > 256:
+                self._bundles.pop(next(iter(self._bundles)))
+        return bundle
 
 
 class _GroupCommit(Generic[T, R]):
@@ -341,25 +358,27 @@ class _StepReporter:
     cost one request per batch instead of one each.
     """
 
-    def __init__(self, client: AgentClient, run: RunPayload, step_count: int | None, interval: float = 0.25) -> None:
+    def __init__(self, client: AgentClient, run: RunPayload, interval: float = 0.25) -> None:
         self.client = client
         self.run = run
-        self.step_count = step_count
         self.interval = interval
         self.pending: list[dict[str, Any]] = []
+        self.progress: int | None = None
         self.last_sent = time.monotonic()
 
-    async def add(self, step: dict[str, Any], screenshot: bytes | None) -> None:
-        self.pending.append(step)
-        if screenshot is not None or time.monotonic() - self.last_sent >= self.interval:
+    async def step(self, record: StepRecord, progress: int | None) -> None:
+        self.pending.append(record.as_dict())
+        if progress is not None:
+            self.progress = progress
+        if record.screenshot is not None or time.monotonic() - self.last_sent >= self.interval:
             await self.flush()
-        if screenshot is not None:
-            await self.client.screenshot(self.run, step["index"], screenshot)
+        if record.screenshot is not None:
+            await self.client.screenshot(self.run, record.index, record.screenshot)
 
     async def flush(self) -> None:
         if self.pending:
             batch, self.pending = self.pending, []
-            await self.client.steps(self.run, batch, self.step_count)
+            await self.client.steps(self.run, batch, progress=self.progress)
         self.last_sent = time.monotonic()
 
     def take(self) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 
 from qualgent.drivers.base import AppUnderTest, DeviceConfig, InfrastructureError, StepResult
+from qualgent.flows.commands import RANDOM_INPUTS
 from qualgent.flows.model import Flow, Selector, Step
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,11 @@ class AppiumSession:
             "swipe": self._swipe,
             "waitForAnimationToEnd": self._wait_for_animation,
             "takeScreenshot": self._take_screenshot,
+            "pasteText": self._input_text,
+            "killApp": self._stop_app,
+            "clearState": self._clear_state,
+            "copyTextFrom": self._copy_text_from,
+            **{name: self._input_text for name in RANDOM_INPUTS},
         }
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -425,6 +431,19 @@ class AppiumSession:
     async def _stop_app(self, step: Step) -> StepResult:
         await self._terminate(self._app_id(step))
         return StepResult("passed")
+
+    async def _clear_state(self, step: Step) -> StepResult:
+        app_id = self._app_id(step)
+        await self._call("POST", "/execute/sync", {"script": "mobile: clearApp", "args": [{"appId": app_id}]})
+        return StepResult("passed")
+
+    async def _copy_text_from(self, step: Step) -> StepResult:
+        selector = self._selector(step)
+        element = await self._wait_for_element(selector, self._deadline(step, DEFAULT_WAIT_MS))
+        if element is None:
+            raise _StepFailure(f"no visible element matches {selector.describe()} (waited {self._waited(step)})")
+        text = await self._call("GET", f"/element/{element}/text")
+        return StepResult("passed", value=str(text) if text is not None else None)
 
     async def _terminate(self, app_id: str) -> None:
         was_running = await self._call("POST", "/appium/device/terminate_app", {"appId": app_id})

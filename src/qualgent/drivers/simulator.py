@@ -16,10 +16,18 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont
 
 from qualgent.drivers.base import AppUnderTest, DeviceConfig, StepResult
-from qualgent.flows.model import Flow, Step
+from qualgent.flows.model import Flow, Selector, Step
 from qualgent.packages.inspect import PackageTexts, package_texts
 
 SIMULATED = "simulated"
+# Commands about the app under test, and what the log says they did.
+APP_COMMANDS = {
+    "launchApp": "launched",
+    "stopApp": "stopped",
+    "killApp": "killed",
+    "clearState": "cleared",
+    "setPermissions": "permissions set",
+}
 
 
 @dataclass
@@ -44,6 +52,7 @@ class SimulatorSession:
         self.texts = texts
         self.step_seconds = step_seconds
         self.closed = False
+        self.dark = False
         self.where = f"[{SIMULATED} {device.name} · {device.platform} {device.os_version}]"
 
     async def run_step(self, step: Step) -> StepResult:
@@ -59,7 +68,8 @@ class SimulatorSession:
 
     def _judge(self, step: Step) -> StepResult:
         what = step.describe()
-        if step.command in ("launchApp", "stopApp"):
+        command = step.command
+        if command in APP_COMMANDS:
             wanted = step.app_id or self.flow.app_id
             actual = self.app.package_id
             if wanted and actual and wanted != actual:
@@ -68,12 +78,17 @@ class SimulatorSession:
                     f"appId {wanted!r} is not this build's package id {actual!r}.",
                     [f"{self.where} {what}: package is {actual}"],
                 )
-            return StepResult("passed", "", [f"{self.where} {what}: {actual or 'app'} {step.command[:-3]}ed"])
-        if step.command == "assertNotVisible":
+            return StepResult("passed", "", [f"{self.where} {what}: {actual or 'app'} {APP_COMMANDS[command]}"])
+        if command == "assertNotVisible":
             return StepResult("passed", "", [f"{self.where} {what}: a simulated screen shows nothing unexpected"])
+        if command in ("setDarkMode", "toggleDarkMode", "assertDarkMode", "assertLightMode"):
+            return self._dark_mode(step, what)
         selector = step.selector
-        if selector is None:
-            return StepResult("passed", "", [f"{self.where} {what}"])
+        if selector is None and isinstance(step.args.get("from"), Selector):
+            selector = step.args["from"]
+        if selector is None or (selector.text is None and selector.id is None):
+            note = "nothing a simulated device can check" if selector is None else "no text or id to look for"
+            return StepResult("passed", "", [f"{self.where} {what}: {note}; passed"])
         if selector.id is not None:
             found = self.texts.contains_id(selector.id)
             kind = "resource id"
@@ -83,7 +98,8 @@ class SimulatorSession:
             found = self.texts.contains_text(needle)
             kind = "text"
         if found:
-            return StepResult("passed", "", [f"{self.where} {what}: {kind} found in the build"])
+            value = (selector.text or "") if command == "copyTextFrom" else None
+            return StepResult("passed", "", [f"{self.where} {what}: {kind} found in the build"], value=value)
         return StepResult(
             "failed",
             f"No {kind} {needle!r} in the build: the simulated device cannot find it on any screen.",
@@ -91,6 +107,19 @@ class SimulatorSession:
                 f"{self.where} {what}: {kind} not found among {len(self.texts.texts)} texts and {len(self.texts.ids)} ids"
             ],
         )
+
+    def _dark_mode(self, step: Step, what: str) -> StepResult:
+        """A simulated device starts in light mode and remembers what the flow sets."""
+        if step.command == "setDarkMode":
+            self.dark = step.args.get("value") == "enabled"
+        elif step.command == "toggleDarkMode":
+            self.dark = not self.dark
+        else:
+            wanted = step.command == "assertDarkMode"
+            if self.dark != wanted:
+                mode = "dark" if self.dark else "light"
+                return StepResult("failed", f"The simulated device is in {mode} mode.", [f"{self.where} {what}"])
+        return StepResult("passed", "", [f"{self.where} {what}: {'dark' if self.dark else 'light'} mode"])
 
     async def close(self) -> None:
         self.closed = True

@@ -71,8 +71,8 @@ def describe(name: str, args: Mapping[str, Value], file: str | None = None) -> s
 class Flow:
     """A parsed flow file: its header and its commands."""
 
-    app_id: str | None
-    name: str | None
+    app_id: str | None = None
+    name: str | None = None
     tags: tuple[str, ...] = ()
     commands: tuple[Command, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)  # as written; values may hold ${…}
