@@ -595,7 +595,7 @@ class FlowRunner:
             text = await self._interpolate_logged(written, logs)
             if not truthy(text):
                 raise _Failed(f"assertion is false: {written} is {text!r}", assertion=True)
-            return StepResult("passed"), f"assertTrue {written}"
+            return StepResult("passed"), None
         if name == "setClipboard":
             text = await self.interpolate(str(command.args.get("text", "")))
             await self._copied(text)

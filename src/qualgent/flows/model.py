@@ -28,6 +28,19 @@ class Condition:
     script: str | None = None  # `true:` — a JavaScript condition, usually written `${…}`
     label: str | None = None
 
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        parts = []
+        if self.platform is not None:
+            parts.append(f"platform is {self.platform}")
+        if self.script is not None:
+            parts.append(self.script)
+        for key, selector in (("visible", self.visible), ("not visible", self.not_visible)):
+            if selector is not None:
+                parts.append(f"{describe('', selector).strip()} is {key}")
+        return " and ".join(parts) or "always"
+
 
 @dataclass(frozen=True)
 class Command:
@@ -62,8 +75,14 @@ def describe(name: str, args: Mapping[str, Value], file: str | None = None) -> s
         inner = args.get(key)
         if isinstance(inner, Mapping):
             return f"{name} {key} {describe('', inner).strip()}"
-    if name == "repeat" and args.get("times") is not None:
-        return f"repeat {args['times']} times"
+    if name == "repeat":
+        parts = [name]
+        if args.get("times") is not None:
+            parts.append(f"{args['times']} times")
+        condition = args.get("while")
+        if isinstance(condition, Condition):
+            parts.append(f"while {condition.describe()}")
+        return " ".join(parts)
     return name
 
 
