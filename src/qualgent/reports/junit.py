@@ -14,6 +14,8 @@ class JUnitStep:
     message: str
     logs: list[str]
     screenshot: str | None
+    index: int | None = None  # the step's number in the run's report (0-based)
+    parent: int | None = None  # the enclosing step's index: a runFlow, a repeat iteration, a hook, …
 
 
 @dataclass
@@ -77,14 +79,29 @@ def render(suites: dict[str, Sequence[JUnitCase]], name: str = "qualgent") -> by
     return xml
 
 
+def step_names(steps: Sequence[JUnitStep]) -> list[str]:
+    """Each step's name with the steps that enclose it, flattened for JUnit readers:
+    ``runFlow login.yaml › iteration 2 › tapOn "Sign in"``."""
+    by_index = {step.index: step for step in steps if step.index is not None}
+    names = []
+    for step in steps:
+        chain = [step.description]
+        parent, seen = step.parent, set()
+        while parent is not None and parent in by_index and parent not in seen:
+            seen.add(parent)
+            chain.append(by_index[parent].description)
+            parent = by_index[parent].parent
+        names.append(" › ".join(reversed(chain)))
+    return names
+
+
 def _step_log(case: JUnitCase, failing_only: bool = False) -> str:
     lines = []
-    for number, step in enumerate(case.steps, 1):
+    for position, (step, name) in enumerate(zip(case.steps, step_names(case.steps), strict=True), 1):
         if failing_only and step.status != "failed":
             continue
-        lines.append(
-            f"[{step.status}] step {number}: {step.description}" + (f" — {step.message}" if step.message else "")
-        )
+        number = step.index + 1 if step.index is not None else position
+        lines.append(f"[{step.status}] step {number}: {name}" + (f" — {step.message}" if step.message else ""))
         lines.extend(f"    {line}" for line in step.logs)
         if step.screenshot:
             lines.append(f"    screenshot: {step.screenshot}")

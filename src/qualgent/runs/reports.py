@@ -76,6 +76,9 @@ def to_junit(report: RunReport) -> bytes:
         link=run.link,
         failure_kind=run.failure.kind if run.failure else None,
         failure_message=run.failure.message if run.failure else None,
-        steps=[junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot) for s in report.steps],
+        steps=[
+            junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot, s.index, s.parent)
+            for s in report.steps
+        ],
     )
     return junit.render({case.classname: [case]})
