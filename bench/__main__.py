@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import engine, jobs_api, uploads
+from bench import engine, flows, jobs_api, uploads
 
-BENCHES = {"jobs": jobs_api.main, "engine": engine.main, "uploads": uploads.main}
+BENCHES = {"jobs": jobs_api.main, "engine": engine.main, "uploads": uploads.main, "flows": flows.main}
 
 if __name__ == "__main__":
     # Arguments after a benchmark's name are its own (`./dev bench uploads 256M`).
