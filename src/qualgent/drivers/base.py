@@ -41,12 +41,23 @@ class AppUnderTest:
 
 
 @dataclass
+class Artifact:
+    """A file a run produced besides screenshots: a screen recording, the device's log."""
+
+    name: str  # e.g. "login.mp4", "device.log"
+    kind: str  # video | log
+    content_type: str
+    data: bytes
+
+
+@dataclass
 class StepResult:
     status: StepStatus
     message: str = ""
     logs: list[str] = field(default_factory=list)
     screenshot: bytes | None = None  # PNG
     value: str | None = None  # what the step read off the device (copyTextFrom: the element's text)
+    artifacts: list[Artifact] = field(default_factory=list)  # stopRecording: the video
 
 
 class DeviceSession(Protocol):
@@ -59,6 +70,18 @@ class DeviceSession(Protocol):
 
     async def close(self) -> None:
         """End the session on the device. Always called, also after errors and cancellation."""
+        ...
+
+    async def start_recording(self) -> None:
+        """Start recording the screen (the whole run's video); an error is logged, never raised."""
+        ...
+
+    async def stop_recording(self) -> Artifact | None:
+        """Stop a recording started by ``start_recording`` (or a flow's startRecording): its video."""
+        ...
+
+    async def device_log(self) -> Artifact | None:
+        """The device's log since the session started (trimmed), or None when there is none."""
         ...
 
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import io
 import textwrap
+import time
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-from qualgent.drivers.base import AppUnderTest, DeviceConfig, StepResult
+from qualgent.drivers.base import AppUnderTest, Artifact, DeviceConfig, StepResult
 from qualgent.flows.model import Flow, Selector, Step
 from qualgent.packages.inspect import PackageTexts, package_texts
 
 SIMULATED = "simulated"
+MAX_FRAMES = 600  # a recording keeps at most this many steps' pictures
+SECONDS_PER_FRAME = 1  # each step stays on screen for a second in a simulated recording
 # Commands about the app under test, and what the log says they did.
 APP_COMMANDS = {
     "launchApp": "launched",
@@ -54,17 +57,57 @@ class SimulatorSession:
         self.closed = False
         self.dark = False
         self.where = f"[{SIMULATED} {device.name} · {device.platform} {device.os_version}]"
+        self.log: list[str] = []  # the simulated device's log: what each step did
+        self.frames: list[bytes] | None = None  # while recording: a picture per step
+        self.recording_name = "recording"
 
     async def run_step(self, step: Step) -> StepResult:
         if self.step_seconds:
             await asyncio.sleep(self.step_seconds)
+        if step.command == "startRecording":
+            self.recording_name = str(step.args.get("path") or "recording")
+            await self.start_recording()
+            return StepResult("passed", "", [f"{self.where} recording the simulated screen"])
+        if step.command == "stopRecording":
+            if self.frames is None:
+                return StepResult("failed", "stopRecording: no recording was started")
+            video = await self._stop_recording(self.recording_name)
+            return StepResult("passed", "", [f"{self.where} recording stopped"], artifacts=[video] if video else [])
         result = self._judge(step)
         if result.status == "failed" and step.optional:
             result.status = "skipped"
             result.logs.append(f"{self.where} optional step failed; continuing")
+        self.log.extend(f"{time.strftime('%H:%M:%S')} {line}" for line in result.logs)
+        picture: bytes | None = None
+        if step.command == "takeScreenshot" or result.status == "failed" or self.frames is not None:
+            picture = await asyncio.to_thread(render_screenshot, self.device, step, result)
         if step.command == "takeScreenshot" or result.status == "failed":
-            result.screenshot = await asyncio.to_thread(render_screenshot, self.device, step, result)
+            result.screenshot = picture
+        if self.frames is not None and picture is not None and len(self.frames) < MAX_FRAMES:
+            self.frames.append(picture)
         return result
+
+    async def start_recording(self) -> None:
+        if self.frames is None:
+            self.frames = []
+
+    async def stop_recording(self) -> Artifact | None:
+        if self.frames is None:
+            return None
+        return await self._stop_recording("run")
+
+    async def _stop_recording(self, name: str) -> Artifact | None:
+        frames, self.frames = self.frames or [], None
+        if not frames:
+            return None
+        data = await asyncio.to_thread(encode_video, frames)
+        return Artifact(f"{name}.mp4", "video", "video/mp4", data)
+
+    async def device_log(self) -> Artifact | None:
+        if not self.log:
+            return None
+        text = "".join(f"{line}\n" for line in self.log)
+        return Artifact("device.log", "log", "text/plain; charset=utf-8", text.encode())
 
     def _judge(self, step: Step) -> StepResult:
         what = step.describe()
@@ -144,4 +187,32 @@ def render_screenshot(device: DeviceConfig, step: Step, result: StepResult) -> b
         y += 22
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def encode_video(frames: list[bytes]) -> bytes:
+    """An H.264 MP4 (what Appium records, and what browsers play) showing each picture for a second."""
+    import av  # FFmpeg's libraries; imported here, when a simulated recording is made
+
+    first = Image.open(io.BytesIO(frames[0]))
+    # H.264 with 4:2:0 colour needs even dimensions.
+    width, height = first.width // 2 * 2, first.height // 2 * 2
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "28"}
+        for png in frames:
+            with Image.open(io.BytesIO(png)) as picture:
+                image = (
+                    picture.convert("RGB").resize((width, height))
+                    if picture.size != (width, height)
+                    else picture.convert("RGB")
+                )
+            frame = av.VideoFrame.from_image(image)  # type: ignore[no-untyped-call]
+            for _ in range(SECONDS_PER_FRAME):
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     return out.getvalue()
