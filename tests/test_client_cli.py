@@ -7,6 +7,7 @@ unknown device, bad usage. The JUnit file is validated against the Jenkins junit
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -74,9 +75,19 @@ def _upload(cli: Cli, version: str = "1.0.0") -> str:
     return app_id
 
 
+ALL_FLOWS = 'flows:\n  - "**"\n'  # a workspace config: every flow file, in any folder, is a test case
+
+
 def _sync(cli: Cli, flows: dict[str, str]) -> None:
-    done = cli("test-cases", "sync", str(write_flows(cli.cwd / "flows", flows)))
+    # Flows in <category>/ folders are test cases when the workspace's config says so (Maestro's default
+    # is the top-level folder only).
+    done = cli("test-cases", "sync", str(write_flows(cli.cwd / "flows", {"config.yaml": ALL_FLOWS, **flows})))
     assert done.code == 0, done
+
+
+def _sync_lines(result: Any) -> list[dict[str, Any]]:
+    """`test-cases sync --json`: one JSON object per line."""
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def _junit(path: Path) -> dict[str, Any]:
@@ -443,6 +454,7 @@ def test_sync_makes_a_folder_of_flows_the_test_cases(cli: Cli, tenant: Tenant) -
     folder = write_flows(
         cli.cwd / "flows",
         {
+            "config.yaml": ALL_FLOWS,
             "smoke/login.yaml": LOGIN_FLOW,
             "smoke/launch.yml": long_flow(2),
             "regression/payments/logout.yaml": LOGOUT_FLOW,
@@ -459,7 +471,7 @@ def test_sync_makes_a_folder_of_flows_the_test_cases(cli: Cli, tenant: Tenant) -
 
     plan = cli("test-cases", "sync", str(folder), "--dry-run", "--json")
     assert plan.code == 0, plan
-    assert sorted((c["action"], c["path"], c["category"]) for c in plan.json()["changes"]) == [
+    assert sorted((c["action"], c["path"], c["category"]) for c in _sync_lines(plan)) == [
         ("create", "regression/payments/logout.yaml", "regression/payments"),
         ("create", "root.yaml", None),
         ("create", "smoke/launch.yml", "smoke"),
@@ -483,7 +495,7 @@ def test_sync_makes_a_folder_of_flows_the_test_cases(cli: Cli, tenant: Tenant) -
     (folder / "root.yaml").rename(folder / "smoke" / "root.yaml")
     (folder / "smoke" / "search.yaml").write_text(long_flow(2, "Search"))
     plan = cli("test-cases", "sync", str(folder), "--prune", "--dry-run", "--json")
-    assert sorted((c["action"], c["path"], c["fields"]) for c in plan.json()["changes"]) == [
+    assert sorted((c["action"], c["path"], c["fields"]) for c in _sync_lines(plan)) == [
         ("create", "smoke/root.yaml", []),
         ("create", "smoke/search.yaml", []),
         ("deactivate", "regression/payments/logout.yaml", []),
@@ -494,7 +506,7 @@ def test_sync_makes_a_folder_of_flows_the_test_cases(cli: Cli, tenant: Tenant) -
     assert cases()["Logout"]["status"] == "active"
 
     without_prune = cli("test-cases", "sync", str(folder), "--json")
-    assert {c["action"] for c in without_prune.json()["changes"]} == {"create", "update", "unchanged"}
+    assert {c["action"] for c in _sync_lines(without_prune)} == {"create", "update", "unchanged"}
     assert cases()["Logout"]["status"] == "active"  # nothing is deactivated without --prune
     pruned = cli("test-cases", "sync", str(folder), "--prune")
     assert pruned.code == 0, pruned
@@ -505,12 +517,12 @@ def test_sync_makes_a_folder_of_flows_the_test_cases(cli: Cli, tenant: Tenant) -
     assert login["flow"].endswith("- back\n- back\n")
     assert tenant.client.get(f"/v1/test-cases/{by_hand['id']}").json()["status"] == "active"
 
-    # A flow the server refuses is reported with its line; the others are applied; exit 3.
+    # A refused flow is reported with its file and line; the others are applied; exit 3.
     (folder / "smoke" / "broken.yaml").write_text("appId: com.qualgent.fixture\n---\n- launchApp\n- flyTo: moon\n")
     (folder / "smoke" / "later.yaml").write_text(long_flow(2, "Later"))
     broken = cli("test-cases", "sync", str(folder))
     assert broken.code == 3, broken
-    assert "broken.yaml" in broken.stdout and "error:" in broken.stdout
+    assert "error: smoke/broken.yaml line 4:" in broken.stdout
     assert "Later" in cases()
 
 

@@ -8,6 +8,7 @@ Configuration: ``--url`` / ``--api-key``, or ``QUALGENT_URL`` / ``QUALGENT_API_K
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -327,6 +328,43 @@ PriorityOpt = Annotated[str | None, typer.Option("--priority", help="low, medium
 RunTimeoutOpt = Annotated[
     int | None, typer.Option("--run-timeout", help="Seconds each run may execute (server-side timeout).", min=10)
 ]
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_values(values: list[str] | None) -> list[str] | None:
+    """Check ``-e KEY=VALUE`` while the command line is parsed, so a bad one is a usage error (exit 3)."""
+    for value in values or []:
+        name, equals, _ = value.partition("=")
+        if not equals:
+            raise typer.BadParameter(f"{value!r}: write KEY=VALUE")
+        if not ENV_NAME.fullmatch(name):
+            raise typer.BadParameter(
+                f"{name!r} is not a variable name (letters, digits and _, not starting with a digit)"
+            )
+    return values
+
+
+def env_mapping(values: list[str] | None) -> dict[str, str]:
+    """``-e`` values as the API's ``env``: a later KEY wins over an earlier one."""
+    return {name: value for name, _, value in (item.partition("=") for item in values or [])}
+
+
+def tag_list(values: list[str] | None) -> list[str] | None:
+    """``--include-tags a,b --include-tags c`` → ["a", "b", "c"]."""
+    tags = [tag.strip() for value in values or [] for tag in value.split(",") if tag.strip()]
+    return list(dict.fromkeys(tags)) or None
+
+
+EnvOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-e",
+        "--env",
+        help="KEY=VALUE for the flows' ${KEY} (as `maestro test -e`). Repeatable.",
+        callback=_env_values,
+        show_default=False,
+    ),
+]
 
 
 def queue_and_wait(
@@ -462,6 +500,7 @@ def run(
     latest: Annotated[bool, typer.Option("--latest", help="Use the newest uploaded app of the platform.")] = False,
     priority: PriorityOpt = None,
     run_timeout: RunTimeoutOpt = None,
+    env: EnvOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     junit: JunitOpt = None,
@@ -485,6 +524,8 @@ def run(
             extra["priority"] = priority
         if run_timeout:
             extra["timeout_seconds"] = run_timeout
+        if env:
+            extra["env"] = env_mapping(env)
         latest_of = _LatestApps(client)
         for case_id in case_ids:
             if devices:
@@ -536,6 +577,23 @@ def run_all(
     threshold: ThresholdOpt = 64 * MIB,
     priority: PriorityOpt = None,
     run_timeout: RunTimeoutOpt = None,
+    env: EnvOpt = None,
+    include_tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include-tags",
+            help="Only test cases with at least one of these tags (comma-separated; repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    exclude_tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-tags",
+            help="Skip test cases with any of these tags (comma-separated; repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     junit: JunitOpt = None,
@@ -544,7 +602,8 @@ def run_all(
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """Run every active test case (of a category) on a device or platform; with --wait, exit by the result."""
+    """Run every active test case (of a category, with or without tags) on a device or platform; with --wait,
+    exit by the result."""
     options = WaitOptions(wait, timeout, junit, as_json, poll_interval)
     if not device and not platform:
         _fail(EXIT_USAGE, "Give --device or --platform.")
@@ -554,7 +613,14 @@ def run_all(
         devices = resolve_devices(client, device or [])
         target_platform = platform or _platform_of(devices)
         app = _app_for(client, app_id, latest, upload, name, version, target_platform, err, threshold)
-        common: dict[str, Any] = {"category_id": category_id, "priority": priority, "timeout_seconds": run_timeout}
+        common: dict[str, Any] = {
+            "category_id": category_id,
+            "priority": priority,
+            "timeout_seconds": run_timeout,
+            "env": env_mapping(env) or None,
+            "include_tags": tag_list(include_tags),
+            "exclude_tags": tag_list(exclude_tags),
+        }
 
         latest_of = _LatestApps(client)
 

@@ -24,7 +24,18 @@ from qualgent.client.errors import (
     TransportError,
     ValidationError,
 )
-from qualgent.client.models import App, Category, Device, QueuedJob, Run, RunReport, TestCase, UploadedFile
+from qualgent.client.models import (
+    App,
+    Category,
+    Device,
+    QueuedJob,
+    Run,
+    RunReport,
+    TestCase,
+    TestCaseDetail,
+    TestCaseFile,
+    UploadedFile,
+)
 from qualgent.client.sync import Client
 
 __all__ = [
@@ -49,6 +60,8 @@ __all__ = [
     "RunReport",
     "ServerError",
     "TestCase",
+    "TestCaseDetail",
+    "TestCaseFile",
     "TransportError",
     "UploadedFile",
     "ValidationError",

@@ -7,7 +7,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -125,6 +125,13 @@ def next_cursor(response: httpx.Response) -> str | None:
         return None
     values = parse_qs(urlsplit(link["url"]).query).get("cursor")
     return values[0] if values else None
+
+
+def with_env(jobs: list[dict[str, Any]], env: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    """The jobs of a run request, ``env`` given to each job that has none of its own."""
+    if not env:
+        return jobs
+    return [job if job.get("env") is not None else {**job, "env": dict(env)} for job in jobs]
 
 
 def chunks(ids: list[str], size: int = IDS_PER_POLL) -> Iterable[list[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -185,16 +185,32 @@ class AsyncClient:
 
     # ------------------------------------------------------------------------------------------ runs
 
-    async def run(self, jobs: list[dict[str, Any]], *, idempotency_key: str | None = None) -> list[QueuedJob]:
+    async def run(
+        self,
+        jobs: list[dict[str, Any]],
+        *,
+        env: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[QueuedJob]:
         response = await self.request(
             "POST",
             "/v1/test-cases/run",
-            json={"jobs": jobs},
+            json={"jobs": _core.with_env(jobs, env)},
             idempotency_key=idempotency_key or _core.new_idempotency_key(),
         )
         return _core.parse_list(QueuedJob, response.json()["jobs"])
 
-    async def run_all(self, *, idempotency_key: str | None = None, **body: Any) -> list[QueuedJob]:
+    async def run_all(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        include_tags: list[str] | None = None,
+        exclude_tags: list[str] | None = None,
+        idempotency_key: str | None = None,
+        **body: Any,
+    ) -> list[QueuedJob]:
+        body = {**body, "env": dict(env) if env else None, "include_tags": include_tags or None}
+        body["exclude_tags"] = exclude_tags or None
         response = await self.request(
             "POST",
             "/v1/test-cases/run-all",

@@ -59,11 +59,21 @@ class TestCase(Model):
     category: Ref | None = None
     description: str = ""
     latest_completed_run: dict[str, Any] | None = None
+    tags: list[str] = []  # the flow's `tags:` (servers before test case files send none)
+
+
+class TestCaseFile(Model):
+    """A file of a test case (subflow, script, media): its path relative to the flow's folder."""
+
+    path: str
+    size: int
+    sha256: str
 
 
 class TestCaseDetail(TestCase):
     flow: str = ""
     timeout_seconds: int | None = None
+    files: list[TestCaseFile] = []
 
 
 class Failure(Model):
@@ -123,6 +133,8 @@ class Device(Model):
 
 class Step(Model):
     index: int
+    parent: int | None = None  # the enclosing step (runFlow, repeat iteration, retry attempt, hook)
+    depth: int = 0
     description: str
     status: str
     message: str = ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -207,20 +207,39 @@ class Client:
 
     # ------------------------------------------------------------------------------------------ runs
 
-    def run(self, jobs: list[dict[str, Any]], *, idempotency_key: str | None = None) -> list[QueuedJob]:
-        """``POST /v1/test-cases/run``: queue a batch atomically. An Idempotency-Key (generated when not
-        given) makes a retried request return the first answer instead of queueing twice."""
+    def run(
+        self,
+        jobs: list[dict[str, Any]],
+        *,
+        env: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> list[QueuedJob]:
+        """``POST /v1/test-cases/run``: queue a batch atomically. ``env`` (values for the flows' ``${NAME}``)
+        goes to every job that has no ``env`` of its own. An Idempotency-Key (generated when not given)
+        makes a retried request return the first answer instead of queueing twice."""
         response = self.request(
             "POST",
             "/v1/test-cases/run",
-            json={"jobs": jobs},
+            json={"jobs": _core.with_env(jobs, env)},
             idempotency_key=idempotency_key or _core.new_idempotency_key(),
         )
         return _core.parse_list(QueuedJob, response.json()["jobs"])
 
-    def run_all(self, *, idempotency_key: str | None = None, **body: Any) -> list[QueuedJob]:
+    def run_all(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        include_tags: list[str] | None = None,
+        exclude_tags: list[str] | None = None,
+        idempotency_key: str | None = None,
+        **body: Any,
+    ) -> list[QueuedJob]:
         """``POST /v1/test-cases/run-all`` with ``app_file_id``, ``category_id``, ``device`` or ``platform``,
-        ``priority``, ``timeout_seconds``."""
+        ``priority``, ``timeout_seconds``; ``env`` for every run; only test cases with one of
+        ``include_tags`` (when given) and none of ``exclude_tags``. Unset options are not sent, so an older
+        server takes the request as before."""
+        body = {**body, "env": dict(env) if env else None, "include_tags": include_tags or None}
+        body["exclude_tags"] = exclude_tags or None
         response = self.request(
             "POST",
             "/v1/test-cases/run-all",
