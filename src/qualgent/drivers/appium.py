@@ -188,6 +188,8 @@ IOS_PERMISSIONS = {
     "usertracking": "user-tracking",
 }
 IOS_ACCESS = {"allow": "yes", "deny": "no", "unset": "unset"}
+# openLink with `browser: true`: the system browser's app.
+BROWSERS = {"android": {"package": "com.android.chrome"}, "ios": {"bundleId": "com.apple.mobilesafari"}}
 
 
 class WebDriverError(Exception):
@@ -645,8 +647,7 @@ class AppiumSession:
             self._logs.append("autoVerify: the link opens in the app that verified it, as the system decides")
         params: dict[str, Any] = {"url": link}
         if step.args.get("browser"):
-            if self._platform == "ios":
-                params["bundleId"] = "com.apple.mobilesafari"
+            params.update(BROWSERS.get(self._platform, {}))
         elif app_id is not None:
             params["package" if self._platform == "android" else "bundleId"] = app_id
         await self._mobile("deepLink", params)
@@ -657,9 +658,13 @@ class AppiumSession:
         return StepResult("passed")
 
     async def _location(self, latitude: float, longitude: float) -> None:
-        await self._call(
-            "POST", "/location", {"location": {"latitude": latitude, "longitude": longitude, "altitude": 0}}
-        )
+        if self._platform == "android":
+            await self._mobile("setGeolocation", {"latitude": latitude, "longitude": longitude})
+        elif self._platform == "ios":
+            await self._mobile("setSimulatedLocation", {"latitude": latitude, "longitude": longitude})
+        else:
+            location = {"latitude": latitude, "longitude": longitude, "altitude": 0}
+            await self._call("POST", "/location", {"location": location})
 
     async def _travel(self, step: Step) -> StepResult:
         points = [tuple(float(p) for p in str(point).split(",")) for point in step.args.get("points", [])]
@@ -708,7 +713,7 @@ class AppiumSession:
         if self._platform == "ios":
             await self._mobile("setAppearance", {"style": "dark" if dark else "light"})
         else:
-            await self._mobile("shell", {"command": "cmd", "args": ["uimode", "night", "yes" if dark else "no"]})
+            await self._mobile("setUiMode", {"mode": "night", "value": "yes" if dark else "no"})
         return StepResult("passed")
 
     async def _assert_mode(self, step: Step) -> StepResult:
@@ -721,16 +726,15 @@ class AppiumSession:
         if self._platform == "ios":
             answer = await self._mobile("getAppearance", {})
             return isinstance(answer, dict) and answer.get("style") == "dark"
-        answer = await self._mobile("shell", {"command": "cmd", "args": ["uimode", "night"]})
-        return "yes" in str(answer).lower()
+        answer = await self._mobile("getUiMode", {"mode": "night"})
+        return str(answer).strip().lower() == "yes"
 
     async def _add_media(self, step: Step) -> StepResult:
         for path, data in step.attachments.items():
             name = os.path.basename(path)
+            # iOS: a path without an app container (`@bundle/…`) puts the file in the Photos library.
             remote = f"/sdcard/Pictures/{name}" if self._platform == "android" else name
-            await self._call(
-                "POST", "/appium/device/push_file", {"path": remote, "data": base64.b64encode(data).decode()}
-            )
+            await self._mobile("pushFile", {"remotePath": remote, "payload": base64.b64encode(data).decode()})
             if self._platform == "android":
                 with contextlib.suppress(WebDriverError):
                     await self._mobile(
@@ -933,7 +937,7 @@ class AppiumSession:
         return StepResult("passed")
 
     async def _hide_keyboard(self, step: Step) -> StepResult:
-        await self._call("POST", "/appium/device/hide_keyboard", {})
+        await self._mobile("hideKeyboard", {})
         return StepResult("passed")
 
     async def _press_key(self, step: Step) -> StepResult:
@@ -943,7 +947,7 @@ class AppiumSession:
             if button is not None:
                 await self._mobile("pressButton", {"name": button})
             elif key == "LOCK":
-                await self._call("POST", "/appium/device/lock", {})
+                await self._mobile("lock", {})
             elif key in IOS_KEYS:
                 element = await self._focused_element()
                 await self._call("POST", f"/element/{element}/value", {"text": IOS_KEYS[key], "value": [IOS_KEYS[key]]})
@@ -953,7 +957,7 @@ class AppiumSession:
         code = ANDROID_KEYCODES.get(key)
         if code is None:
             raise _StepFailure(f"pressKey {key}: not a key this driver knows")
-        await self._call("POST", "/appium/device/press_keycode", {"keycode": code})
+        await self._mobile("pressKey", {"keycode": code})
         return StepResult("passed")
 
     async def _back(self, step: Step) -> StepResult:
