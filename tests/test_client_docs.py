@@ -1,4 +1,4 @@
-"""The CI examples (docs/ci/, README's CLI section) use exactly the commands the CLI has: every
+"""The CI examples (docs/ci/, docs/workspaces.md, README's CLI section) use exactly the commands the CLI has: every
 `qualgent …` line in their code blocks parses with the real command-line parser (unknown commands or
 options, missing arguments or bad values fail here)."""
 
@@ -15,7 +15,7 @@ import typer.main
 from qualgent.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs" / "ci").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "workspaces.md", *sorted((ROOT / "docs" / "ci").glob("*.md"))]
 
 
 def _commands(text: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.fixtures.factories import Database, Tenant, make_tenant
 from tests.fixtures.servers import LiveServer, live_server
 
 WORKSPACES = Path(__file__).parent / "fixtures" / "maestro_workspaces"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "workspaces.md"
 
 
 # ------------------------------------------------------------------------------------------- globs
@@ -467,6 +469,48 @@ def test_the_category_layout_with_a_config(cli: Cli, tenant: Tenant, agent: None
     bare = cli("test-cases", "sync", str(folder), "--prune")
     assert bare.code == 3 and 'flows: ["*/*"]' in bare.stderr, bare
     assert {c["status"] for c in tenant.client.get("/v1/test-cases/list").json()} == {"active"}
+
+
+def _documented_workspace(into: Path) -> Path:
+    """The example of docs/workspaces.md: every code block whose first line names a file of .maestro/."""
+    for block in re.findall(r"```(?:yaml|js)\n(.*?)```", GUIDE.read_text(), re.S):
+        named = re.fullmatch(r"(?:#|//) (\.maestro/\S+)", block.partition("\n")[0])
+        if named:
+            path = into / named.group(1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block)
+    return into / ".maestro"
+
+
+def test_the_documented_workspace_syncs_and_passes_as_printed(cli: Cli, tenant: Tenant, agent: None) -> None:
+    folder = _documented_workspace(cli.cwd)
+    done = cli("test-cases", "sync", str(folder))
+    assert done.code == 0, done
+    printed = re.search(r"```\n(create .*?)```", GUIDE.read_text(), re.S)
+    assert printed is not None and done.stdout == printed.group(1)
+    assert "auth/wip_logout.yaml" not in done.stdout
+    ran = cli(
+        "run-all",
+        "--upload",
+        str(HELLO_APK),
+        "--name",
+        "Hello",
+        "--version",
+        "1.4.2",
+        "--platform",
+        "android",
+        "-e",
+        "USERNAME=ci@example.com",
+        "-e",
+        "BUTTON=Log in",
+        "--include-tags",
+        "smoke",
+        "--wait",
+        "--json",
+        timeout=180,
+    )
+    assert ran.code == 0, ran
+    assert [(r["test_case"]["name"], r["status"]) for r in ran.json()["runs"]] == [("Login", "passed")]
 
 
 @pytest.mark.xfail(
