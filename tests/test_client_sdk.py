@@ -138,17 +138,62 @@ def test_many_runs_are_polled_in_few_requests(qg: Client) -> None:
         qg.wait_for_runs([run_ids[0], "run_01jd2f3g4h5j6k7m8n9p0q1r2s"], timeout=30)
 
 
+def _env_of(db: Database, run_id: str) -> Any:
+    from sqlalchemy import select
+
+    from qualgent.db.models import TestRun
+
+    async def read(session: Any) -> Any:
+        return await session.scalar(select(TestRun.env).where(TestRun.id == run_id))
+
+    return db.run(read)
+
+
+def test_files_tags_values_and_tag_filters(qg: Client, db: Database) -> None:
+    app = qg.upload_app(HELLO_APK, "Hello", "1.0.0")
+    head = "appId: com.qualgent.fixture\ntags: [{}]\n---\n"
+    smoke = qg.create_test_case(
+        "Smoke",
+        flow=head.format("smoke") + "- runFlow: sub/a.yaml\n",
+        files=[{"path": "sub/a.yaml", "content": "- back\n"}],
+    )
+    assert smoke.tags == ["smoke"]
+    assert [(f.path, f.size, f.sha256[:8]) for f in smoke.files] == [("sub/a.yaml", 7, "b84217d0")]
+    qg.create_test_case("Flaky", flow=head.format("smoke, flaky") + "- back\n")
+    assert {c.name: c.tags for c in qg.list_test_cases()} == {"Smoke": ["smoke"], "Flaky": ["smoke", "flaky"]}
+
+    jobs = qg.run_all(
+        app_file_id=app.id, device=PIXEL_7, include_tags=["smoke"], exclude_tags=["flaky"], env={"USERNAME": "a"}
+    )
+    [job] = jobs
+    assert qg.get_run(job.id).test_case.name == "Smoke" and _env_of(db, job.id) == {"USERNAME": "a"}
+    own, shared = qg.run(
+        [
+            {"test_case_id": smoke.id, "app_file_id": app.id, "device": PIXEL_7, "env": {"OWN": "1"}},
+            {"test_case_id": smoke.id, "app_file_id": app.id, "device": PIXEL_7},
+        ],
+        env={"SHARED": "2"},
+    )
+    assert _env_of(db, own.id) == {"OWN": "1"} and _env_of(db, shared.id) == {"SHARED": "2"}
+    for queued in (job, own, shared):
+        qg.cancel_run(queued.id)
+
+
 def test_the_async_client(tenant: Tenant, server: LiveServer) -> None:
     async def main() -> None:
         async with AsyncClient(tenant.key, server.url) as qg:
             app = await qg.upload_app(HELLO_APK, "Hello", "2.0.0")
             case = await qg.create_test_case("Login", flow=LOGIN_FLOW)
-            jobs = await qg.run([{"test_case_id": case.id, "app_file_id": app.id, "device": PIXEL_7}] * 3)
+            jobs = await qg.run(
+                [{"test_case_id": case.id, "app_file_id": app.id, "device": PIXEL_7}] * 3, env={"USERNAME": "a"}
+            )
             ids = [j.id for j in jobs]
             await asyncio.gather(*(qg.cancel_run(i) for i in ids))
             runs = await qg.wait_for_runs(ids, timeout=10, poll_interval=0.05)
             assert [r.status for r in runs] == ["cancelled"] * 3
             assert [r.id for r in await qg.list_runs()] == list(reversed(ids))
+            with pytest.raises(ValidationError, match="no_test_cases"):
+                await qg.run_all(app_file_id=app.id, device=PIXEL_7, include_tags=["no-such-tag"], env={"A": "b"})
             with pytest.raises(NotFoundError):
                 await qg.get_app("file_01jd2f3g4h5j6k7m8n9p0q1r2s")
 
