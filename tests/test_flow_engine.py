@@ -308,6 +308,20 @@ def test_a_runflow_s_env_wins_over_the_subflow_s_own(run: RunFlow) -> None:
     assert result.typed() == ["caller-a sub-b caller-c", "after undefined undefined undefined"]
 
 
+def test_a_subflow_s_env_can_use_the_values_its_runflow_passes(run: RunFlow) -> None:
+    """Maestro defines a runFlow's env before the subflow's own, so the subflow's constants can be built
+    from its parameters (`GREETING: Hello ${NAME || 'guest'}`); a runFlow's env still wins on a shared name."""
+    files = {
+        "greet.yaml": "env:\n  GREETING: Hello ${NAME || 'guest'}\n  NAME: default\n---\n- inputText: ${GREETING} (${NAME})\n"
+    }
+    result = run(
+        HEADER + "- runFlow:\n    file: greet.yaml\n    env:\n      NAME: Ada\n- runFlow: greet.yaml\n",
+        files,
+    )
+    assert result.status == "passed", result.outcome
+    assert result.typed() == ["Hello Ada (Ada)", "Hello guest (default)"]
+
+
 def test_variables_are_scoped_and_output_persists(run: RunFlow) -> None:
     files = {"set.yaml": "appId: com.qualgent.fixture\nenv:\n  X: in-file\n---\n- inputText: file ${X}\n"}
     result = run(
@@ -514,6 +528,14 @@ def test_a_javascript_error_in_a_template_fails_the_step(run: RunFlow) -> None:
         'Step 2 (inputText "${undefinedFunction()}", line 4) failed: JavaScript TypeError in ${undefinedFunction()}: '
     )
     assert [s.command for s in result.steps] == ["back"]
+
+
+def test_console_lines_of_a_failing_template_are_in_the_step_s_logs(run: RunFlow) -> None:
+    result = run(HEADER + "- evalScript: ${console.log('about to fail', 1); null.x}\n")
+    assert result.status == "failed"
+    [record] = result.records
+    assert record.logs == ["console: about to fail 1"]  # as for a passing one, and as runScript writes them
+    assert record.message.startswith("JavaScript TypeError in ${console.log('about to fail', 1); null.x}: ")
 
 
 CONDITIONS = {
