@@ -31,7 +31,9 @@ async def put(session: AsyncSession, key: bytes, organization_id: str, name: str
             details=[{"field": "name", "issue": f"must match {ENV_NAME_PATTERN}, at most {MAX_ENV_NAME} characters"}],
         )
     if "\x00" in value:
-        raise Unprocessable("A secret's value cannot contain NUL characters.", details=[{"field": "value", "issue": "NUL"}])
+        raise Unprocessable(
+            "A secret's value cannot contain NUL characters.", details=[{"field": "value", "issue": "NUL"}]
+        )
     repo = SecretRepository(session, organization_id)
     if await repo.named(name) is None and await repo.count() >= MAX_SECRETS:
         raise Unprocessable(
