@@ -7,6 +7,7 @@ PostgreSQL, with a device agent of simulated devices. The first part checks the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -264,7 +265,19 @@ def agent(ws_server: LiveServer, ws_db: Database, tmp_path_factory: pytest.TempP
     cache = tmp_path_factory.mktemp("agent-cache")
     with running_agent(ws_server.url, agent_token(ws_db), devices, cache, step_seconds=0.01) as running:
         yield
+        assert running.loop is not None
+        asyncio.run_coroutine_threadsafe(_stop_idle_script_workers(), running.loop).result(timeout=30)
     assert not running.errors, running.errors
+
+
+async def _stop_idle_script_workers() -> None:
+    """The JavaScript workers an agent leaves idle are kept process-wide for the next run, but belong to
+    the event loop that started them: the next module's agent (another loop, in this same process) would
+    fail on them ("attached to a different loop"). Stop them in their own loop while it still runs."""
+    from qualgent.flows import scripts
+
+    while scripts._pool.idle:
+        await scripts._pool.idle.pop().kill()
 
 
 @pytest.fixture
