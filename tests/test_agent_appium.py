@@ -248,8 +248,8 @@ def test_a_flow_passes_on_appium_with_webdriver_logs_and_a_screenshot(
     assert '"platformName":"Fake"' in created and '"appium:automationName":"Fake"' in created
     assert "app.xml" in created
     session_id = created.rsplit(" ", 1)[-1]
-    assert f"POST /session/{session_id}/elements " in "\n".join(steps[1]["logs"])  # assertVisible looked
-    assert re.search(r"/element/\w+/click -> 200", steps[4]["logs"][-1]), steps[4]  # tapOn clicked
+    assert f"GET /session/{session_id}/source " in "\n".join(steps[1]["logs"])  # assertVisible looked
+    assert any(f"POST /session/{session_id}/actions " in line for line in steps[4]["logs"]), steps[4]  # tapped
     typed = steps[3]["logs"][-1]  # inputText typed into the field tapped before
     assert re.search(r"/element/\w+/value .*me@example.com.* -> 200", typed), steps[3]
     assert session_id not in appium.session_ids()  # the agent quit the session

@@ -92,9 +92,17 @@ def _int(value: str | None) -> int | None:
 def parse_source(xml: str, platform: str) -> Node:
     """The hierarchy of an Appium ``/source`` answer (UiAutomator2, XCUITest or the fake driver)."""
     root = ET.fromstring(xml)  # the XML comes from the device's own Appium server, not from users
-    kind = platform.lower()
-    convert = _android if kind == "android" else _ios if kind == "ios" else _generic
-    return _convert(root, convert, None)
+    return _convert(root, _converter(root, platform.lower()), None)
+
+
+def _converter(root: ET.Element, platform: str) -> Callable[[ET.Element], Node]:
+    """The source's own shape decides (a device's driver, not its platform, writes it)."""
+    if root.tag == "hierarchy" or _ANDROID_BOUNDS.fullmatch(root.attrib.get("bounds", "")):
+        return _android
+    first = next(iter(root), root)
+    if root.tag.startswith("XCUIElementType") or first.tag.startswith("XCUIElementType"):
+        return _ios
+    return {"android": _android, "ios": _ios}.get(platform, _generic) if "bounds" in first.attrib else _generic
 
 
 def _convert(element: ET.Element, convert: Callable[[ET.Element], Node], parent: Node | None) -> Node:
