@@ -117,9 +117,7 @@ def runner() -> Iterator[asyncio.Runner]:
 
 
 async def _end_idle_workers() -> None:
-    pool = scripts_module._pool
-    while pool.idle:
-        await pool.idle.pop().kill()
+    await scripts_module.close_idle_workers()
 
 
 RunFlow = Any  # the `run` fixture's callable

@@ -25,6 +25,7 @@ from qualgent.drivers.base import AppUnderTest, DeviceConfig, DeviceSession, Dri
 from qualgent.flows.bundle import Bundle, load_bundle
 from qualgent.flows.engine import FlowRunner, RunValues, StepRecord
 from qualgent.flows.model import FlowError
+from qualgent.flows.scripts import close_idle_workers
 
 log = logging.getLogger("qualgent.agent")
 T = TypeVar("T")
@@ -80,6 +81,7 @@ class Agent:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await close_idle_workers()
             await self.client.close()
 
     async def _register(self, stop: asyncio.Event) -> dict[str, str] | None:

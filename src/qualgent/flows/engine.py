@@ -179,6 +179,7 @@ class FlowRunner:
         self.top_level = len(flow.commands) + bool(flow.on_flow_start) + bool(flow.on_flow_complete)
         self.top_done = 0
         self.copied_text: str | None = None
+        self.console: list[str] = []  # console.log lines of ${…} outside scripts, for the current step
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -248,6 +249,9 @@ class FlowRunner:
         return min(99, self.top_done * 100 // self.top_level)
 
     async def _report(self, record: StepRecord) -> None:
+        if self.console:
+            record.logs = [*self.console, *record.logs]
+            self.console = []
         record.description = self.mask(record.description)
         record.message = self.mask(record.message)
         record.logs = [self.mask(line) for line in record.logs]
@@ -367,15 +371,16 @@ class FlowRunner:
 
     async def _subflow(self, command: Command, scope: _Scope, env: Mapping[str, str]) -> None:
         """A runFlow's or retry's body: its file's commands (with the file's env and hooks), or inline ones."""
+        await self._define(env, fixed_wins=False)
         if command.file is None:
-            await self._define(env, fixed_wins=False)
             await self._run_all(command.commands, scope)
             return
-        flow = self.bundle.flows[command.file]
+        flow = self.bundle.flows[resolve(command.path, command.file)]
         inner = _Scope(flow, scope.parent, scope.depth)
-        await self._define_env(flow.env, inner)
-        # A runFlow's env wins over the subflow's own (values passed for the run win over both).
-        await self._define(env, fixed_wins=False)
+        # A runFlow's env wins over the subflow's own, which may use it (`${NAME || 'guest'}`); values
+        # passed for the run win over both.
+        own = {name: value for name, value in flow.env.items() if name not in env}
+        await self._define(await self._evaluate_env(own), fixed_wins=False)
         failure: _Failed | None = None
         try:
             if flow.on_flow_start:
@@ -515,14 +520,14 @@ class FlowRunner:
         return _ESCAPED_TEMPLATE.sub(r"\1", "".join(out))
 
     async def _evaluate(self, code: str, shown: str, logs: list[str] | None = None) -> str:
+        """Run a ``${…}``; what it logs goes to ``logs``, else to the current step's log."""
+        sink = logs if logs is not None else self.console
         try:
             result = await self.scripts.evaluate(code)
         except ScriptError as exc:
-            if logs is not None:
-                logs.extend(exc.logs)
+            sink.extend(f"console: {line}" for line in exc.logs)
             raise _Failed(f"JavaScript {exc.name} in {shown}: {exc.message}", assertion=False) from None
-        if logs is not None:
-            logs.extend(f"console: {line}" for line in result.logs)
+        sink.extend(f"console: {line}" for line in result.logs)
         return result.text
 
     async def _value(self, value: Value) -> Value:
@@ -630,16 +635,19 @@ class FlowRunner:
 
     async def _run_script(self, command: Command, logs: list[str]) -> StepResult:
         assert command.file is not None
-        source = self.bundle.scripts[command.file]
+        path = resolve(command.path, command.file)
+        source = self.bundle.scripts[path]
         env = await self._evaluate_env(command.args.get("env") or {})
-        # The script's env lives only while it runs (a runScript's env never leaks).
+        # The script's env lives only while it runs (a runScript's env never leaks); values passed for
+        # the run keep winning.
+        env = {name: value for name, value in env.items() if name not in self.fixed}
         saved = {name: self.variables.get(name) for name in env}
         await self._set(dict(env))
         try:
             result = await self.scripts.evaluate(source)
         except ScriptError as exc:
             logs.extend(f"console: {line}" for line in exc.logs)
-            where = f"{command.file} line {exc.line}" if exc.line else command.file
+            where = f"{path} line {exc.line}" if exc.line else path
             raise _Failed(f"{where}: {exc.name}: {exc.message}", assertion=False) from None
         finally:
             await self._set(saved)

@@ -214,7 +214,11 @@ class FlowError(ValueError):
         self.line = line
         self.message = message
         self.path = path
-        super().__init__(self.where() + message)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # Built when shown: the file may be named after the error was raised (a subflow's parse).
+        return self.where() + self.message
 
     def where(self) -> str:
         """``"subflows/login.yaml line 3: "``, ``"line 3: "`` or ``""``."""

@@ -142,6 +142,9 @@ def _compose(text: str) -> list[Node]:
         raise FlowError(line, f"invalid YAML: the character {character} is not allowed") from None
     except yaml.YAMLError as exc:
         raise FlowError(None, f"invalid YAML: {exc}") from None
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1 if isinstance(exc.object, str) and exc.object == text else None
+        raise FlowError(line, "the flow holds a character that is not valid Unicode (a lone surrogate)") from None
     return documents
 
 
@@ -176,7 +179,7 @@ def _scan(text: str) -> None:
             if isinstance(event, yaml.ScalarEvent) and tag == _TAG + "merge":
                 raise FlowError(line, "YAML merge keys (<<) are not supported")
             raise FlowError(line, f"the YAML tag {tag!r} is not supported")
-        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.style is None:
+        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and not event.style:
             raise FlowError(line, "YAML merge keys (<<) are not supported")
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
@@ -388,8 +391,15 @@ def _parse_header(node: Node, context: _Context) -> dict[str, Any]:
             _text(value, name, context)
         else:
             # Maestro keeps unknown header keys and ignores them; a near-miss of a known one is a typo.
-            near = suggest(name, C.HEADER_KEYS)
-            close = difflib.get_close_matches(name.lower(), [k.lower() for k in C.HEADER_KEYS], n=1, cutoff=0.8)
+            near = suggest(name, C.HEADER_KEYS) or next(
+                (f"; did you mean `{k}`?" for k in C.HEADER_KEYS if sorted(k.lower()) == sorted(name.lower())), ""
+            )
+            lowered = name.lower()
+            close = difflib.get_close_matches(lowered, [k.lower() for k in C.HEADER_KEYS], n=1, cutoff=0.8) or [
+                k
+                for k in C.HEADER_KEYS
+                if sorted(k.lower()) == sorted(lowered)  # swapped letters: `nmae`
+            ]
             if close:
                 _fail(key, f"header: unknown key `{name}`{near}")
     return out
@@ -517,6 +527,9 @@ def _finish(
         else:
             args[name] = _value(arg, node, what, context)
     if spec.selector:
+        for key in ("text", "id"):
+            if args.get(key) == "":
+                raise FlowError(line, f"{spec.name} {key} must not be empty")
         selector_keys = C.SELECTOR_KEYS & args.keys()
         if not selector_keys:
             raise FlowError(line, f"{spec.name} needs an element: `text`, `id` or another selector field")

@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -148,26 +149,41 @@ class _Worker:
 
 
 class _Pool:
-    """Idle workers of this process, reused by the next run that needs one."""
+    """Idle workers of this process, reused by the next run that needs one.
+
+    A worker's pipes belong to the event loop that started it, so idle workers are kept per loop (an
+    agent runs in one loop; tests and tools may start several in turn).
+    """
 
     def __init__(self) -> None:
-        self.idle: list[_Worker] = []
+        self.idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Worker]] = weakref.WeakKeyDictionary()
 
     async def acquire(self) -> _Worker:
-        while self.idle:
-            worker = self.idle.pop()
+        idle = self.idle.setdefault(asyncio.get_running_loop(), [])
+        while idle:
+            worker = idle.pop()
             if worker.alive:
                 return worker
         return await _Worker.start()
 
     async def release(self, worker: _Worker) -> None:
-        if worker.alive and len(self.idle) < MAX_IDLE_WORKERS:
-            self.idle.append(worker)
+        idle = self.idle.setdefault(asyncio.get_running_loop(), [])
+        if worker.alive and len(idle) < MAX_IDLE_WORKERS:
+            idle.append(worker)
         else:
+            await worker.kill()
+
+    async def close(self) -> None:
+        """Stop this loop's idle workers (an agent that stops calls this)."""
+        for worker in self.idle.pop(asyncio.get_running_loop(), []):
             await worker.kill()
 
 
 _pool = _Pool()
+
+
+async def close_idle_workers() -> None:
+    await _pool.close()
 
 
 class ScriptEngine:
@@ -221,7 +237,7 @@ class ScriptEngine:
     async def _call_on(self, worker: _Worker, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         try:
             return await worker.call(request, timeout_s)
-        except (TimeoutError, ScriptError, OSError, ValueError):
+        except (TimeoutError, ScriptError, OSError, ValueError, RuntimeError):
             await worker.kill()
             if self._worker is worker:
                 self._worker = None
