@@ -4,6 +4,7 @@ listed on the test case and downloadable; paths, sizes and counts are bounded.""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -370,3 +371,22 @@ def test_the_flow_and_its_files_are_checked_together(tenant: Tenant) -> None:
     response = tenant.client.patch(url, json={"flow": other, "files": [signup]})
     assert response.status_code == 200, response.text
     assert [f["path"] for f in response.json()["files"]] == ["subflows/signup.yaml"]
+
+
+def test_concurrent_changes_of_the_files_do_not_collide(tenant: Tenant) -> None:
+    case = create_test_case(tenant, flow=FLOW)
+    url = f"/v1/test-cases/{case['id']}"
+
+    def patch(n: int) -> int:
+        files = [{"path": f"shared/{i}.txt", "content": f"{n}-{i}"} for i in range(20)]
+        with httpx.Client(base_url=str(tenant.client.base_url), headers=dict(tenant.client.headers), timeout=60) as c:
+            return c.patch(url, json={"files": files}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(patch, range(8)))
+    assert statuses == [200] * 8
+    files = listed_files(tenant, case["id"])
+    assert [f["path"] for f in files] == sorted(f"shared/{i}.txt" for i in range(20))
+    # One PATCH's set, whole: every file from the same request.
+    writers = {download(tenant, case["id"], f["path"]).text.split("-")[0] for f in files}
+    assert len(writers) == 1

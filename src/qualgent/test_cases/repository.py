@@ -27,6 +27,16 @@ class TestCaseRepository(OrgScopedRepository[TestCase]):
         result: TestCase | None = await self.session.scalar(self._with_category().where(TestCase.id == test_case_id))
         return result
 
+    async def get_for_update(self, test_case_id: str) -> TestCase | None:
+        """The test case, its row locked until the transaction ends (PostgreSQL; SQLite's writers are
+        serialised already): two changes of its files cannot interleave their reads and writes."""
+        if not has_shape(test_case_id, "tc"):
+            return None
+        result: TestCase | None = await self.session.scalar(
+            self.scoped().where(TestCase.id == test_case_id).with_for_update()
+        )
+        return result
+
     async def page(self, limit: int, after: str | None, category_id: str | None) -> Sequence[TestCase]:
         if category_id is not None and not has_shape(category_id, "cat"):
             return []  # no category has that ID (and PostgreSQL refuses some strings, e.g. with NUL)

@@ -227,7 +227,7 @@ async def update(session: AsyncSession, organization_id: str, test_case_id: str,
     if "files" in body.model_fields_set and body.files is None:
         raise Unprocessable("files cannot be null; send [] for none.", details=[{"field": "files", "issue": "null"}])
     repo = TestCaseRepository(session, organization_id)
-    case = await repo.get(test_case_id)
+    case = await (repo.get_for_update(test_case_id) if new_files is not None else repo.get(test_case_id))
     if case is None:
         raise NotFound(f"No test case {test_case_id}.")
     for field in ("name", "status", "description", "flow"):
