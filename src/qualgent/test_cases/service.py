@@ -227,7 +227,9 @@ async def update(session: AsyncSession, organization_id: str, test_case_id: str,
     if "files" in body.model_fields_set and body.files is None:
         raise Unprocessable("files cannot be null; send [] for none.", details=[{"field": "files", "issue": "null"}])
     repo = TestCaseRepository(session, organization_id)
-    case = await (repo.get_for_update(test_case_id) if new_files is not None else repo.get(test_case_id))
+    # The flow is checked against the files (and the other way round): neither may change meanwhile.
+    bundle_changes = new_files is not None or "flow" in changes
+    case = await (repo.get_for_update(test_case_id) if bundle_changes else repo.get(test_case_id))
     if case is None:
         raise NotFound(f"No test case {test_case_id}.")
     for field in ("name", "status", "description", "flow"):
@@ -235,7 +237,7 @@ async def update(session: AsyncSession, organization_id: str, test_case_id: str,
             raise Unprocessable(f"{field} cannot be null.", details=[{"field": field, "issue": "null"}])
     # The flow and its files are one unit: a new flow is checked against the stored files, new files
     # against the stored flow.
-    if "flow" in changes or new_files is not None:
+    if bundle_changes:
         flow = changes.get("flow", case.flow)
         files = new_files if new_files is not None else await repo.file_contents(case.id)
         changes["tags"] = await validate_flow(flow, files)
