@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import engine, flows, jobs_api, uploads
+from bench import appium_steps, engine, flows, jobs_api, uploads
 
-BENCHES = {"jobs": jobs_api.main, "engine": engine.main, "uploads": uploads.main, "flows": flows.main}
+BENCHES = {
+    "jobs": jobs_api.main,
+    "engine": engine.main,
+    "uploads": uploads.main,
+    "flows": flows.main,
+    "appium": appium_steps.main,
+}
 
 if __name__ == "__main__":
     # Arguments after a benchmark's name are its own (`./dev bench uploads 256M`).

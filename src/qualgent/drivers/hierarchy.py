@@ -31,7 +31,7 @@ _REGEX_FLAGS = re.IGNORECASE | re.DOTALL | re.MULTILINE
 MAX_PATTERN_CHARS = 1000
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     attributes: dict[str, str]
     bounds: Bounds | None = None
@@ -115,28 +115,46 @@ def _convert(element: ET.Element, convert: Callable[[ET.Element], Node], parent:
 
 
 def _android(element: ET.Element) -> Node:
-    get = element.attrib.get
-    attributes = {
-        "text": get("text", ""),
-        "hintText": get("hint", ""),
-        "accessibilityText": get("content-desc", ""),
-        "resource-id": get("resource-id", ""),
-        "class": get("class", element.tag),
-    }
+    # The hot path of every lookup on Android (a screen has hundreds of elements): unrolled on purpose.
+    a = element.attrib
+    attributes: dict[str, str] = {"class": a.get("class") or element.tag}
+    value = a.get("text")
+    if value:
+        attributes["text"] = value
+    value = a.get("hint")
+    if value:
+        attributes["hintText"] = value
+    value = a.get("content-desc")
+    if value:
+        attributes["accessibilityText"] = value
+    value = a.get("resource-id")
+    if value:
+        attributes["resource-id"] = value
     bounds = None
-    found = _ANDROID_BOUNDS.fullmatch(get("bounds", ""))
-    if found:
-        x1, y1, x2, y2 = (int(v) for v in found.groups())
-        bounds = (x1, y1, x2 - x1, y2 - y1)
+    raw = a.get("bounds")
+    if raw and raw[0] == "[" and raw[-1] == "]":
+        parts = raw[1:-1].replace("][", ",").split(",")
+        if len(parts) == 4:
+            try:
+                x1, y1, x2, y2 = int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])
+                bounds = (x1, y1, x2 - x1, y2 - y1)
+            except ValueError:
+                bounds = None
+    enabled = a.get("enabled")
+    checked = a.get("checked")
+    focused = a.get("focused")
+    selected = a.get("selected")
     return Node(
-        {k: v for k, v in attributes.items() if v},
+        attributes,
         bounds,
-        clickable=_flag(get("clickable")) or False,
-        enabled=_flag(get("enabled")),
-        checked=_flag(get("checked")),
-        focused=_flag(get("focused")),
-        selected=_flag(get("selected")),
-        visible=_flag(get("displayed")) is not False,
+        [],
+        None,
+        a.get("clickable") == "true",
+        None if enabled is None else enabled == "true",
+        None if checked is None else checked == "true",
+        None if focused is None else focused == "true",
+        None if selected is None else selected == "true",
+        a.get("displayed") != "false",
     )
 
 
@@ -331,9 +349,11 @@ def find(root: Node, selector: Selector) -> list[Node]:
         if not parents:
             return []
         scope = [parents[0]]
-    everything = [node for top in scope for node in top.walk() if node.visible]
     tests = _basic(selector)
-    matches = _deepest(scope, lambda node: node.visible and all(t(node) for t in tests)) if tests else everything
+    if tests:
+        matches = _deepest(scope, lambda node: node.visible and all(t(node) for t in tests))
+    else:
+        matches = [node for top in scope for node in top.walk() if node.visible]
     if selector.below is not None:
         matches = _relative(matches, find(root, selector.below), lambda n, a: n[1] > a[1])
     if selector.above is not None:
