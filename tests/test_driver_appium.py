@@ -691,3 +691,46 @@ def test_bad_device_options_are_an_infrastructure_error() -> None:
 def _implements_the_protocols(session: AppiumSession) -> tuple[Driver, DeviceSession]:
     """Never called: mypy checks here that the appium driver and its sessions fit drivers.base."""
     return AppiumDriver(), session
+
+
+def test_swipes_scrolls_and_taps_that_wait_for_the_screen(appium: AppiumServer) -> None:
+    """Real calls on the fake driver, whose screen never changes (so a retried tap is retried)."""
+    steps = [
+        step("swipe", args={"start": "90%, 50%", "end": "10%, 50%", "duration": 300}),
+        step("swipe", 1, args={"start": "300, 400", "end": "100, 400"}),
+        step("swipe", 2, direction="UP", args={"from": Selector(id="sign_in")}),
+        step("scrollUntilVisible", 3, selector=Selector(text="Sign in"), direction="DOWN", args={"timeout": 2000}),
+        step(
+            "scrollUntilVisible",
+            4,
+            selector=Selector(text="Terms"),
+            direction="DOWN",
+            args={"timeout": 600, "speed": 90},
+        ),
+        step("tapOn", 5, selector=Selector(id="sign_in"), args={"retryTapIfNoChange": True}),
+        step("tapOn", 6, selector=Selector(id="quote"), args={"waitToSettleTimeoutMs": 500}),
+    ]
+
+    async def scenario() -> tuple[list[StepResult], list[list[dict[str, Any]]]]:
+        session = await AppiumDriver().open(fake_device(appium.url), fake_app(), flow())
+        try:
+            results = [await session.run_step(s) for s in steps]
+            assert session.session_id is not None
+            return results, actions_of(appium, session.session_id)
+        finally:
+            await session.close()
+
+    results, actions = asyncio.run(scenario())
+    assert [r.status for r in results] == ["passed"] * 4 + ["failed", "passed", "passed"], [r.message for r in results]
+    moves = [[(a["x"], a["y"], a["duration"]) for a in seq if a["type"] == "pointerMove"] for seq in actions]
+    assert moves[0] == [(360, 426, 0), (40, 426, 300)]  # percentages of the 400x852 window
+    assert moves[1] == [(300, 400, 0), (100, 400, 400)]  # pixels, default duration
+    assert moves[2] == [(200, 180, 0), (200, 1, 400)]  # from the element's centre, upwards
+    assert any("visible after 0 swipes" in line for line in results[3].logs)
+    # Not on screen: swiped up (to see content below), with the speed's duration, until the timeout.
+    assert results[4].message.startswith('"Terms" did not show after ') and "(600 ms)" in results[4].message
+    scroll_moves = moves[3 : len(moves) - 3]
+    assert scroll_moves and all(m == [(200, 596, 0), (200, 255, 101)] for m in scroll_moves)
+    # retryTapIfNoChange: the screen did not change, so the tap was done again.
+    assert moves[-3:-1] == [[(200, 180, 0)], [(200, 180, 0)]]
+    assert any("tapping again" in line for line in results[5].logs)
