@@ -129,7 +129,22 @@ class Settings(BaseSettings):
         "partial data is removed.",
     )
     purge_interval: float = Field(
-        default=3600, description="Seconds between purges of expired uploads and deleted apps' content."
+        default=3600,
+        description="Seconds between purges of expired uploads, deleted apps' content and old runs' artifacts.",
+    )
+    # What a run records besides screenshots: screen recordings and the device's log
+    max_video_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        description="Largest screen recording an agent may upload for a run, in bytes. Larger get 413.",
+    )
+    max_device_log_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        description="Largest device log an agent may upload for a run, in bytes. Larger get 413.",
+    )
+    run_retention_days: float = Field(
+        default=90,
+        description="Days after a run finished when the purge deletes its videos, device logs and screenshots "
+        "(the run, its steps and their logs stay).",
     )
 
     @property

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from qualgent.db.base import Base, TimestampMixin, UTCDateTime, utcnow
@@ -112,6 +124,8 @@ class TestCase(TimestampMixin, Base):
     # existing rows []; no server default stays (PostgreSQL cannot compare json values, so alembic's
     # default comparison fails on one).
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Every run of this test case records a video of the device's screen (a run may ask for one too).
+    record_video: Mapped[bool] = mapped_column(default=False, server_default=false())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     category: Mapped[Category | None] = relationship(lazy="raise")
@@ -179,6 +193,8 @@ class TestRun(TimestampMixin, Base):
     failure_step: Mapped[int | None] = mapped_column(Integer)
     # Values passed for the run (`env` of the request), handed to the agent with the organisation's secrets.
     env: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # The agent records the device's screen: the request asked for it or the test case always does.
+    record_video: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     test_case: Mapped[TestCase] = relationship(lazy="raise")
     app: Mapped[AppFile] = relationship(lazy="raise")
@@ -265,6 +281,36 @@ class RunStep(Base):
     # the top level. Steps stay one list in execution order; these two give its nesting.
     parent: Mapped[int | None] = mapped_column(Integer)
     depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# The retention purge finds the steps that still have a screenshot off this index, not by reading every step.
+Index(
+    "ix_run_steps_screenshots",
+    RunStep.run_id,
+    sqlite_where=RunStep.screenshot_key.is_not(None),
+    postgresql_where=RunStep.screenshot_key.is_not(None),
+)
+
+
+class RunArtifact(Base):
+    """A file an attempt produced besides screenshots: a screen recording or the device's log.
+
+    Stored under ``{org}/artifacts/{run}/{attempt}-{name}``; an upload of the same name replaces it.
+    """
+
+    __tablename__ = "run_artifacts"
+    __table_args__ = (CheckConstraint("kind IN ('video', 'log')", name="kind"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("test_runs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # video | log
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(600))
+    # The step that produced it (a flow's stopRecording); NULL for the run's own video and log.
+    step_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
