@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
-from qualgent.drivers.base import DeviceSession, StepResult
+from qualgent.drivers.base import Artifact, DeviceSession, StepResult
 from qualgent.flows import commands as C
 from qualgent.flows.bundle import Bundle, reference_image, resolve
 from qualgent.flows.model import Command, Condition, Flow, Selector, Step, Value
@@ -57,6 +57,7 @@ class StepRecord:
     logs: list[str] = field(default_factory=list)
     duration_ms: int = 0
     screenshot: bytes | None = None
+    artifacts: list[Artifact] = field(default_factory=list)  # stopRecording: the video
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -333,6 +334,7 @@ class FlowRunner:
             logs,
             _ms(started),
             result.screenshot,
+            result.artifacts,
         )
         if result.status == "failed" and command.optional:
             record.status = "skipped"
