@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Innermost: the middleware below still wraps the hot routes (request ID, rate-limit headers).
     app.add_middleware(HotRoutesMiddleware, routes={STATUS_PREFIX: status_response})
     # /v1/apps/upload, /v1/apps/uploads/… and the dashboard's /apps/upload stream bodies of any size up to
-    # the upload limit. A test case's body carries its files.
+    # the upload limit. A test case's body carries its files. An agent's artifact upload streams a video
+    # or a device log; its route holds each kind to its own limit.
     app.add_middleware(
         BodyLimitMiddleware,
         limit=settings.max_json_bytes,
@@ -116,6 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         larger=(
             ("POST", "/v1/test-cases", settings.max_test_case_bytes),
             ("PATCH", "/v1/test-cases/[^/]+", settings.max_test_case_bytes),
+            (
+                "PUT",
+                "/v1/agent/runs/[^/]+/artifacts/[^/]+",
+                max(settings.max_video_bytes, settings.max_device_log_bytes),
+            ),
         ),
     )
     app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from qualgent.agents import service
 from qualgent.agents.schemas import (
     Ack,
+    ArtifactKind,
+    ArtifactStored,
     ClaimIn,
     ClaimOut,
     FinishIn,
@@ -103,6 +105,45 @@ async def screenshot(
         raise BadRequest("A screenshot must be a PNG image.")
     await service.store_screenshot(session, state, agent, run_id, attempt, index, bytes(body))
     return Ack()
+
+
+@router.put(
+    "/runs/{run_id}/artifacts/{name}",
+    response_model=ArtifactStored,
+    responses={
+        409: {"description": "The run moved on."},
+        413: {"description": "Over the limit for its kind."},
+        422: {"description": "Not a safe file name, or the wrong content type."},
+    },
+)
+async def artifact(
+    run_id: str,
+    name: str,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    agent: AgentDep,
+    attempt: Annotated[int, Query(ge=1, description="The attempt the agent holds.")],
+    kind: Annotated[ArtifactKind, Query(description="A screen recording or the device's log.")],
+    step: Annotated[
+        int | None, Query(ge=0, le=100_000, description="The step that produced it (a flow's stopRecording).")
+    ] = None,
+) -> ArtifactStored:
+    """Upload an attempt's video or device log (the raw bytes, streamed to storage); replaces one of the same name."""
+    length = request.headers.get("content-length")
+    return await service.store_artifact(
+        session,
+        state,
+        agent,
+        run_id,
+        attempt,
+        name,
+        kind,
+        step,
+        request.headers.get("content-type"),
+        int(length) if length and length.isdigit() else None,
+        request.stream(),
+    )
 
 
 @router.post("/runs/{run_id}/finish", response_model=FinishOut, responses={409: {"description": "The run moved on."}})

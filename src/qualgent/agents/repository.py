@@ -11,8 +11,18 @@ from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
-from qualgent.db.dialect import Reader, insert_ignoring_duplicates
-from qualgent.db.models import Agent, AppFile, Device, RunStep, Secret, TestCase, TestCaseFile, TestRun
+from qualgent.db.dialect import Reader, insert_ignoring_duplicates, upsert
+from qualgent.db.models import (
+    Agent,
+    AppFile,
+    Device,
+    RunArtifact,
+    RunStep,
+    Secret,
+    TestCase,
+    TestCaseFile,
+    TestRun,
+)
 from qualgent.db.session import execute_prebuilt
 
 
@@ -76,6 +86,23 @@ class AgentRepository:
             .where(TestRun.id == run_id, TestCaseFile.path == path)
         )
         return content
+
+    async def holder(self, run_id: str) -> Any | None:
+        """(organization_id, status, attempt, agent_id) of a run: who holds it now, for a check made
+        before an upload is received (outside the request's transaction)."""
+        row = (
+            await self.session.execute(
+                select(TestRun.organization_id, TestRun.status, TestRun.attempt, TestRun.agent_id).where(
+                    TestRun.id == run_id
+                )
+            )
+        ).first()
+        return row
+
+    async def put_artifact(self, values: dict[str, Any]) -> None:
+        """Record an attempt's artifact; one of the same name (a repeated upload) is replaced."""
+        dialect = self.session.get_bind().dialect.name
+        await execute_prebuilt(self.session, _upsert_artifact_statement(dialect), values)
 
     async def get(self, agent_id: str) -> Agent | None:
         return await self.session.get(Agent, agent_id)
@@ -168,6 +195,7 @@ def _run_details_statement() -> Any:
             TestRun.id.label("run_id"),
             TestRun.timeout_seconds,
             TestRun.env,
+            TestRun.record_video,
             TestRun.test_case_id,
             TestCase.flow,
             TestCase.name.label("test_case_name"),
@@ -213,3 +241,15 @@ def _insert_steps_statement(dialect: str) -> Any:
     table = RunStep.__table__
     assert isinstance(table, Table)
     return insert_ignoring_duplicates(dialect, table)
+
+
+@cache
+def _upsert_artifact_statement(dialect: str) -> Any:
+    table = RunArtifact.__table__
+    assert isinstance(table, Table)
+    return upsert(
+        dialect,
+        table,
+        ["run_id", "attempt", "name"],
+        ["kind", "content_type", "size", "storage_key", "step_index", "created_at"],
+    )

@@ -75,6 +75,11 @@ class RunPayload(BaseModel):
         default_factory=dict, description="The organisation's secrets, decrypted; never to be logged or reported."
     )
     files: list[FileRef] = Field(default_factory=list, description="The test case's files (subflows, scripts, media).")
+    record_video: bool = Field(
+        default=False,
+        description="Record the device's screen for the whole run and upload the video "
+        "(`PUT /v1/agent/runs/{id}/artifacts/{name}`), with the device's log.",
+    )
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # Secrets stay out of reprs (logs, tracebacks); the field itself is unchanged.
@@ -181,3 +186,15 @@ class FinishManyOut(BaseModel):
 
 class Ack(BaseModel):
     success: bool = True
+
+
+ArtifactKind = Literal["video", "log"]
+
+
+class ArtifactStored(BaseModel):
+    """An artifact (screen recording, device log) stored for an attempt."""
+
+    success: bool = True
+    name: str
+    kind: ArtifactKind
+    size: int = Field(description="Bytes stored.")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qualgent.agents.repository import AgentRepository
 from qualgent.agents.schemas import (
     AppPayload,
+    ArtifactKind,
+    ArtifactStored,
     FileRef,
     FinishReport,
     RegisteredDevice,
@@ -31,10 +34,11 @@ from qualgent.auth.keys import (
     looks_like_agent_token,
 )
 from qualgent.auth.service import client_address
+from qualgent.db.base import utcnow
 from qualgent.db.models import Agent, Device, RunStep, TestRun
 from qualgent.db.session import on_commit, transaction
 from qualgent.devices.catalogue import PLATFORMS
-from qualgent.errors import Conflict, NotFound, RateLimited, Unauthorized
+from qualgent.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unprocessable
 from qualgent.flows.bundle import normalize_path
 from qualgent.ids import new_id
 from qualgent.runs import transitions
@@ -271,6 +275,7 @@ async def _payloads(session: AsyncSession, state: AppState, claimed: list[transi
                 env=run.env or {},
                 secrets=secrets.get(run.organization_id, {}),
                 files=files.get(run.test_case_id, []),
+                record_video=bool(run.record_video),
             )
         )
     return out
@@ -367,6 +372,110 @@ async def store_screenshot(
         await upload.abort()
     step.screenshot_key = stored.key
     await session.flush()
+
+
+# An artifact's name is a safe file name: it becomes part of a storage key and of download URLs.
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+# What a stored artifact may say it is: it is served back with this type, so never as a page or script.
+_CONTENT_TYPES = {
+    "video": re.compile(r"video/[a-z0-9][a-z0-9.+-]{0,60}"),
+    "log": re.compile(r"text/plain(; ?charset=[a-z0-9_-]{1,40})?"),
+}
+DEFAULT_CONTENT_TYPES = {"video": "video/mp4", "log": "text/plain; charset=utf-8"}
+
+
+def artifact_key(organization_id: str, run_id: str, attempt: int, name: str) -> str:
+    return f"{organization_id}/artifacts/{run_id}/{attempt}-{name}"
+
+
+def artifact_limit(state: AppState, kind: str) -> int:
+    settings = state.settings
+    return settings.max_video_bytes if kind == "video" else settings.max_device_log_bytes
+
+
+async def store_artifact(
+    session: AsyncSession,
+    state: AppState,
+    agent: AgentPrincipal,
+    run_id: str,
+    attempt: int,
+    name: str,
+    kind: ArtifactKind,
+    step: int | None,
+    content_type: str | None,
+    content_length: int | None,
+    chunks: AsyncIterator[bytes],
+) -> ArtifactStored:
+    """Stream an attempt's video or device log to storage (never whole in memory) and record it,
+    replacing an artifact of the same name.
+
+    Who holds the run is checked before the body is read and again before the object is committed,
+    each time outside the request's transaction: a write transaction held open while hundreds of
+    megabytes arrive would hold up every other writer (on SQLite, all of them).
+    """
+    if not ARTIFACT_NAME.fullmatch(name) or ".." in name:
+        raise Unprocessable(
+            "An artifact's name is a file name of letters, digits, '.', '_' and '-' (at most 200), "
+            "not starting with '.'.",
+            code="invalid_artifact_name",
+            details=[{"field": "name", "issue": "not a safe file name"}],
+        )
+    media_type = (content_type or DEFAULT_CONTENT_TYPES[kind]).strip().lower()
+    if not _CONTENT_TYPES[kind].fullmatch(media_type):
+        expected = "video/…" if kind == "video" else "text/plain"
+        raise Unprocessable(
+            f"A {kind} is sent as {expected}, not {content_type!r}.",
+            code="invalid_content_type",
+            details=[{"field": "Content-Type", "issue": f"expected {expected}"}],
+        )
+    limit = artifact_limit(state, kind)
+    too_large = PayloadTooLarge(f"A {kind} is at most {limit} bytes.")
+    if content_length is not None and content_length > limit:
+        raise too_large
+    organization_id = await _holder(state, agent, run_id, attempt)
+    upload = state.storage.begin(artifact_key(organization_id, run_id, attempt, name))
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            if upload.size + len(chunk) > limit:
+                raise too_large
+            await upload.write(chunk)
+        # The attempt may have moved on while the body arrived: then nothing is stored.
+        await _holder(state, agent, run_id, attempt)
+        stored = await upload.commit()
+    finally:
+        await upload.abort()
+    try:
+        await _own_running(session, agent, run_id, attempt)
+    except Conflict:
+        # Moved on in the moment since the last check: the object belongs to no attempt that runs.
+        await state.storage.delete(stored.key)
+        raise
+    await AgentRepository(session).put_artifact(
+        {
+            "run_id": run_id,
+            "attempt": attempt,
+            "name": name,
+            "kind": kind,
+            "content_type": media_type,
+            "size": stored.size,
+            "storage_key": stored.key,
+            "step_index": step,
+            "created_at": utcnow(),
+        }
+    )
+    return ArtifactStored(name=name, kind=kind, size=stored.size)
+
+
+async def _holder(state: AppState, agent: AgentPrincipal, run_id: str, attempt: int) -> str:
+    """The run's organisation when this agent holds this attempt of it, running; else 409."""
+    async with state.read_sessions() as session:
+        row = await AgentRepository(session).holder(run_id)
+    if row is None or row.status != "running" or row.attempt != attempt or row.agent_id != agent.agent_id:
+        raise _moved_on(run_id)
+    organization_id: str = row.organization_id
+    return organization_id
 
 
 async def _own_running(session: AsyncSession, agent: AgentPrincipal, run_id: str, attempt: int) -> TestRun:

@@ -71,7 +71,11 @@ class Storage(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
-    def open(self, key: str, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]: ...
+    def open(
+        self, key: str, chunk_size: int = 1024 * 1024, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes, from ``offset`` on (``length`` of them, or to the end), in chunks."""
+        ...
 
     def path(self, key: str) -> str | None:
         """A local file path for the object, when the backend keeps one."""

@@ -168,10 +168,21 @@ class LocalStorage:
     def presigned_url(self, key: str, filename: str, content_type: str, ttl: int) -> str | None:
         return None
 
-    async def open(self, key: str, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    async def open(
+        self, key: str, chunk_size: int = 1024 * 1024, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         # Opening a local file does not block measurably; the reads, which can, go to a thread.
         with open(_safe_join(self.root, key), "rb") as fh:  # noqa: ASYNC230
-            while chunk := await asyncio.to_thread(fh.read, chunk_size):
+            if offset:
+                fh.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                wanted = chunk_size if remaining is None else min(chunk_size, remaining)
+                chunk = await asyncio.to_thread(fh.read, wanted)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
                 yield chunk
 
     def cleanup_stale(self, older_than_seconds: float) -> int:

@@ -277,8 +277,17 @@ class S3Storage:
         )
         return url
 
-    async def open(self, key: str, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-        response = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.object_key(key))
+    async def open(
+        self, key: str, chunk_size: int = 1024 * 1024, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.object_key(key)}
+        if length is not None:
+            if length <= 0:
+                return
+            params["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            params["Range"] = f"bytes={offset}-"
+        response = await asyncio.to_thread(self.client.get_object, **params)
         body = response["Body"]
         try:
             while chunk := await asyncio.to_thread(body.read, chunk_size):
