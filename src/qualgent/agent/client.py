@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,25 @@ from qualgent.agents.schemas import (
     RegisterOut,
     RunPayload,
 )
+from qualgent.drivers.base import Artifact
+
+# Seconds an artifact upload (a video of up to hundreds of megabytes) may take.
+UPLOAD_TIMEOUT = 600.0
 
 
 class RunMovedOn(Exception):
     """The server says the run moved on (409): drop it without reporting further."""
+
+
+def artifact_name(name: str) -> str:
+    """A name the server takes for an artifact (a safe file name): the last segment of ``name`` (a
+    flow's ``startRecording: videos/login`` gives ``login.mp4``), other characters replaced by ``_``."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    safe = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]", "_", base)).lstrip(".")
+    if len(safe) > 200:
+        root, ext = os.path.splitext(safe)
+        safe = root[: 200 - len(ext)] + ext if len(ext) < 20 else safe[:200]
+    return safe or "artifact"
 
 
 class AgentClient:
@@ -134,6 +150,39 @@ class AgentClient:
         if response.status_code == 409:
             raise RunMovedOn("run moved on")
         response.raise_for_status()
+
+    async def upload_artifact(self, run: RunPayload, artifact: Artifact, step_index: int | None = None) -> None:
+        """Upload a video or the device's log of the run's attempt (``step_index``: the step that made it),
+        replacing one of the same name. Raises RunMovedOn on 409, httpx errors otherwise (413: too large)."""
+        name = artifact_name(artifact.name)
+        params: dict[str, Any] = {"attempt": run.attempt, "kind": artifact.kind}
+        if step_index is not None:
+            params["step"] = step_index
+        delay = 0.2
+        retries = 3
+        for attempt in range(retries + 1):
+            try:
+                response = await self.http.put(
+                    f"/v1/agent/runs/{run.id}/artifacts/{quote(name, safe='')}",
+                    params=params,
+                    content=artifact.data,
+                    headers={"Content-Type": artifact.content_type},
+                    timeout=httpx.Timeout(UPLOAD_TIMEOUT, connect=5),
+                )
+            except httpx.TransportError:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            if response.status_code == 409:
+                raise RunMovedOn(response.json().get("error", {}).get("message", "run moved on"))
+            if response.status_code >= 500 and attempt < retries:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+                continue
+            response.raise_for_status()
+            return
 
     async def finish(
         self,

@@ -147,7 +147,8 @@ class Agent:
         """Run it and report the result; returns the device's next run when the server had one."""
         reporter = _StepReporter(self.client, run)
         beats = asyncio.create_task(self._heartbeats(run))
-        work = asyncio.create_task(self._perform(device, run, reporter))
+        timed_out = asyncio.Event()
+        work = asyncio.create_task(self._perform(device, run, reporter, timed_out))
         outcome: _Outcome
         try:
             done, _ = await asyncio.wait(
@@ -156,6 +157,10 @@ class Agent:
             if work in done:
                 outcome = work.result()
             else:
+                if beats not in done:
+                    # Stopped for its timeout, a failure: the flow stops, but its video and the device's
+                    # log are still uploaded (they show where it hung) before the end is reported.
+                    timed_out.set()
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await work
@@ -190,7 +195,9 @@ class Agent:
             if answer.cancel:
                 return
 
-    async def _perform(self, device: DeviceConfig, run: RunPayload, reporter: _StepReporter) -> _Outcome:
+    async def _perform(
+        self, device: DeviceConfig, run: RunPayload, reporter: _StepReporter, timed_out: asyncio.Event
+    ) -> _Outcome:
         try:
             files = await self._files(run)
         except (httpx.HTTPError, OSError, ValueError) as exc:
@@ -226,16 +233,50 @@ class Agent:
             secrets=tuple(run.secrets.values()),
             flow_name=run.test_case_name,
         )
+        result: _Outcome
         try:
-            session = await driver.open(device, app, bundle.flow)
-            outcome = await FlowRunner(bundle, session, values, reporter).run()
-            return _Outcome(outcome.status, outcome.failure)
-        except InfrastructureError as exc:
-            return _Outcome("failed", {"kind": "infrastructure", "message": str(exc), "step": None})
+            try:
+                session = await driver.open(device, app, bundle.flow)
+                if run.record_video:
+                    await self._start_recording(run, session)
+                outcome = await FlowRunner(bundle, session, values, reporter).run()
+                result = _Outcome(outcome.status, outcome.failure)
+            except InfrastructureError as exc:
+                result = _Outcome("failed", {"kind": "infrastructure", "message": str(exc), "step": None})
+            except asyncio.CancelledError:
+                # Cancelled for its timeout (not because the run was cancelled or the agent stops).
+                if session is not None and timed_out.is_set():
+                    await self._upload_artifacts(run, session)
+                raise
+            # Passed or failed: the video and the device's log go up before the end is reported, so the
+            # run's page has them as soon as it shows the result.
+            if session is not None:
+                await self._upload_artifacts(run, session)
+            return result
         finally:
             if session is not None:
                 with contextlib.suppress(Exception):
                     await session.close()
+
+    async def _start_recording(self, run: RunPayload, session: DeviceSession) -> None:
+        """Start the run's screen recording; a device that cannot record still runs the flow."""
+        try:
+            await session.start_recording()
+        except Exception:
+            log.warning("run %s: could not start recording the screen", run.id, exc_info=True)
+
+    async def _upload_artifacts(self, run: RunPayload, session: DeviceSession) -> None:
+        """Stop the screen recording (the run's own, or one a flow left running) and upload it with the
+        device's log. Neither can fail the run: an error is logged and the run's result stands."""
+        for what, produce in (("screen recording", session.stop_recording), ("device log", session.device_log)):
+            try:
+                artifact = await produce()
+                if artifact is not None:
+                    await self.client.upload_artifact(run, artifact)
+            except RunMovedOn:
+                raise
+            except Exception as exc:
+                log.warning("run %s: the %s was not uploaded (%s)", run.id, what, exc)
 
     async def _files(self, run: RunPayload) -> dict[str, bytes]:
         """The test case's files, each downloaded once per agent (kept by SHA-256 next to the apps)."""
@@ -355,6 +396,7 @@ class _Finisher(_GroupCommit[dict[str, Any], "RunPayload | None"]):
 class _StepReporter:
     """Sends step results in small batches: at once when a step has a screenshot (the step must exist
     before its picture), else at most every ``interval`` seconds; what is left goes with ``finish``.
+    A step's artifacts (stopRecording's video) are uploaded as the step is reported.
 
     Steps that take seconds on a real device are still reported one by one; instant simulated steps
     cost one request per batch instead of one each.
@@ -376,6 +418,14 @@ class _StepReporter:
             await self.flush()
         if record.screenshot is not None:
             await self.client.screenshot(self.run, record.index, record.screenshot)
+        # A flow's stopRecording gives its video: uploaded now, with the step that made it.
+        for artifact in record.artifacts:
+            try:
+                await self.client.upload_artifact(self.run, artifact, record.index)
+            except RunMovedOn:
+                raise
+            except Exception as exc:
+                log.warning("run %s: the video of step %d was not uploaded (%s)", self.run.id, record.index, exc)
 
     async def flush(self) -> None:
         if self.pending:
