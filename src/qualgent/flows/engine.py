@@ -593,13 +593,13 @@ class FlowRunner:
             else:
                 for match in TEMPLATE.finditer(script):
                     if match.group(1).strip():
-                        await self._evaluate(match.group(1), "${" + match.group(1) + "}", logs)
+                        await self._evaluate(match.group(1), "${" + match.group(1) + "}")
             return StepResult("passed"), None
         if name == "runScript":
             return await self._run_script(command, logs), None
         if name == "assertTrue":
             written = str(command.args.get("condition", ""))
-            text = await self._interpolate_logged(written, logs)
+            text = await self.interpolate(written)
             if not truthy(text):
                 raise _Failed(f"assertion is false: {written} is {text!r}", assertion=True)
             return StepResult("passed"), None
@@ -617,19 +617,6 @@ class FlowRunner:
             await self._copied(result.value)
             result.logs.append(f"copied {result.value!r}")
         return result, step.describe()
-
-    async def _interpolate_logged(self, text: str, logs: list[str]) -> str:
-        if "${" not in text:
-            return text
-        out: list[str] = []
-        position = 0
-        for match in TEMPLATE.finditer(text):
-            out.append(text[position : match.start()])
-            if match.group(1).strip():
-                out.append(await self._evaluate(match.group(1), "${" + match.group(1) + "}", logs))
-            position = match.end()
-        out.append(text[position:])
-        return _ESCAPED_TEMPLATE.sub(r"\1", "".join(out))
 
     async def _copied(self, text: str) -> None:
         self.copied_text = text
