@@ -72,6 +72,11 @@ class Unprocessable(QualgentError):
     code = "invalid_request"
 
 
+class RangeNotSatisfiable(QualgentError):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+
 class RateLimited(QualgentError):
     status_code = 429
     code = "rate_limited"
@@ -86,6 +91,7 @@ _STATUS_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
     422: "invalid_request",
     429: "rate_limited",
 }

@@ -11,10 +11,11 @@ from qualgent.errors import Forbidden, NotFound, RateLimited
 from qualgent.ids import has_shape
 from qualgent.lenient_json import LenientJSONRoute
 from qualgent.pagination import PageDep, set_next_link
-from qualgent.runs import reports, service
+from qualgent.runs import artifacts, reports, service
 from qualgent.runs.repository import RunRepository
 from qualgent.runs.schemas import CancelOut, QueueInfo, RunListOut, RunOut, RunReport, RunStatus
 from qualgent.signing import verify_path
+from qualgent.state import AppState
 
 router = APIRouter(prefix="/v1/jobs", tags=["Jobs"], route_class=LenientJSONRoute)
 
@@ -128,14 +129,9 @@ async def screenshot(
     signature: Annotated[str, Query(max_length=128)],
 ) -> Response:
     """A step's screenshot through a pre-signed link (valid 5 minutes)."""
-    address = client_address(request)
-    blocked = await state.limiter.auth_failures_exceeded(address)
-    if blocked is not None:
-        raise RateLimited("Too many failed attempts from this address; wait and retry.", headers=blocked.headers())
-    path = reports.screenshot_path(test_run_id, attempt, index)
-    if not verify_path(state.signing_key, org, path, expires, signature):
-        await state.limiter.record_auth_failure(address)
-        raise Forbidden("This link is invalid or has expired; fetch the report again.", code="invalid_signature")
+    await _check_signature(
+        request, state, reports.screenshot_path(test_run_id, attempt, index), org, expires, signature
+    )
     steps = await RunRepository(session, org, state.reader).steps(test_run_id, attempt)
     step = next((s for s in steps if s.index == index and s.screenshot_key), None)
     if step is None or step.screenshot_key is None:
@@ -144,3 +140,46 @@ async def screenshot(
     if local is None:  # object storage: a screenshot is small, stream it through
         return StreamingResponse(state.storage.open(step.screenshot_key), media_type="image/png")
     return FileResponse(local, media_type="image/png")
+
+
+@artifacts_router.get(
+    "/{test_run_id}/artifacts/{attempt}/{name}",
+    response_class=Response,
+    responses={
+        200: {"content": {"video/mp4": {}, "text/plain": {}}, "description": "The artifact's bytes."},
+        206: {"description": "The range asked for (`Range: bytes=…`)."},
+        307: {"description": "On object storage: the store's own pre-signed URL."},
+        403: {},
+        404: {},
+    },
+)
+async def artifact(
+    test_run_id: str,
+    attempt: int,
+    name: str,
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    org: Annotated[str, Query(max_length=40)],
+    expires: Annotated[int, Query()],
+    signature: Annotated[str, Query(max_length=128)],
+) -> Response:
+    """A run's video or device log through a pre-signed link (valid 5 minutes); answers Range requests."""
+    await _check_signature(request, state, reports.artifact_path(test_run_id, attempt, name), org, expires, signature)
+    row = await RunRepository(session, org, state.reader).artifact(test_run_id, attempt, name)
+    if row is None:
+        raise NotFound("No such artifact.")
+    return artifacts.serve(state, row, request.headers.get("range"), redirect=True)
+
+
+async def _check_signature(
+    request: Request, state: AppState, path: str, org: str, expires: int, signature: str
+) -> None:
+    """A pre-signed link's own authorisation; failures count like failed API keys (429 past the limit)."""
+    address = client_address(request)
+    blocked = await state.limiter.auth_failures_exceeded(address)
+    if blocked is not None:
+        raise RateLimited("Too many failed attempts from this address; wait and retry.", headers=blocked.headers())
+    if not verify_path(state.signing_key, org, path, expires, signature):
+        await state.limiter.record_auth_failure(address)
+        raise Forbidden("This link is invalid or has expired; fetch the report again.", code="invalid_signature")

@@ -1,4 +1,5 @@
-"""A run's report (JSON) and JUnit XML: its attempts, the latest attempt's steps, screenshot links."""
+"""A run's report (JSON) and JUnit XML: its attempts, the latest attempt's steps, screenshot links, and
+the latest attempt's videos and device log."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from qualgent.errors import NotFound
 from qualgent.reports import junit
 from qualgent.runs import service
 from qualgent.runs.repository import RunRepository
-from qualgent.runs.schemas import AttemptReport, RunReport, StepReport
+from qualgent.runs.schemas import ArtifactReport, AttemptReport, RunReport, StepReport
 from qualgent.signing import signed_path_url
 from qualgent.state import AppState
 
@@ -17,12 +18,18 @@ def screenshot_path(run_id: str, attempt: int, index: int) -> str:
     return f"/v1/jobs/{run_id}/screenshots/{attempt}/{index}.png"
 
 
+def artifact_path(run_id: str, attempt: int, name: str) -> str:
+    # Names are safe file names (agents/service.ARTIFACT_NAME): nothing to quote.
+    return f"/v1/jobs/{run_id}/artifacts/{attempt}/{name}"
+
+
 async def build(repo: RunRepository, state: AppState, run_id: str) -> tuple[Any, RunReport]:
     run = await repo.view(run_id)
     if run is None:
         raise NotFound(f"No test run {run_id}.")
     attempts = await repo.attempts(run.id)
     steps = await repo.steps(run.id, run.attempt) if run.attempt else []
+    artifacts = await repo.artifacts(run.id, run.attempt) if run.attempt else []
     settings = state.settings
     return run, RunReport(
         run=service.to_out(state, run),
@@ -59,6 +66,23 @@ async def build(repo: RunRepository, state: AppState, run_id: str) -> tuple[Any,
                 else None,
             )
             for s in steps
+        ],
+        artifacts=[
+            ArtifactReport(
+                name=a.name,
+                kind=a.kind,
+                content_type=a.content_type,
+                size=a.size,
+                step=a.step_index,
+                link=signed_path_url(
+                    settings.public_base_url,
+                    state.signing_key,
+                    repo.organization_id,
+                    artifact_path(run.id, a.attempt, a.name),
+                    settings.download_link_ttl,
+                ),
+            )
+            for a in artifacts
         ],
     )
 

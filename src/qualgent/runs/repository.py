@@ -7,7 +7,17 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, func, or_, select
 
 from qualgent.db.dialect import prepared
-from qualgent.db.models import AppFile, Device, Organization, RunAttempt, RunStep, TestCase, TestRun, User
+from qualgent.db.models import (
+    AppFile,
+    Device,
+    Organization,
+    RunArtifact,
+    RunAttempt,
+    RunStep,
+    TestCase,
+    TestRun,
+    User,
+)
 from qualgent.db.repository import ORG_PARAM, OrgScopedRepository
 from qualgent.ids import has_shape
 
@@ -191,6 +201,29 @@ class RunRepository(OrgScopedRepository[TestRun]):
             .order_by(RunStep.index)
         )
         return await self.read_all(stmt)
+
+    async def artifacts(self, run_id: str, attempt: int | None = None) -> list[Any]:
+        """The run's videos and device logs (of one attempt, or of all): by attempt, videos first."""
+        stmt = (
+            self.scoped_view(RunArtifact)
+            .join(RunArtifact, RunArtifact.run_id == TestRun.id)
+            .where(TestRun.id == run_id)
+            .order_by(RunArtifact.attempt, RunArtifact.kind.desc(), RunArtifact.name)
+        )
+        if attempt is not None:
+            stmt = stmt.where(RunArtifact.attempt == attempt)
+        return await self.read_all(stmt)
+
+    async def artifact(self, run_id: str, attempt: int, name: str) -> Any | None:
+        if not has_shape(run_id, "run"):
+            return None
+        stmt = (
+            self.scoped_view(RunArtifact)
+            .join(RunArtifact, RunArtifact.run_id == TestRun.id)
+            .where(TestRun.id == run_id, RunArtifact.attempt == attempt, RunArtifact.name == name)
+        )
+        rows = await self.read_all(stmt)
+        return rows[0] if rows else None
 
     async def add_all(self, runs: list[TestRun]) -> None:
         for run in runs:

@@ -146,6 +146,10 @@ class JobIn(BaseModel):
     priority: Priority = "medium"
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
     env: Env | None = None
+    record_video: bool = Field(
+        default=False,
+        description="Record a video of the device's screen for the run (a test case may always record one).",
+    )
 
 
 class RunIn(BaseModel):
@@ -186,6 +190,10 @@ class RunAllIn(BaseModel):
     )
     exclude_tags: list[Tag] | None = Field(
         default=None, max_length=100, description="Skip test cases with any of these tags."
+    )
+    record_video: bool = Field(
+        default=False,
+        description="Record a video of the device's screen for every run (a test case may always record one).",
     )
 
 
@@ -249,7 +257,24 @@ class AttemptReport(BaseModel):
     message: str | None
 
 
+class ArtifactReport(BaseModel):
+    """A file the attempt produced besides screenshots: a screen recording or the device's log."""
+
+    name: str = Field(description='File name, e.g. "run.mp4", "device.log".')
+    kind: Literal["video", "log"]
+    content_type: str = Field(description='e.g. "video/mp4", "text/plain; charset=utf-8".')
+    size: int = Field(description="Bytes.")
+    step: int | None = Field(
+        description="Index of the step that produced it (a flow's stopRecording); null for the run's own "
+        "video and the device's log."
+    )
+    link: str = Field(description="Pre-signed download link (valid 5 minutes); it answers Range requests.")
+
+
 class RunReport(BaseModel):
     run: RunOut
     attempts: list[AttemptReport]
     steps: list[StepReport] = Field(description="The steps of the latest attempt.")
+    artifacts: list[ArtifactReport] = Field(
+        default_factory=list, description="Videos and the device's log of the latest attempt, videos first."
+    )

@@ -87,6 +87,7 @@ class _Plan:
     priority: str
     timeout_seconds: int | None
     env: dict[str, str] | None = None
+    record_video: bool = False
 
 
 class _Problems:
@@ -201,6 +202,7 @@ def _build_runs(principal: Principal, plans: list[_Plan], max_attempts: int) -> 
             max_attempts=max_attempts,
             timeout_seconds=plan.timeout_seconds or plan.test_case.timeout_seconds,
             env=plan.env,
+            record_video=plan.record_video or plan.test_case.record_video,
             queued_at=now,
         )
         for plan in plans
@@ -229,7 +231,9 @@ async def queue_jobs(
         )
         if target is not None:
             app, device, orientation = target
-            plans.append(_Plan(test_case, app, device, orientation, job.priority, job.timeout_seconds, job.env))
+            plans.append(
+                _Plan(test_case, app, device, orientation, job.priority, job.timeout_seconds, job.env, job.record_video)
+            )
     problems.raise_if_any()
     runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
@@ -259,6 +263,7 @@ async def queue_all(
     env: dict[str, str] | None = None,
     include_tags: list[str] | None = None,
     exclude_tags: list[str] | None = None,
+    record_video: bool = False,
 ) -> list[QueuedJob]:
     org = principal.organization_id
     problems = _Problems()
@@ -283,7 +288,7 @@ async def queue_all(
             f"No active test cases{where}; nothing was queued. Create test cases with POST /v1/test-cases.",
             code="no_test_cases",
         )
-    plans = [_Plan(case, app, chosen, orientation, priority, timeout_seconds, env) for case in cases]
+    plans = [_Plan(case, app, chosen, orientation, priority, timeout_seconds, env, record_video) for case in cases]
     runs = _build_runs(principal, plans, state.settings.max_attempts)
     await RunRepository(session, org).add_all(runs)
     on_commit(session, lambda: state.wakeup.wake(len(runs)))

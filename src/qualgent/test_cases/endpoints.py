@@ -71,6 +71,7 @@ async def run_all_test_cases(
             env=body.env,
             include_tags=body.include_tags,
             exclude_tags=body.exclude_tags,
+            record_video=body.record_video,
         )
         return QueuedOut(jobs=jobs)
 

@@ -61,6 +61,7 @@ class FileOut(BaseModel):
 class TestCaseDetail(TestCaseOut):
     flow: str = Field(description="The YAML text of the test's steps, as stored.")
     timeout_seconds: int | None
+    record_video: bool = Field(default=False, description="Every run of this test case records a video.")
     files: list[FileOut] = Field(
         default_factory=list,
         description="The files the flow uses (subflows, scripts, media), sorted by path; their bytes at "
@@ -110,6 +111,9 @@ class TestCaseIn(BaseModel):
     files: list[FileIn] | None = Field(
         default=None, description="Files the flow uses (subflows, scripts, media); see docs/api.md for limits."
     )
+    record_video: bool = Field(
+        default=False, description="Every run of this test case records a video of the device's screen."
+    )
 
 
 class TestCasePatch(BaseModel):
@@ -124,4 +128,7 @@ class TestCasePatch(BaseModel):
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
     files: list[FileIn] | None = Field(
         default=None, description="Replaces every file of the test case (the flow and its files are one unit)."
+    )
+    record_video: bool | None = Field(
+        default=None, description="Every run of this test case records a video of the device's screen."
     )

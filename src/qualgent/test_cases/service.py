@@ -66,6 +66,7 @@ async def detail(session: AsyncSession, state: AppState, organization_id: str, t
             **_fields(case, latest.get(case.id), state),
             "flow": case.flow,
             "timeout_seconds": case.timeout_seconds,
+            "record_video": case.record_video,
             "files": [FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in files],
         }
     )
@@ -211,6 +212,7 @@ async def create(session: AsyncSession, organization_id: str, body: TestCaseIn) 
         flow=body.flow,
         timeout_seconds=body.timeout_seconds,
         tags=tags,
+        record_video=body.record_video,
     )
     repo = TestCaseRepository(session, organization_id)
     await repo.add(case)
@@ -232,7 +234,7 @@ async def update(session: AsyncSession, organization_id: str, test_case_id: str,
     case = await (repo.get_for_update(test_case_id) if bundle_changes else repo.get(test_case_id))
     if case is None:
         raise NotFound(f"No test case {test_case_id}.")
-    for field in ("name", "status", "description", "flow"):
+    for field in ("name", "status", "description", "flow", "record_video"):
         if field in changes and changes[field] is None:
             raise Unprocessable(f"{field} cannot be null.", details=[{"field": field, "issue": "null"}])
     # The flow and its files are one unit: a new flow is checked against the stored files, new files
