@@ -328,6 +328,10 @@ PriorityOpt = Annotated[str | None, typer.Option("--priority", help="low, medium
 RunTimeoutOpt = Annotated[
     int | None, typer.Option("--run-timeout", help="Seconds each run may execute (server-side timeout).", min=10)
 ]
+RecordVideoOpt = Annotated[
+    bool,
+    typer.Option("--record-video", help="Record a video of each device's screen (in the run's report and page)."),
+]
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -501,6 +505,7 @@ def run(
     priority: PriorityOpt = None,
     run_timeout: RunTimeoutOpt = None,
     env: EnvOpt = None,
+    record_video: RecordVideoOpt = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     junit: JunitOpt = None,
@@ -526,6 +531,8 @@ def run(
             extra["timeout_seconds"] = run_timeout
         if env:
             extra["env"] = env_mapping(env)
+        if record_video:
+            extra["record_video"] = True
         latest_of = _LatestApps(client)
         for case_id in case_ids:
             if devices:
@@ -578,6 +585,7 @@ def run_all(
     priority: PriorityOpt = None,
     run_timeout: RunTimeoutOpt = None,
     env: EnvOpt = None,
+    record_video: RecordVideoOpt = False,
     include_tags: Annotated[
         list[str] | None,
         typer.Option(
@@ -620,6 +628,8 @@ def run_all(
             "env": env_mapping(env) or None,
             "include_tags": tag_list(include_tags),
             "exclude_tags": tag_list(exclude_tags),
+            # Not sent unless asked: an older server refuses no request it took before.
+            "record_video": True if record_video else None,
         }
 
         latest_of = _LatestApps(client)
