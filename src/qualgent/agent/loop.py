@@ -289,7 +289,8 @@ class Agent:
                 continue
             data = await self.client.fetch_file(run, ref.path)
             folder.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_suffix(f".{os.getpid()}.part")
+            # Devices of this agent may fetch the same file at once: each writes its own partial file.
+            partial = cached.with_suffix(f".{os.getpid()}.{id(asyncio.current_task())}.part")
             await asyncio.to_thread(partial.write_bytes, data)
             os.replace(partial, cached)
             out[ref.path] = data
