@@ -1,4 +1,5 @@
-"""The clean-up: content of deleted apps past retention, unreferenced blobs, abandoned and crashed uploads.
+"""The clean-up: content of deleted apps past retention, unreferenced blobs, abandoned and crashed uploads,
+and the videos, device logs and screenshots of runs finished longer than the run retention ago.
 
 Runs periodically in every server process (``Purger``) and on demand (``qualgent admin purge``). Every
 step is safe to run concurrently with itself and with uploads: rows are released with conditional
@@ -20,6 +21,7 @@ from qualgent.apps.repository import PurgeRepository
 from qualgent.config import Settings
 from qualgent.db.base import utcnow
 from qualgent.periodic import PeriodicTask
+from qualgent.runs.repository import RunRetentionRepository
 from qualgent.storage.base import Storage, remove_if_unlocked
 from qualgent.uploads.repository import ExpiredUploadRepository
 
@@ -36,12 +38,19 @@ class PurgeReport:
     blobs_deleted: int = 0
     uploads_expired: int = 0
     files_removed: int = 0
+    runs_cleared: int = 0
+    run_files_deleted: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.apps_released} deleted apps released, {self.blobs_deleted} stored objects deleted, "
-            f"{self.uploads_expired} expired uploads removed, {self.files_removed} partial files removed"
+            f"{self.uploads_expired} expired uploads removed, {self.files_removed} partial files removed, "
+            f"{self.runs_cleared} finished runs' artifacts and screenshots deleted "
+            f"({self.run_files_deleted} stored objects)"
         )
+
+    def __bool__(self) -> bool:
+        return any(vars(self).values())
 
 
 async def purge(
@@ -56,6 +65,7 @@ async def purge(
     await _delete_unreferenced_blobs(sessions, storage, report)
     await _expire_uploads(settings, sessions, now, report)
     report.files_removed += await asyncio.to_thread(_remove_dead_staging, settings, storage)
+    await _clear_old_runs(sessions, storage, now - timedelta(days=settings.run_retention_days), report)
     return report
 
 
@@ -126,6 +136,30 @@ async def _expire_uploads(
                 report.files_removed += 1
 
 
+async def _clear_old_runs(
+    sessions: async_sessionmaker[AsyncSession], storage: Storage, cutoff: datetime, report: PurgeReport
+) -> None:
+    """Runs finished before ``cutoff`` lose their videos, device logs and screenshots (the runs, their
+    steps and the steps' log lines stay). The rows go first; the objects once that has committed."""
+    while True:
+        async with sessions() as session:
+            repo = RunRetentionRepository(session)
+            run_ids = await repo.runs_with_files_before(cutoff, BATCH)
+            keys = await repo.release(run_ids)
+            await session.commit()
+        for key in keys:
+            try:
+                await storage.delete(key)
+            except Exception:
+                # Nothing refers to it any more: a later purge cannot find it; say which.
+                log.warning("purge: could not delete %s of an old run from the store", key, exc_info=True)
+                continue
+            report.run_files_deleted += 1
+        report.runs_cleared += len(run_ids)
+        if len(run_ids) < BATCH:
+            return
+
+
 def _remove_dead_staging(settings: Settings, storage: Storage) -> int:
     """Staging files of single-request uploads whose process died (SIGKILL, power loss), and the store's
     own leftovers (S3 multipart uploads never completed) older than the upload expiry."""
@@ -145,6 +179,6 @@ class Purger(PeriodicTask):
 
     async def run_once(self) -> PurgeReport:
         report = await purge(self.settings, self.sessions, self.storage)
-        if report.apps_released or report.blobs_deleted or report.uploads_expired or report.files_removed:
+        if report:
             log.info("purge: %s", report)
         return report

@@ -486,8 +486,16 @@ def purge_cmd(
         float | None,
         typer.Option(help="Days a deleted app's content is kept (default: QUALGENT_APP_RETENTION_DAYS)."),
     ] = None,
+    run_retention_days: Annotated[
+        float | None,
+        typer.Option(
+            help="Days after a run finished when its videos, device logs and screenshots are deleted "
+            "(default: QUALGENT_RUN_RETENTION_DAYS)."
+        ),
+    ] = None,
 ) -> None:
-    """Purge now: deleted apps' content past retention, expired resumable uploads, crashed uploads' data."""
+    """Purge now: deleted apps' content past retention, expired resumable uploads, crashed uploads' data, and
+    old runs' videos, device logs and screenshots."""
     from qualgent.apps.purge import purge
     from qualgent.db.dialect import write_sessionmaker
     from qualgent.db.session import make_engine
@@ -496,6 +504,8 @@ def purge_cmd(
     settings = get_settings()
     if retention_days is not None:
         settings = settings.model_copy(update={"app_retention_days": retention_days})
+    if run_retention_days is not None:
+        settings = settings.model_copy(update={"run_retention_days": run_retention_days})
 
     async def main() -> str:
         engine = make_engine(settings.resolved_database_url, pool_size=1)

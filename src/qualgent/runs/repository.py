@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, union, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.dialect import prepared
 from qualgent.db.models import (
@@ -231,3 +233,47 @@ class RunRepository(OrgScopedRepository[TestRun]):
                 raise ValueError("run belongs to another organisation")
         self.session.add_all(runs)
         await self.session.flush()
+
+
+class RunRetentionRepository:
+    """The retention purge's queries. They span organisations on purpose: the purge is a server task,
+    not a request, and only releases files of runs past the retention (it returns no tenant data)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def runs_with_files_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """Runs finished before ``cutoff`` that still have artifacts or screenshots."""
+        with_artifacts = (
+            select(RunArtifact.run_id)
+            .join(TestRun, TestRun.id == RunArtifact.run_id)
+            .where(TestRun.finished_at < cutoff)
+        )
+        with_screenshots = (
+            select(RunStep.run_id)
+            .join(TestRun, TestRun.id == RunStep.run_id)
+            .where(RunStep.screenshot_key.is_not(None), TestRun.finished_at < cutoff)
+        )
+        found = union(with_artifacts, with_screenshots).subquery()
+        rows = await self.session.execute(select(found.c.run_id).order_by(found.c.run_id).limit(limit))
+        return [row[0] for row in rows]
+
+    async def release(self, run_ids: Sequence[str]) -> list[str]:
+        """Forget the runs' artifacts and their steps' screenshots; the storage keys to delete once this
+        commits. Each row goes to one caller only (DELETE … RETURNING; locked reads), however many purge."""
+        if not run_ids:
+            return []
+        artifacts = await self.session.execute(
+            delete(RunArtifact).where(RunArtifact.run_id.in_(run_ids)).returning(RunArtifact.storage_key)
+        )
+        keys = [row[0] for row in artifacts]
+        # RETURNING gives the new (NULL) value of an update: the keys are read first, the rows locked
+        # (FOR UPDATE on PostgreSQL; SQLite's write transaction holds the whole database already), so a
+        # concurrent purge waits and then finds these screenshots gone.
+        with_screenshots = (RunStep.run_id.in_(run_ids), RunStep.screenshot_key.is_not(None))
+        screenshots = await self.session.scalars(
+            select(RunStep.screenshot_key).where(*with_screenshots).with_for_update()
+        )
+        keys += [key for key in screenshots if key]
+        await self.session.execute(update(RunStep).where(*with_screenshots).values(screenshot_key=None))
+        return keys

@@ -18,7 +18,7 @@ from qualgent.deps import SessionDep, StateDep
 from qualgent.errors import NotFound, Unauthorized, Unprocessable
 from qualgent.ids import has_shape
 from qualgent.organisations import service as organisations
-from qualgent.runs import reports
+from qualgent.runs import artifacts, reports
 from qualgent.runs import service as runs_service
 from qualgent.runs.repository import RunRepository
 from qualgent.secrets import service as secrets_service
@@ -216,6 +216,16 @@ async def run_screenshot(
     return FileResponse(local, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
 
+@router.get("/test-runs/{run_id}/artifacts/{attempt}/{name}")
+async def run_artifact(
+    run_id: str, attempt: int, name: str, request: Request, session: SessionDep, state: StateDep, user: WebUserDep
+) -> Response:
+    """A run's video (played on its page; Range requests let the player seek) or device log."""
+    found = await service.artifact(session, state, user.principal, run_id, attempt, name)
+    # Served from this server even on object storage: the page's policy lets media come from here only.
+    return artifacts.serve(state, found, request.headers.get("range"), redirect=False)
+
+
 # --------------------------------------------------------------------------------------------- apps
 
 
@@ -291,8 +301,11 @@ async def run_test_case(
     device: Annotated[str, Form(max_length=300)],
     app_file_id: Annotated[str, Form(max_length=64)] = "",
     priority: Annotated[str, Form(max_length=10)] = "medium",
+    record_video: Annotated[str | None, Form(max_length=10)] = None,
 ) -> Response:
-    queued = await service.queue_one(session, state, user.principal, test_case_id, device, app_file_id, priority)
+    queued = await service.queue_one(
+        session, state, user.principal, test_case_id, device, app_file_id, priority, record_video=bool(record_video)
+    )
     return _see_other(f"/test-runs/{queued.id}")
 
 

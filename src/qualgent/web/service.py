@@ -3,6 +3,7 @@ a page sees exactly what its organisation's API keys see."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from qualgent.categories.repository import CategoryRepository
 from qualgent.db.models import Category
 from qualgent.errors import NotFound, Unprocessable
 from qualgent.ids import has_shape
+from qualgent.runs import artifacts as run_artifacts
 from qualgent.runs import reports
 from qualgent.runs import service as runs_service
 from qualgent.runs.repository import RunRepository
@@ -26,6 +28,8 @@ from qualgent.state import AppState
 from qualgent.test_cases import service as test_cases_service
 from qualgent.test_cases.repository import TestCaseRepository
 from qualgent.test_cases.schemas import TestCaseOut
+
+log = logging.getLogger("qualgent.web")
 
 STATUSES: tuple[RunStatus, ...] = ("queued", "running", "passed", "failed", "cancelled")
 LIST_LIMIT = 100
@@ -92,6 +96,10 @@ class AttemptView:
     outcome: str | None
     message: str | None
     steps: list[Any] = field(default_factory=list)
+    # Artifacts: the attempt's own screen recordings, its device logs, and videos of steps (stopRecording).
+    videos: list[Any] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
+    step_videos: dict[int, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,6 +107,9 @@ class RunView:
     run: RunOut
     attempts: list[AttemptView]
     queue: Any | None
+    # A failed run's device log: its last lines, shown by the failing step, and the log itself (its link).
+    log_tail: list[str] | None = None
+    tail_of: Any | None = None
 
     @property
     def finished(self) -> bool:
@@ -117,24 +128,51 @@ async def run_view(session: AsyncSession, state: AppState, principal: Principal,
     if row is None:
         raise NotFound(f"No test run {run_id}.")
     attempts = []
+    artifacts: dict[int, list[Any]] = {}
+    for artifact in await repo.artifacts(row.id):
+        artifacts.setdefault(artifact.attempt, []).append(artifact)
     for attempt in await repo.attempts(row.id):
         steps = await repo.steps(row.id, attempt.number)
-        attempts.append(
-            AttemptView(
-                attempt.number,
-                attempt.device_name,
-                attempt.started_at,
-                attempt.finished_at,
-                attempt.outcome,
-                attempt.message,
-                list(steps),
-            )
+        view = AttemptView(
+            attempt.number,
+            attempt.device_name,
+            attempt.started_at,
+            attempt.finished_at,
+            attempt.outcome,
+            attempt.message,
+            list(steps),
         )
+        for artifact in artifacts.get(attempt.number, []):
+            if artifact.kind == "log":
+                view.logs.append(artifact)
+            elif artifact.step_index is not None:
+                view.step_videos.setdefault(artifact.step_index, []).append(artifact)
+            else:
+                view.videos.append(artifact)
+        attempts.append(view)
     queue = None
     if row.status == "queued":
         reason, position = await repo.queue_info(row, state.settings.default_parallel_runs)
         queue = {"reason": reason.replace("_", " "), "position": position}
-    return RunView(runs_service.to_out(state, row), attempts, queue)
+    run_view = RunView(runs_service.to_out(state, row), attempts, queue)
+    if row.failure_kind and attempts and attempts[-1].logs:
+        run_view.tail_of = attempts[-1].logs[0]
+        try:
+            run_view.log_tail = await run_artifacts.tail(state, run_view.tail_of)
+        except Exception:
+            # The page still shows the run (and the log's link) when the store does not answer.
+            log.warning("run %s: cannot read the device log's end", row.id, exc_info=True)
+    return run_view
+
+
+async def artifact(
+    session: AsyncSession, state: AppState, principal: Principal, run_id: str, attempt: int, name: str
+) -> Any:
+    """One of a run's videos or device logs (its ``run_artifacts`` row), as the run's page links it."""
+    found = await RunRepository(session, principal.organization_id, state.reader).artifact(run_id, attempt, name)
+    if found is None:
+        raise NotFound("No such artifact.")
+    return found
 
 
 async def run_report(session: AsyncSession, state: AppState, principal: Principal, run_id: str) -> Any:
@@ -197,6 +235,8 @@ async def queue_one(
     device: str,
     app_file_id: str,
     priority: str,
+    *,
+    record_video: bool = False,
 ) -> QueuedJob:
     """Queue one run from the test case page's form, through the API's own queuing service."""
     parts = device.split("|")
@@ -208,6 +248,7 @@ async def queue_one(
             app_file_id=app_file_id or None,
             device=DeviceIn(name=parts[0], platform=parts[1], os_version=parts[2]),
             priority=priority,  # validated by the model
+            record_video=record_video,
         )
     except ValidationError as exc:
         details = [{"field": ".".join(str(p) for p in e["loc"]), "issue": e["msg"]} for e in exc.errors()]
