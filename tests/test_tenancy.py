@@ -537,6 +537,11 @@ def dashboard_screenshot(w: World) -> None:
     indistinguishable(w, "GET", "/test-runs/<run>/screenshots/1/0.png", ("run",), status=404, code="not_found")
 
 
+def dashboard_artifact(w: World) -> None:
+    for name in ("run.mp4", "device.log"):
+        indistinguishable(w, "GET", f"/test-runs/<run>/artifacts/1/{name}", ("run",), status=404, code="not_found")
+
+
 def dashboard_cancel(w: World) -> None:
     indistinguishable(w, "POST", "/test-runs/<run>/cancel", ("run",), status=404, code="not_found", **_form(w))
 
@@ -625,6 +630,7 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/test-runs/{run_id}/report.json"): dashboard_run("/report.json"),
     ("GET", "/test-runs/{run_id}/junit.xml"): dashboard_run("/junit.xml"),
     ("GET", "/test-runs/{run_id}/screenshots/{attempt}/{index}.png"): dashboard_screenshot,
+    ("GET", "/test-runs/{run_id}/artifacts/{attempt}/{name}"): dashboard_artifact,
     ("POST", "/test-runs/{run_id}/cancel"): dashboard_cancel,
     ("GET", "/apps"): dashboard_apps,
     ("POST", "/apps/{app_id}/delete"): dashboard_delete_app,
