@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qualgent.db.models import RunArtifact, RunStep, TestRun
 from qualgent.signing import signed_path_url
 from tests.fixtures.agents import agent_token, running_agent, simulated_devices
+from tests.fixtures.cli import Cli
 from tests.fixtures.factories import (
     IPHONE_14_PRO,
     Database,
@@ -374,6 +375,32 @@ def test_a_flow_s_own_recording_is_uploaded_with_its_step(store: Store, owner: T
     page = owner.client.get(f"/test-runs/{run_id}").text
     step_item = page.split(f'id="step-1-{stop["index"]}"', 1)[1].split("</li>", 1)[0]
     assert f'<video controls preload="metadata" src="/test-runs/{run_id}/artifacts/1/login.mp4"' in step_item
+
+
+def test_the_cli_asks_for_videos(store: Store, owner: Tenant, tmp_path: Path) -> None:
+    if store.kind == "s3":
+        pytest.skip("the CLI talks to the API only: where the server stores files does not matter")
+    app = _app(owner)
+    case = create_test_case(owner, name="Recorded from CI", flow=PASSING_FLOW)
+    cli = Cli(store.server.url, owner.key, tmp_path)
+    target = ("--device", "iPhone 14 Pro", "--app", app, "--json")
+
+    def queued(*args: str) -> list[str]:
+        done = cli(*args, *target)
+        assert done.code == 0, done
+        return [job["id"] for job in done.json()["runs"]]
+
+    recorded = queued("run", case["id"], "--record-video") + queued("run-all", "--record-video")
+    plain = queued("run", case["id"]) + queued("run-all")
+    assert len(recorded) == len(plain) == 2
+
+    async def flags(session: AsyncSession) -> dict[str, bool]:
+        rows = await session.execute(select(TestRun.id, TestRun.record_video).where(TestRun.id.in_(recorded + plain)))
+        return {run_id: flag for run_id, flag in rows.all()}
+
+    assert store.db.run(flags) == {**dict.fromkeys(recorded, True), **dict.fromkeys(plain, False)}
+    for run_id in recorded + plain:
+        assert owner.client.post(f"/v1/jobs/{run_id}/cancel").status_code == 200
 
 
 # ------------------------------------------------------------------------------- the agent route
