@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from qualgent.client import Client
 from qualgent.db.models import RunArtifact, RunStep, TestRun
 from qualgent.signing import signed_path_url
 from tests.fixtures.agents import agent_token, running_agent, simulated_devices
@@ -309,6 +310,12 @@ def test_test_cases_that_record_record_every_run(store: Store, owner: Tenant, tm
     assert [a["name"] for a in _report(owner, recorded_run)["artifacts"]] == ["run.mp4", "device.log"]
     # A run nobody asked to record has no video, but it has the device's log.
     assert [a["name"] for a in _report(owner, plain_run)["artifacts"]] == ["device.log"]
+    # The SDK reads them too.
+    with Client(owner.key, store.server.url) as sdk:
+        assert sdk.get_test_case(recording["id"]).record_video is True
+        [video, device_log] = sdk.run_report(recorded_run).artifacts
+        assert (video.name, video.kind, video.step, device_log.kind) == ("run.mp4", "video", None, "log")
+        assert video.link.startswith(f"{store.server.url}/v1/jobs/{recorded_run}/artifacts/1/run.mp4?")
 
     # The option is changed like any other field, and is never null.
     patched = owner.client.patch(f"/v1/test-cases/{recording['id']}", json={"record_video": False})

@@ -74,6 +74,7 @@ class TestCaseDetail(TestCase):
     flow: str = ""
     timeout_seconds: int | None = None
     files: list[TestCaseFile] = []
+    record_video: bool = False  # every run records a video (servers before run artifacts send none)
 
 
 class Failure(Model):
@@ -150,10 +151,22 @@ class Attempt(Model):
     message: str | None = None
 
 
+class RunArtifact(Model):
+    """A video or the device's log of the run's latest attempt; ``link`` is pre-signed (5 minutes)."""
+
+    name: str
+    kind: Literal["video", "log"]
+    content_type: str
+    size: int
+    step: int | None = None  # the step that made it (a flow's stopRecording)
+    link: str
+
+
 class RunReport(Model):
     run: Run
     attempts: list[Attempt] = []
     steps: list[Step] = []
+    artifacts: list[RunArtifact] = []  # servers before run artifacts send none
 
 
 class CancelResult(Model):
