@@ -120,8 +120,8 @@ def sign_in(page: Page, dash: Dashboard, path: str = "/test-runs", email: str | 
     expect(page).to_have_url(f"{dash.url}{path}")
 
 
-def queue(dash: Dashboard, test_case: str) -> dict[str, Any]:
-    job = {"test_case_id": dash.ids[test_case], "app_file_id": dash.ids["app"], "device": IPHONE_14_PRO}
+def queue(dash: Dashboard, test_case: str, **extra: Any) -> dict[str, Any]:
+    job = {"test_case_id": dash.ids[test_case], "app_file_id": dash.ids["app"], "device": IPHONE_14_PRO, **extra}
     response = dash.api.post("/v1/test-cases/run", json={"jobs": [job]})
     assert response.status_code == 200, response.text
     queued: dict[str, Any] = response.json()["jobs"][0]
@@ -322,6 +322,36 @@ def test_a_failed_run_shows_its_failing_step_and_screenshot(page: Page, dash: Da
     shot(page, "run-screenshot")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+
+
+def test_a_recorded_run_plays_its_video_and_a_failed_one_shows_the_device_log(page: Page, dash: Dashboard) -> None:
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    run = queue(dash, "Checkout Flow Test", record_video=True)
+    sign_in(page, dash, "/test-runs")
+    page.goto(run["link"])
+    expect(page.locator("#run-status")).to_have_text("failed", timeout=30_000)
+    video = page.locator("figure.recording video")
+    expect(video).to_have_count(1)
+    expect(video).to_have_attribute("src", f"/test-runs/{run['id']}/artifacts/1/run.mp4")
+    # The browser reads the video's metadata (its length) and seeks in it: Range requests, under the CSP.
+    page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=video.element_handle(), timeout=15_000)
+    duration = video.evaluate("v => v.duration")
+    assert duration >= 2, duration
+    video.evaluate(
+        "v => new Promise(done => { v.addEventListener('seeked', done, {once: true}); v.currentTime = v.duration / 2; })"
+    )
+    # The device log's last lines, by the failing step, with a link to all of it.
+    failed = page.locator("li.step.failed")
+    expect(failed.locator("#device-log-tail")).to_contain_text('assertVisible "Checkout complete"')
+    with page.expect_download() as download:
+        failed.get_by_role("link", name=re.compile("Download the whole log")).click()
+    text = Path(download.value.path()).read_text()
+    lines = text.splitlines()
+    assert 'tapOn "Sign in"' in text and 'assertVisible "Checkout complete"' in lines[-1], lines
+    shot(page, "run-video")
+    assert not problems, problems
 
 
 def test_cancel_a_running_run(page: Page, dash: Dashboard) -> None:
