@@ -115,6 +115,15 @@ async def screenshot(
         413: {"description": "Over the limit for its kind."},
         422: {"description": "Not a safe file name, or the wrong content type."},
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+                "text/plain": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
 )
 async def artifact(
     run_id: str,
