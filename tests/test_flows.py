@@ -18,14 +18,7 @@ from typing import Any
 import pytest
 
 from qualgent.flows import commands as C
-from qualgent.flows.bundle import (
-    MAX_PARENT_SEGMENTS,
-    MAX_PATH_CHARS,
-    MAX_SCRIPT_BYTES,
-    check_bundle,
-    normalize_path,
-    resolve,
-)
+from qualgent.flows.bundle import check_bundle
 from qualgent.flows.commands import Kind
 from qualgent.flows.model import Command, Condition, Flow, FlowError
 from qualgent.flows.parse import (
@@ -39,6 +32,7 @@ from qualgent.flows.parse import (
     parse_file,
     parse_flow,
 )
+from qualgent.flows.paths import MAX_PARENT_SEGMENTS, MAX_PATH_CHARS, MAX_SCRIPT_BYTES, normalize_path, resolve
 
 
 def flow(text: str, path: str = "") -> Flow:

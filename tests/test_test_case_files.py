@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from qualgent.flows.bundle import MAX_BUNDLE_BYTES, MAX_FILE_BYTES, MAX_FILES, check_bundle
+from qualgent.flows.bundle import check_bundle
 from qualgent.flows.model import FlowError
+from qualgent.flows.paths import MAX_BUNDLE_BYTES, MAX_FILE_BYTES, MAX_FILES
 from qualgent.ids import new_id
 from qualgent.test_cases.service import invalid_flow
 from tests.fixtures.contract import assert_error

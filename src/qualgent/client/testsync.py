@@ -33,10 +33,10 @@ import yaml
 from qualgent.client.errors import APIError, PayloadTooLargeError, ValidationError
 from qualgent.client.models import TestCase, TestCaseDetail
 from qualgent.client.sync import Client
-from qualgent.flows.bundle import reference_image, resolve
 from qualgent.flows.commands import Kind
 from qualgent.flows.model import FlowError
 from qualgent.flows.parse import parse_file
+from qualgent.flows.paths import reference_image, resolve
 
 MARK = "qualgent sync: "
 FLOW_SUFFIXES = (".yaml", ".yml")

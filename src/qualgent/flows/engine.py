@@ -27,9 +27,10 @@ from typing import Any, Final, Literal, Protocol
 
 from qualgent.drivers.base import Artifact, DeviceSession, StepResult
 from qualgent.flows import commands as C
-from qualgent.flows.bundle import Bundle, reference_image, resolve
+from qualgent.flows.bundle import Bundle
 from qualgent.flows.model import Command, Condition, Flow, Selector, Step, Value
 from qualgent.flows.parse import TEMPLATE, check_timeout, enum_value, is_template, point_problem
+from qualgent.flows.paths import reference_image, resolve
 from qualgent.flows.scripts import ScriptEngine, ScriptError
 
 StepStatus = Literal["passed", "failed", "skipped"]

@@ -15,8 +15,9 @@ from qualgent.categories.repository import CategoryRepository
 from qualgent.db.base import utcnow
 from qualgent.db.models import Category, TestCase
 from qualgent.errors import NotFound, PayloadTooLarge, Unprocessable
-from qualgent.flows.bundle import MAX_BUNDLE_BYTES, MAX_FILE_BYTES, MAX_FILES, check_bundle, normalize_path
+from qualgent.flows.bundle import check_bundle
 from qualgent.flows.model import FlowError
+from qualgent.flows.paths import MAX_BUNDLE_BYTES, MAX_FILE_BYTES, MAX_FILES, normalize_path
 from qualgent.ids import new_id
 from qualgent.runs.repository import RunRepository
 from qualgent.runs.schemas import Ref
