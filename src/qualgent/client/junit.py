@@ -38,7 +38,9 @@ def case_for(run: Run, report: RunReport | None, *, note: str | None = None) -> 
         link=run.link,
         failure_kind=kind,
         failure_message=message,
-        steps=[junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot) for s in steps],
+        steps=[
+            junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot, s.index, s.parent) for s in steps
+        ],
     )
 
 
