@@ -86,7 +86,7 @@ def step_names(steps: Sequence[JUnitStep]) -> list[str]:
     names = []
     for step in steps:
         chain = [step.description]
-        parent, seen = step.parent, set()
+        parent, seen = step.parent, {step.index}
         while parent is not None and parent in by_index and parent not in seen:
             seen.add(parent)
             chain.append(by_index[parent].description)
