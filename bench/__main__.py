@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import appium_steps, engine, flows, jobs_api, uploads
+from bench import appium_steps, engine, flows, jobs_api, suites, uploads
 
 BENCHES = {
     "jobs": jobs_api.main,
@@ -12,6 +12,7 @@ BENCHES = {
     "uploads": uploads.main,
     "flows": flows.main,
     "appium": appium_steps.main,
+    "suites": suites.main,
 }
 
 if __name__ == "__main__":

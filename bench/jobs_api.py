@@ -36,6 +36,8 @@ from qualgent.db.dialect import writer
 from qualgent.db.migrations import upgrade
 from qualgent.db.models import AppFile, TestCase, TestRun
 from qualgent.db.session import make_engine, make_sessionmaker, transaction
+from qualgent.devices.repository import TargetRepository
+from qualgent.devices.selectors import pinned
 from qualgent.ids import new_id
 from qualgent.organisations import service as admin
 
@@ -77,6 +79,8 @@ async def seed(url: str) -> tuple[str, list[str]]:
         ]
         s.add_all(cases)
         await s.flush()
+        pixel = pinned("Pixel 7", "Android", "14.0")
+        await TargetRepository(s).ensure([pixel])
     run_ids: list[str] = []
     now = datetime.now(UTC)
     start = now - timedelta(days=30)
@@ -101,6 +105,7 @@ async def seed(url: str) -> tuple[str, list[str]]:
                 "device_platform": "Android",
                 "device_os_version": "14.0",
                 "device_orientation": "portrait",
+                "target_id": pixel.key,
                 "status": status,
                 "priority": "medium",
                 "priority_rank": 1,

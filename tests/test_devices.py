@@ -113,5 +113,7 @@ def test_a_devices_file_replaces_the_catalogue(custom_server: tuple[LiveServer, 
         },
     )
     assert accepted.status_code == 200, accepted.text
-    for job in accepted.json()["jobs"]:
-        assert tenant.client.get(f"/v1/jobs/status/{job['id']}").json()["device"] == "Lab Phone"
+    named, any_android = accepted.json()["jobs"]
+    assert tenant.client.get(f"/v1/jobs/status/{named['id']}").json()["device"] == "Lab Phone"
+    # A platform alone is matched when a device claims the run, against the devices agents serve.
+    assert tenant.client.get(f"/v1/jobs/status/{any_android['id']}").json()["device"] == "any Android device"

@@ -93,6 +93,7 @@ class Agent:
                 os_version=d.os_version,
                 device_type=d.device_type,
                 driver=d.driver,
+                tags=list(d.tags),
             )
             for d in self.devices
         ]

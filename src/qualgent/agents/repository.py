@@ -16,6 +16,7 @@ from qualgent.db.models import (
     Agent,
     AppFile,
     Device,
+    DeviceMatch,
     RunArtifact,
     RunStep,
     Secret,
@@ -142,7 +143,8 @@ class AgentRepository:
         )
 
     async def free_devices(self, agent_id: str, device_ids: Sequence[str]) -> list[Any]:
-        """The agent's devices among ``device_ids`` that run nothing: (id, name, platform, os_version)."""
+        """The agent's devices among ``device_ids`` that run nothing, once per target each fits:
+        (id, name, platform, os_version, target_id). A device that fits no target is not listed."""
         params = {"agent_id": agent_id, "device_ids": list(device_ids)}
         return list((await execute_prebuilt(self.session, _free_devices_statement(), params)).all())
 
@@ -181,10 +183,14 @@ async def mark_silent_agents_offline(session: AsyncSession, after_seconds: float
 
 @cache
 def _free_devices_statement() -> Any:
-    return select(Device.id, Device.name, Device.platform, Device.os_version).where(
-        Device.agent_id == bindparam("agent_id"),
-        Device.id.in_(bindparam("device_ids", expanding=True)),
-        Device.current_run_id.is_(None),
+    return (
+        select(Device.id, Device.name, Device.platform, Device.os_version, DeviceMatch.target_id)
+        .join(DeviceMatch, DeviceMatch.device_id == Device.id)
+        .where(
+            Device.agent_id == bindparam("agent_id"),
+            Device.id.in_(bindparam("device_ids", expanding=True)),
+            Device.current_run_id.is_(None),
+        )
     )
 
 

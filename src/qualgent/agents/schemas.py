@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class DeviceIn(BaseModel):
@@ -17,6 +17,11 @@ class DeviceIn(BaseModel):
     os_version: str = Field(min_length=1, max_length=40)
     device_type: Literal["phone", "tablet"] = "phone"
     driver: str = Field(default="simulator", max_length=40)
+    tags: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Tags (and pools, as `pool:NAME`) of the device, which runs' device selectors match.",
+    )
 
 
 class RegisterIn(BaseModel):

@@ -38,6 +38,7 @@ from qualgent.db.base import utcnow
 from qualgent.db.models import Agent, Device, RunStep, TestRun
 from qualgent.db.session import on_commit, transaction
 from qualgent.devices.catalogue import PLATFORMS
+from qualgent.devices.repository import TargetRepository
 from qualgent.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unprocessable
 from qualgent.flows.paths import normalize_path
 from qualgent.ids import new_id
@@ -120,6 +121,7 @@ async def register(session: AsyncSession, state: AppState, agent: AgentPrincipal
     repo = AgentRepository(session)
     known = {d.config_id: d for d in await repo.devices_of(agent.agent_id)}
     out = []
+    changed: list[Device] = []
     for entry in body.devices:
         fields = {
             "name": entry.name,
@@ -128,16 +130,22 @@ async def register(session: AsyncSession, state: AppState, agent: AgentPrincipal
             "device_type": entry.device_type,
             "driver": entry.driver,
             "online": True,
+            "tags": sorted(set(entry.tags)),
         }
         device = known.get(entry.id)
         if device is None:
             device = Device(id=new_id("dev"), agent_id=agent.agent_id, config_id=entry.id, **fields)
             await repo.add_device(device)
+            changed.append(device)
         else:
+            if _matching_facts(device) != _matching_facts(fields):
+                changed.append(device)
             for name, value in fields.items():
                 setattr(device, name, value)
         out.append(RegisteredDevice(id=device.id, config_id=entry.id))
     await session.flush()
+    # Which targets each new or changed device fits (devices/selectors.py); the claim reads only that.
+    await TargetRepository(session).rematch(changed)
     await repo.seen(agent.agent_id)
     on_commit(session, state.wakeup.wake_all)
     return RegisterOut(
@@ -146,6 +154,24 @@ async def register(session: AsyncSession, state: AppState, agent: AgentPrincipal
         lease_seconds=state.settings.lease_seconds,
         heartbeat_seconds=state.settings.heartbeat_seconds,
     )
+
+
+def _matching_facts(device: Device | dict[str, Any]) -> tuple[Any, ...]:
+    """What target matching reads of a device: a device whose facts did not change keeps its matches."""
+    get = device.get if isinstance(device, dict) else lambda name: getattr(device, name)
+    return (get("name"), get("platform"), get("os_version"), get("device_type"), tuple(get("tags") or ()))
+
+
+def _offered(rows: list[Any]) -> list[transitions.DeviceSpec]:
+    """Free-device rows (one per device and target it fits) as the devices a claim offers."""
+    targets: dict[str, list[str]] = {}
+    first: dict[str, Any] = {}
+    for row in rows:
+        targets.setdefault(row.id, []).append(row.target_id)
+        first.setdefault(row.id, row)
+    return [
+        transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version, tuple(targets[d.id])) for d in first.values()
+    ]
 
 
 async def claim(
@@ -210,7 +236,7 @@ async def _claim_once(
             await AgentRepository(session).seen(agent.agent_id)
     # Read-only first: most polls find nothing, and a claim attempt is a write transaction.
     free = await AgentRepository.free_devices_fast(state.reader, agent.agent_id, device_ids)
-    specs = [transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free]
+    specs = _offered(free)
     if not specs or await state.reader.one(*transitions.candidate(specs, settings.default_parallel_runs)) is None:
         return []
     try:
@@ -223,7 +249,7 @@ async def _claim_once(
             claimed = await transitions.claim(
                 session,
                 agent_id=agent.agent_id,
-                devices=[transitions.DeviceSpec(d.id, d.name, d.platform, d.os_version) for d in free_now],
+                devices=_offered(free_now),
                 default_cap=settings.default_parallel_runs,
                 lease_seconds=settings.lease_seconds,
                 max_runs=max_runs,

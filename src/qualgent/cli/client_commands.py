@@ -309,12 +309,14 @@ class WaitOptions:
         junit: Path | None,
         as_json: bool,
         poll_interval: float,
+        no_device_grace: float | None = None,
     ) -> None:
         self.wait = wait or timeout is not None or junit is not None
         self.timeout = timeout
         self.junit = junit
         self.as_json = as_json
         self.poll_interval = poll_interval
+        self.no_device_grace = no_device_grace
 
 
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until every run has finished; exit by the result.")]
@@ -324,6 +326,41 @@ TimeoutOpt = Annotated[
 ]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write one JUnit XML file for all runs.")]
 PollOpt = Annotated[float, typer.Option("--poll-interval", help="Seconds between status polls.", min=0.1)]
+NoDeviceGraceOpt = Annotated[
+    float,
+    typer.Option(
+        "--no-device-grace",
+        help="While waiting: when a run has had no online device that fits it for this many seconds, cancel "
+        "the runs and exit 3.",
+        min=0,
+    ),
+]
+# The default of --no-device-grace: long enough for agents that are (re)starting to register their devices.
+NO_DEVICE_GRACE = 60.0
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mode",
+        help="spread: each test case once, on any device that fits; matrix: each test case on each device "
+        "(--device, or each kind of online device that fits). Default: matrix for several --device, else spread.",
+        show_default=False,
+    ),
+]
+OsVersionOpt = Annotated[
+    str | None,
+    typer.Option("--os-version", help='Any device whose OS version fits: "14", ">=13", "<15", ">=13,<15".'),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help='Any device whose name fits a pattern: "Pixel *".')]
+DeviceNameOpt = Annotated[
+    list[str] | None,
+    typer.Option("--device-name", help="Any device of this name, any OS version (repeatable: any of them)."),
+]
+DeviceTagOpt = Annotated[
+    list[str] | None,
+    typer.Option("--device-tag", help="Any device its agent tags so (repeatable: all of them).", show_default=False),
+]
+PoolOpt = Annotated[str | None, typer.Option("--pool", help="Any device of this pool (its agent's devices file).")]
+DeviceTypeOpt = Annotated[str | None, typer.Option("--device-type", help="phone or tablet.")]
 PriorityOpt = Annotated[str | None, typer.Option("--priority", help="low, medium or high.")]
 RunTimeoutOpt = Annotated[
     int | None, typer.Option("--run-timeout", help="Seconds each run may execute (server-side timeout).", min=10)
@@ -359,6 +396,37 @@ def tag_list(values: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(tags)) or None
 
 
+def device_selector(
+    os_version: str | None,
+    model: str | None,
+    names: list[str] | None,
+    tags: list[str] | None,
+    pool: str | None,
+    device_type: str | None,
+) -> dict[str, Any] | None:
+    """The selector options as the API's ``device_selector`` (None when none was given)."""
+    selector = {
+        "os_version": os_version,
+        "model": model,
+        "name": [n.strip() for n in names or [] if n.strip()] or None,
+        "tags": tag_list(tags),
+        "pool": pool,
+        "device_type": device_type,
+    }
+    return {key: value for key, value in selector.items() if value} or None
+
+
+def _check_target(devices: list[str] | None, platform: str | None, selector: dict[str, Any] | None) -> None:
+    if devices and selector:
+        _fail(
+            EXIT_USAGE,
+            "--device names devices; --os-version, --model, --device-name, --device-tag, --pool and --device-type "
+            "choose any device that fits: give one or the other.",
+        )
+    if not devices and not platform and not selector:
+        _fail(EXIT_USAGE, "Give --device, --platform or a device selector (--os-version, --model, --device-tag…).")
+
+
 EnvOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -388,11 +456,20 @@ def queue_and_wait(
             for job in jobs:
                 out.print(f"{job.id}  {job.link}", highlight=False)
         return 0
-    result = waiting.wait(client, run_ids, guard, console, timeout=options.timeout, poll_interval=options.poll_interval)
+    result = waiting.wait(
+        client,
+        run_ids,
+        guard,
+        console,
+        timeout=options.timeout,
+        poll_interval=options.poll_interval,
+        no_device_grace=options.no_device_grace,
+    )
     runs = result.runs
     code = waiting.exit_code_for(runs)
     if result.note is not None and code != waiting.EXIT_TEST_FAILED:
-        code = EXIT_INFRASTRUCTURE  # timed out or interrupted: never green
+        # Timed out or interrupted: never green. No device fits a run: a re-run would not help either.
+        code = EXIT_USAGE if result.no_device else EXIT_INFRASTRUCTURE
     reports: dict[str, RunReport] = {}
     if options.junit is not None or code != 0:
         for run in runs:
@@ -506,18 +583,26 @@ def run(
     run_timeout: RunTimeoutOpt = None,
     env: EnvOpt = None,
     record_video: RecordVideoOpt = False,
+    os_version: OsVersionOpt = None,
+    model: ModelOpt = None,
+    device_name: DeviceNameOpt = None,
+    device_tag: DeviceTagOpt = None,
+    pool: PoolOpt = None,
+    device_type: DeviceTypeOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     junit: JunitOpt = None,
     as_json: JsonOpt = False,
     poll_interval: PollOpt = 1.0,
+    no_device_grace: NoDeviceGraceOpt = NO_DEVICE_GRACE,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """Run test cases on devices (one run per test case and device); with --wait, exit by the result."""
-    options = WaitOptions(wait, timeout, junit, as_json, poll_interval)
-    if not device and not platform:
-        _fail(EXIT_USAGE, "Give --device or --platform.")
+    """Run test cases on devices (one run per test case and --device; with --platform or selector options,
+    one run per test case on any device that fits, chosen when it is free); with --wait, exit by the result."""
+    options = WaitOptions(wait, timeout, junit, as_json, poll_interval, no_device_grace)
+    selector = device_selector(os_version, model, device_name, device_tag, pool, device_type)
+    _check_target(device, platform, selector)
 
     def body(client: Client, guard: SignalGuard) -> int:
         case_ids = resolve_test_cases(client, test_cases)
@@ -540,7 +625,11 @@ def run(
                     app_for_device = app or latest_of(d["platform"])
                     jobs.append({"test_case_id": case_id, "device": d, "app_file_id": app_for_device, **extra})
             else:
-                job = {"test_case_id": case_id, "platform": platform, **extra}
+                job = {"test_case_id": case_id, **extra}
+                if platform:
+                    job["platform"] = platform
+                if selector:
+                    job["device_selector"] = selector
                 if app:
                     job["app_file_id"] = app
                 jobs.append(job)
@@ -602,19 +691,29 @@ def run_all(
             show_default=False,
         ),
     ] = None,
+    mode: ModeOpt = None,
+    os_version: OsVersionOpt = None,
+    model: ModelOpt = None,
+    device_name: DeviceNameOpt = None,
+    device_tag: DeviceTagOpt = None,
+    pool: PoolOpt = None,
+    device_type: DeviceTypeOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     junit: JunitOpt = None,
     as_json: JsonOpt = False,
     poll_interval: PollOpt = 1.0,
+    no_device_grace: NoDeviceGraceOpt = NO_DEVICE_GRACE,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
-    """Run every active test case (of a category, with or without tags) on a device or platform; with --wait,
-    exit by the result."""
-    options = WaitOptions(wait, timeout, junit, as_json, poll_interval)
-    if not device and not platform:
-        _fail(EXIT_USAGE, "Give --device or --platform.")
+    """Run every active test case (of a category, with or without tags) on a device, a platform or the devices
+    that fit a selector, longest expected first; with --wait, exit by the result."""
+    options = WaitOptions(wait, timeout, junit, as_json, poll_interval, no_device_grace)
+    selector = device_selector(os_version, model, device_name, device_tag, pool, device_type)
+    _check_target(device, platform, selector)
+    if mode not in (None, "spread", "matrix"):
+        _fail(EXIT_USAGE, f"--mode is spread or matrix, not {mode!r}.")
 
     def body(client: Client, guard: SignalGuard) -> int:
         category_id = resolve_category(client, category) if category else None
@@ -636,13 +735,23 @@ def run_all(
 
         def queue() -> list[QueuedJob]:
             if not devices:
-                return client.run_all(app_file_id=app, platform=platform, **common)
+                return client.run_all(app_file_id=app, platform=platform, device_selector=selector, mode=mode, **common)
+            if len(devices) == 1:
+                return client.run_all(app_file_id=app or latest_of(devices[0]["platform"]), device=devices[0], **common)
+            chosen = mode or "matrix"  # several devices: each test case on each, as before there were modes
+            by_platform: dict[str, list[dict[str, str]]] = {}
+            for d in devices:
+                by_platform.setdefault(d["platform"].lower(), []).append(d)
+            if chosen == "spread" and len(by_platform) > 1:
+                raise ConfigurationError(
+                    "--mode spread runs each test case once: give --device values of one platform."
+                )
             jobs: list[QueuedJob] = []
             try:
-                for d in devices:  # one request per device; each is atomic on the server
-                    jobs += client.run_all(app_file_id=app or latest_of(d["platform"]), device=d, **common)
+                for name, group in by_platform.items():  # one request per platform (its app); each is atomic
+                    jobs += client.run_all(app_file_id=app or latest_of(name), devices=group, mode=chosen, **common)
             except QualgentClientError:
-                # A later device was refused: the step fails, so the runs queued for earlier ones go too.
+                # A later platform was refused: the step fails, so the runs queued for earlier ones go too.
                 waiting.cancel_unfinished(client, [j.id for j in jobs], [], err)
                 raise
             return jobs

@@ -5,7 +5,8 @@ Exit codes a pipeline can trust:
   1  a test failed (a run failed with kind "test");
   2  no test failed, but a run ended by infrastructure failure or timeout, was cancelled, did not finish
      within --timeout, or the wait was interrupted (SIGINT/SIGTERM), or the server stayed unreachable;
-  3  usage, authentication or validation errors, or nothing was queued.
+  3  usage, authentication or validation errors, nothing was queued, or no test failed but a run could
+     run on no online device for --no-device-grace seconds (no device fits it: a re-run will not help).
 """
 
 from __future__ import annotations
@@ -84,9 +85,20 @@ def _duration(run: Run) -> str:
     return "" if seconds is None else f"{seconds:.1f}s"
 
 
+# How the live view says why a queued run waits (the server's queue.reason).
+WAITING = {
+    "no_device": "no device fits",
+    "devices_busy": "devices busy",
+    "concurrency_cap": "at the parallel-run cap",
+    "scheduling": "starting",
+}
+
+
 def _outcome(run: Run) -> str:
     if run.failure is not None:
         return f"{run.status} ({run.failure.kind})"
+    if run.status == "queued" and run.queue is not None:
+        return f"queued #{run.queue.position}: {WAITING.get(run.queue.reason, run.queue.reason)}"
     return run.status
 
 
@@ -97,6 +109,8 @@ def runs_table(runs: list[Run]) -> Table:
     colours = {"passed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
     for run in runs:
         colour = colours.get(run.status, "white")
+        if run.queue is not None and run.queue.reason == "no_device" and run.status == "queued":
+            colour = "red"
         table.add_row(
             run.id,
             run.test_case.name,
@@ -131,9 +145,11 @@ class Display:
             self.live.update(runs_table(runs))
             return
         for run in runs:
-            state = (run.status, run.progress if run.status == "running" else -1)
-            if self.seen.get(run.id, ("", -2))[0] != run.status:
+            state = (_outcome(run), run.progress if run.status == "running" else -1)
+            if self.seen.get(run.id, ("", -2))[0] != state[0]:
                 line = f"{run.id}  {run.status:<9}  {run.test_case.name}  on {run.device}"
+                if run.status == "queued" and run.queue is not None:
+                    line += f"  (waiting: {WAITING.get(run.queue.reason, run.queue.reason)})"
                 if run.finished:
                     line += f"  {_duration(run)}"
                     if run.failure is not None:
@@ -145,8 +161,40 @@ class Display:
 @dataclass
 class WaitResult:
     runs: list[Run]
-    note: str | None = None  # why some runs did not finish (timeout, interrupted)
+    note: str | None = None  # why some runs did not finish (timeout, interrupted, no device)
     cancelled: list[str] = field(default_factory=list)
+    no_device: bool = False  # stopped because runs could run on no online device
+
+
+class NoDevice(Exception):
+    """Queued runs could run on no online device for the whole grace period."""
+
+    def __init__(self, runs: list[Run], grace: float) -> None:
+        names = sorted({run.device for run in runs})
+        super().__init__(
+            f"{len(runs)} run(s) waited {grace:g} s for a device and no online device fits "
+            f"{', '.join(repr(n) for n in names[:5])}; cancelled by the CLI (--no-device-grace)"
+        )
+
+
+class _NoDeviceWatch:
+    """Notes since when each queued run has said ``no_device``; raises NoDevice once one has said so for
+    ``grace`` seconds without a break."""
+
+    def __init__(self, grace: float | None, clock: Any = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self.since: dict[str, float] = {}
+
+    def check(self, runs: list[Run]) -> None:
+        if self.grace is None:
+            return
+        now = self.clock()
+        stuck = {r.id for r in runs if r.status == "queued" and r.queue is not None and r.queue.reason == "no_device"}
+        self.since = {run_id: self.since.get(run_id, now) for run_id in stuck}
+        over = [r for r in runs if r.id in stuck and now - self.since[r.id] >= self.grace]
+        if over:
+            raise NoDevice(over, self.grace)
 
 
 def wait(
@@ -157,32 +205,41 @@ def wait(
     *,
     timeout: float | None,
     poll_interval: float,
+    no_device_grace: float | None = None,
 ) -> WaitResult:
-    """Wait for every run; on --timeout or a signal cancel the unfinished ones (the CLI's own runs)."""
+    """Wait for every run; on --timeout, a signal, or runs that no online device fits for
+    ``no_device_grace`` seconds, cancel the unfinished ones (the CLI's own runs)."""
     last: list[Run] = []
+    watch = _NoDeviceWatch(no_device_grace)
 
     def remember(runs: list[Run]) -> None:
         last[:] = runs
         display.update(runs)
+        watch.check(runs)
 
     note = None
+    no_device = False
     with Display(console) as display:
         try:
             guard.arm()
-            runs = client.wait_for_runs(run_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember)
+            runs = client.wait_for_runs(
+                run_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember, queue=True
+            )
             return WaitResult(runs)
         except WaitTimeout as exc:
             last[:] = exc.runs
             note = f"not finished within --timeout {timeout:g} s; cancelled by the CLI"
         except Interrupted as exc:
             note = f"the CLI received {exc} while waiting; cancelled by the CLI"
+        except NoDevice as exc:
+            note, no_device = str(exc), True
         finally:
             guard.armed = False  # a second signal must not interrupt the cancellation
-    console.print(f"[yellow]{note}[/yellow]")
+    console.print(note, style="yellow", markup=False, highlight=False)
     cancelled = cancel_unfinished(client, run_ids, last, console)
     with contextlib.suppress(QualgentClientError):
         last = client.get_runs(run_ids)
-    return WaitResult(last, note=note, cancelled=cancelled)
+    return WaitResult(last, note=note, cancelled=cancelled, no_device=no_device)
 
 
 def cancel_unfinished(client: Client, run_ids: list[str], known: list[Run], console: Console) -> list[str]:

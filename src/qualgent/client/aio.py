@@ -225,10 +225,12 @@ class AsyncClient:
         params = {"status": status, "test_case_id": test_case_id, "app_id": app_id}
         return _core.parse_list(Run, [r async for r in self._pages("/v1/jobs/list", params, key="test_runs")])
 
-    async def get_runs(self, run_ids: list[str]) -> list[Run]:
+    async def get_runs(self, run_ids: list[str], *, queue: bool = False) -> list[Run]:
         found: dict[str, Run] = {}
         for chunk in _core.chunks(run_ids):
-            params = {"ids": ",".join(chunk), "limit": len(chunk)}
+            params: dict[str, Any] = {"ids": ",".join(chunk), "limit": len(chunk)}
+            if queue:
+                params["queue"] = "true"
             response = await self.request("GET", "/v1/jobs/list", params=params)
             for run in _core.parse_list(Run, response.json()["test_runs"]):
                 found[run.id] = run
@@ -254,13 +256,14 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 - WaitTimeout carries the runs' last states
         poll_interval: float = 1.0,
         on_update: Callable[[list[Run]], None] | None = None,
+        queue: bool = False,
     ) -> list[Run]:
         """Poll until every run has finished (see :meth:`Client.wait_for_runs`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         states: dict[str, Run] = {}
         while True:
             pending = [i for i in run_ids if i not in states or not states[i].finished]
-            for run in await self.get_runs(pending):
+            for run in await self.get_runs(pending, queue=queue):
                 states[run.id] = run
             if missing := [i for i in pending if i not in states]:
                 # Waiting on a run that does not exist (or is another organisation's) would never end.

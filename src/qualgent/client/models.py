@@ -90,6 +90,14 @@ class DeviceDetails(Model):
     orientation: str = "portrait"
 
 
+class QueueInfo(Model):
+    """Why a queued run waits: ``concurrency_cap``, ``no_device`` (no online device fits it),
+    ``devices_busy`` or ``scheduling``; ``position`` 1 starts next."""
+
+    reason: str
+    position: int
+
+
 class Run(Model):
     id: str
     link: str
@@ -105,6 +113,8 @@ class Run(Model):
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    queue: QueueInfo | None = None  # queued runs, from the status route or a list asked with queue=True
+    device_selector: dict[str, Any] | None = None  # what a run that named no single device asked for
 
     @property
     def finished(self) -> bool:

@@ -262,11 +262,14 @@ class Client:
             return _core.parse_list(Run, response.json()["test_runs"])
         return _core.parse_list(Run, list(self._pages("/v1/jobs/list", params, key="test_runs")))
 
-    def get_runs(self, run_ids: list[str]) -> list[Run]:
-        """The state of many runs, a few requests in all (``GET /v1/jobs/list?ids=``), in the given order."""
+    def get_runs(self, run_ids: list[str], *, queue: bool = False) -> list[Run]:
+        """The state of many runs, a few requests in all (``GET /v1/jobs/list?ids=``), in the given order;
+        with ``queue``, queued runs also say why they wait (``Run.queue``)."""
         found: dict[str, Run] = {}
         for chunk in _core.chunks(run_ids):
-            params = {"ids": ",".join(chunk), "limit": len(chunk)}
+            params: dict[str, Any] = {"ids": ",".join(chunk), "limit": len(chunk)}
+            if queue:
+                params["queue"] = "true"
             response = self.request("GET", "/v1/jobs/list", params=params)
             for run in _core.parse_list(Run, response.json()["test_runs"]):
                 found[run.id] = run
@@ -292,14 +295,16 @@ class Client:
         timeout: float | None = None,
         poll_interval: float = 1.0,
         on_update: Callable[[list[Run]], None] | None = None,
+        queue: bool = False,
     ) -> list[Run]:
         """Poll until every run has finished; one request per poll per 200 runs, never one per run.
-        Raises :class:`WaitTimeout` (with the last states) when ``timeout`` seconds pass first."""
+        Raises :class:`WaitTimeout` (with the last states) when ``timeout`` seconds pass first. With
+        ``queue``, queued runs say why they wait (``Run.queue``); ``on_update`` may raise to stop."""
         deadline = None if timeout is None else time.monotonic() + timeout
         states: dict[str, Run] = {}
         while True:
             pending = [i for i in run_ids if i not in states or not states[i].finished]
-            for run in self.get_runs(pending):
+            for run in self.get_runs(pending, queue=queue):
                 states[run.id] = run
             if missing := [i for i in pending if i not in states]:
                 # Waiting on a run that does not exist (or is another organisation's) would never end.

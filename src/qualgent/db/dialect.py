@@ -7,7 +7,7 @@ from collections import deque, namedtuple
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import Insert, Table, event
+from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -59,6 +59,21 @@ def upsert(dialect: str, table: Table, keys: list[str], updates: list[str]) -> I
     create-or-replace that two concurrent requests cannot both insert."""
     stmt = sqlite_insert(table) if dialect == "sqlite" else postgresql_insert(table)
     return stmt.on_conflict_do_update(index_elements=keys, set_={name: stmt.excluded[name] for name in updates})
+
+
+# pg_advisory_xact_lock key of "matching devices with targets" (an arbitrary constant of ours).
+_DEVICE_MATCHING_LOCK = 0x51475447  # "QGTG"
+
+
+async def serialise_device_matching(session: AsyncSession) -> None:
+    """Take turns with every other transaction that matches devices with targets, until this one ends.
+
+    A device that registers reads every target, and a target written for the first time reads every
+    device; two such transactions at once on PostgreSQL would each miss the other's row. SQLite's write
+    transactions (BEGIN IMMEDIATE) take turns already.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DEVICE_MATCHING_LOCK})
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:

@@ -161,16 +161,24 @@ class TestRun(TimestampMixin, Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
 
-    # The device asked for; device_id is the concrete device an agent ran it on.
+    # The device: the one asked for while queued (a late-bound run shows its target's label), the one
+    # that took it once claimed (transitions.claim writes these); device_id is that device.
     device_name: Mapped[str] = mapped_column(String(200))
     device_platform: Mapped[str] = mapped_column(String(20))
     device_os_version: Mapped[str] = mapped_column(String(40))
     device_orientation: Mapped[str] = mapped_column(String(20), default="portrait")
     device_id: Mapped[str | None] = mapped_column(String(200))
+    # What the run may run on (devices/selectors.py): one named device, or a platform or selector that
+    # any free matching device satisfies when it claims the run.
+    target_id: Mapped[str] = mapped_column(ForeignKey("device_targets.id"))
 
     status: Mapped[str] = mapped_column(String(20), default="queued")
     priority: Mapped[str] = mapped_column(String(10), default="medium")
     priority_rank: Mapped[int] = mapped_column(Integer, default=1)
+    # The claim order within a priority, lowest first, set when the run is queued: the queue time
+    # (milliseconds << 20) plus the run's place in its batch; run-all places the longest expected runs
+    # first. Runs from before migration 0010 have 0 (they come first, oldest first by id).
+    queue_order: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     progress: Mapped[int] = mapped_column(Integer, default=0)
 
     # Execution: attempts, the agent holding the run and until when.
@@ -201,12 +209,20 @@ class TestRun(TimestampMixin, Base):
     user: Mapped[User] = relationship(lazy="raise")
 
 
-# The scheduler's claim order, highest priority first, then oldest, read straight off the index: with
-# an ascending priority column both databases sorted every queued run of the top priority on every claim.
-Index("ix_test_runs_queue", TestRun.status, TestRun.priority_rank.desc(), TestRun.id)
+# The scheduler's claim order, highest priority first, then queue order (oldest batch first, longest
+# expected run first within a run-all), read straight off the index: with an ascending priority column
+# both databases sorted every queued run of the top priority on every claim.
+Index("ix_test_runs_queue", TestRun.status, TestRun.priority_rank.desc(), TestRun.queue_order, TestRun.id)
 # A queued run's position (how many of its organisation's queued runs come before it) is counted off
 # this index alone; without it, every queued run's row was read: 18 ms for a queue of 10,000 on SQLite.
-Index("ix_test_runs_org_queue", TestRun.organization_id, TestRun.status, TestRun.priority_rank.desc(), TestRun.id)
+Index(
+    "ix_test_runs_org_queue",
+    TestRun.organization_id,
+    TestRun.status,
+    TestRun.priority_rank.desc(),
+    TestRun.queue_order,
+    TestRun.id,
+)
 
 
 class Agent(TimestampMixin, Base):
@@ -244,6 +260,40 @@ class Device(TimestampMixin, Base):
     online: Mapped[bool] = mapped_column(default=True)
     current_run_id: Mapped[str | None] = mapped_column(String(40))
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Tags the agent declares for the device (its devices file's `tags`, and `pool: x` as `pool:x`);
+    # selectors match on them. Migration 0010 gave existing rows []; no server default stays (see
+    # TestCase.tags).
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class DeviceTarget(TimestampMixin, Base):
+    """What runs may run on: one named device, or a platform or selector matched when a device claims a
+    run (devices/selectors.py). One row per distinct spec, shared by every run (of any organisation)
+    that asks the same; never changed once written."""
+
+    __tablename__ = "device_targets"
+
+    # "tgt_" + a hash of the canonical spec: every process names the same ask alike.
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(20))  # android | ios
+    spec: Mapped[str] = mapped_column(Text)  # canonical JSON (TargetSpec.canonical)
+    # For late-bound targets: what a queued run shows as its device, and the selector as asked (JSON,
+    # the run's `device_selector`). NULL for a target of one named device.
+    label: Mapped[str | None] = mapped_column(String(300))
+    selector: Mapped[str | None] = mapped_column(Text)
+
+
+class DeviceMatch(Base):
+    """A registered device fits a target. Written when a target is first used (against every device)
+    and when a device registers (against every target), so a claim compares run targets with its free
+    devices' targets instead of evaluating selectors."""
+
+    __tablename__ = "device_matches"
+    __table_args__ = (Index("ix_device_matches_target", "target_id", "device_id"),)
+
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    target_id: Mapped[str] = mapped_column(ForeignKey("device_targets.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class RunAttempt(Base):

@@ -29,6 +29,8 @@ class DeviceConfig:
     driver: str = "simulator"  # simulator | appium
     # Driver settings, e.g. for appium: {"server_url": "...", "capabilities": {...}}
     options: dict[str, Any] = field(default_factory=dict)
+    # Tags the agent declares for the device (a pool NAME is the tag `pool:NAME`); selectors match them.
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -37,21 +37,35 @@ async def list_jobs(
             description="Comma-separated run IDs: the state of many runs in one request.",
         ),
     ] = None,
+    queue: Annotated[
+        bool,
+        Query(
+            description="Also say why each queued run waits (`queue`, as the status route does): the CLI's live view."
+        ),
+    ] = False,
 ) -> RunListOut:
     """List all test runs in your organization, newest first."""
     # An ID of the wrong shape matches nothing; it never reaches the database (PostgreSQL refuses NUL).
     id_list = [i for i in ids.split(",") if has_shape(i, "run")] if ids is not None else None
     unmatchable = (test_case_id and not has_shape(test_case_id, "tc")) or (app_id and not has_shape(app_id, "file"))
+    repo = RunRepository.for_reads(state.reader, principal.organization_id)
     rows = (
         []
         if unmatchable
-        else await RunRepository.for_reads(state.reader, principal.organization_id).view_page(
+        else await repo.view_page(
             page.limit + 1, page.cursor, status=status, test_case_id=test_case_id, app_id=app_id, ids=id_list
         )
     )
     items = rows[: page.limit]
     set_next_link(request, response, items[-1].id if len(rows) > page.limit else None, state.settings.public_base_url)
-    return RunListOut(test_runs=[service.to_out(state, run) for run in items])
+    out = [service.to_out(state, run) for run in items]
+    if queue:
+        waits = await repo.queue_infos(items, state.settings.default_parallel_runs)
+        for run in out:
+            if run.id in waits:
+                reason, position = waits[run.id]
+                run.queue = QueueInfo(reason=reason, position=position)
+    return RunListOut(test_runs=out)
 
 
 @router.get("/status/{test_run_id}", response_model=RunOut)

@@ -12,6 +12,8 @@ from qualgent.db.dialect import prepared
 from qualgent.db.models import (
     AppFile,
     Device,
+    DeviceMatch,
+    DeviceTarget,
     Organization,
     RunArtifact,
     RunAttempt,
@@ -51,6 +53,11 @@ VIEW_COLUMNS = (
     TestRun.user_id,
     User.name.label("user_name"),
     User.email.label("user_email"),
+    TestRun.queue_order,
+    TestRun.target_id,
+    # A late-bound run's target: what it shows while queued, and its `device_selector`.
+    DeviceTarget.label.label("target_label"),
+    DeviceTarget.selector.label("target_selector"),
 )
 
 
@@ -66,6 +73,7 @@ class RunRepository(OrgScopedRepository[TestRun]):
             .join(TestCase, TestCase.id == TestRun.test_case_id)
             .join(AppFile, AppFile.id == TestRun.app_id)
             .join(User, User.id == TestRun.user_id)
+            .join(DeviceTarget, DeviceTarget.id == TestRun.target_id)
         )
 
     @classmethod
@@ -155,36 +163,119 @@ class RunRepository(OrgScopedRepository[TestRun]):
             TestRun.status == "queued",
             or_(
                 TestRun.priority_rank > bindparam("rank"),
-                and_(TestRun.priority_rank == bindparam("rank"), TestRun.id < bindparam("run_id")),
+                and_(
+                    TestRun.priority_rank == bindparam("rank"),
+                    or_(
+                        TestRun.queue_order < bindparam("order"),
+                        and_(TestRun.queue_order == bindparam("order"), TestRun.id < bindparam("run_id")),
+                    ),
+                ),
             ),
         )
         org = select(
             Organization.running_runs, func.coalesce(Organization.max_parallel_runs, bindparam("default_cap"))
         ).where(Organization.id == bindparam(ORG_PARAM))
-        free = (
-            select(func.count())
-            .select_from(Device)
-            .where(
-                Device.online.is_(True),
-                Device.current_run_id.is_(None),
-                Device.name == bindparam("name"),
-                Device.platform == bindparam("platform"),
-                Device.os_version == bindparam("os_version"),
-            )
+        # Online devices that fit the run's target, and how many of them run something.
+        fits = (
+            select(func.count(), func.count(Device.current_run_id))
+            .select_from(DeviceMatch)
+            .join(Device, Device.id == DeviceMatch.device_id)
+            .where(DeviceMatch.target_id == bindparam("target_id"), Device.online.is_(True))
         )
-        return prepared(ahead), prepared(org), prepared(free)
+        return prepared(ahead), prepared(org), prepared(fits)
+
+    @staticmethod
+    def _reason(online: int, busy: int) -> str:
+        if online == 0:
+            return "no_device"
+        return "devices_busy" if busy >= online else "scheduling"
 
     async def queue_info(self, run: Any, default_cap: int) -> tuple[str, int]:
         """(reason, position) for a queued run: what it waits for and its place in the claim order."""
-        ahead, org_stmt, free = self._queue_statements()
-        position = int((await self.read_all(ahead, rank=run.priority_rank, run_id=run.id))[0][0]) + 1
+        ahead, org_stmt, fits = self._queue_statements()
+        counted = await self.read_all(ahead, rank=run.priority_rank, order=run.queue_order, run_id=run.id)
+        position = int(counted[0][0]) + 1
         org = (await self.read_all(org_stmt, default_cap=default_cap))[0]
         if org[0] >= org[1]:
             return "concurrency_cap", position
-        spec = {"name": run.device_name, "platform": run.device_platform, "os_version": run.device_os_version}
-        if int((await self.read_all(free, **spec))[0][0]) == 0:
-            return "no_device", position
-        return "scheduling", position
+        online, busy = (await self.read_all(fits, target_id=run.target_id))[0]
+        return self._reason(int(online), int(busy)), position
+
+    async def queue_infos(self, runs: Sequence[Any], default_cap: int) -> dict[str, tuple[str, int]]:
+        """``queue_info`` for the queued runs among ``runs`` (a page of a list), in three statements:
+        positions from one pass over the organisation's queue, reasons once per target."""
+        queued = [run for run in runs if run.status == "queued"]
+        if not queued:
+            return {}
+        ranked = (
+            self.scoped_view(
+                TestRun.id,
+                func.row_number()
+                .over(order_by=(TestRun.priority_rank.desc(), TestRun.queue_order, TestRun.id))
+                .label("position"),
+            )
+            .where(TestRun.status == "queued")
+            .subquery()
+        )
+        wanted = [run.id for run in queued]
+        positions = {
+            run_id: int(position)
+            for run_id, position in await self.read_all(
+                select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(wanted))
+            )
+        }
+        _ahead, org_stmt, _fits = self._queue_statements()
+        org = (await self.read_all(org_stmt, default_cap=default_cap))[0]
+        reasons: dict[str, str] = {}
+        if org[0] >= org[1]:
+            reasons = {run.target_id: "concurrency_cap" for run in queued}
+        else:
+            targets = sorted({run.target_id for run in queued})
+            counts = {
+                target_id: (int(online), int(busy))
+                for target_id, online, busy in await self.read_all(
+                    select(DeviceMatch.target_id, func.count(), func.count(Device.current_run_id))
+                    .join(Device, Device.id == DeviceMatch.device_id)
+                    .where(DeviceMatch.target_id.in_(targets), Device.online.is_(True))
+                    .group_by(DeviceMatch.target_id)
+                )
+            }
+            reasons = {target: self._reason(*counts.get(target, (0, 0))) for target in targets}
+        # A run that left the queue between the page and this read has no position: it is left out.
+        return {run.id: (reasons[run.target_id], positions[run.id]) for run in queued if run.id in positions}
+
+    async def recent_durations(
+        self, test_case_ids: Sequence[str], platform: str, per_test_case: int = 10
+    ) -> dict[str, list[float]]:
+        """Seconds each of these test cases' latest ``per_test_case`` passed runs on ``platform`` (as runs
+        store it: Android | iOS) took, newest first."""
+        if not test_case_ids:
+            return {}
+        ranked = (
+            self.scoped_view(
+                TestRun.test_case_id,
+                TestRun.started_at,
+                TestRun.finished_at,
+                func.row_number()
+                .over(partition_by=TestRun.test_case_id, order_by=(TestRun.finished_at.desc(), TestRun.id.desc()))
+                .label("rn"),
+            )
+            .where(
+                TestRun.test_case_id.in_(list(test_case_ids)),
+                TestRun.status == "passed",
+                TestRun.device_platform == platform,
+                TestRun.started_at.is_not(None),
+                TestRun.finished_at.is_not(None),
+            )
+            .subquery()
+        )
+        stmt = select(ranked.c.test_case_id, ranked.c.started_at, ranked.c.finished_at).where(
+            ranked.c.rn <= per_test_case
+        )
+        out: dict[str, list[float]] = {}
+        for test_case_id, started_at, finished_at in await self.read_all(stmt):
+            out.setdefault(test_case_id, []).append(max(0.0, (finished_at - started_at).total_seconds()))
+        return out
 
     async def attempts(self, run_id: str) -> list[Any]:
         stmt = (

@@ -56,7 +56,11 @@ class Failure(BaseModel):
 class QueueInfo(BaseModel):
     """Why a queued run waits, and how many of the organisation's runs start before it (1 = next)."""
 
-    reason: Literal["concurrency_cap", "no_device", "scheduling"]
+    reason: Literal["concurrency_cap", "no_device", "devices_busy", "scheduling"] = Field(
+        description="`concurrency_cap`: the organisation runs as many as it may; `no_device`: no online device "
+        "fits the run (it cannot start until one comes online); `devices_busy`: every online device that fits "
+        "is running something; `scheduling`: a device that fits is free, the run starts at the next claim."
+    )
     position: int
 
 
@@ -107,7 +111,15 @@ class RunOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    queue: QueueInfo | None = Field(default=None, description="For a queued run (status route): why it waits.")
+    queue: QueueInfo | None = Field(
+        default=None, description="For a queued run (status route, and lists with `queue=true`): why it waits."
+    )
+    device_selector: dict[str, Any] | None = Field(
+        default=None,
+        description="What a run that named no single device asked for (platform, selector, or any of several "
+        "devices); null when it named one device. Matched when a device claims the run; until then `device` "
+        "describes it, afterwards `device` is the device that took it.",
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [_RUN_EXAMPLE]})
 
@@ -138,11 +150,54 @@ class DeviceIn(BaseModel):
     orientation: Literal["portrait", "landscape"] = "portrait"
 
 
+SelectorText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class DeviceSelector(BaseModel):
+    """Which devices may take a run, matched when a device claims it (not when it is queued). Every
+    criterion given must hold; none (or `any`) means any device of the platform."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: str | None = Field(
+        default=None, max_length=20, description="android or ios; default: the request's `platform`, else the app's."
+    )
+    name: SelectorText | list[SelectorText] | None = Field(
+        default=None,
+        description='Device name(s), any OS version, case-insensitive: "Pixel 7" or ["Pixel 7", "Pixel 8"].',
+    )
+    os_version: str | None = Field(
+        default=None,
+        max_length=100,
+        description='OS version, with an optional comparison: "14", "==14", ">=13", ">13", "<=15", "<15", "!=14", '
+        'or several joined by commas (">=13,<15"). Compared numerically part by part; 14 = 14.0.',
+    )
+    model: SelectorText | None = Field(
+        default=None, description='A pattern over the device name, case-insensitive: "Pixel *", "iPhone 1?", "*Tab*".'
+    )
+    tags: list[SelectorText] | None = Field(
+        default=None, max_length=20, description="Tags the device's agent declares for it; the device needs all."
+    )
+    pool: SelectorText | None = Field(
+        default=None, description="A pool the device's agent puts it in (the device tag `pool:NAME`)."
+    )
+    device_type: Literal["phone", "tablet"] | None = None
+    any: bool = Field(default=False, description="Any device of the platform (no other criterion with it).")
+
+
 class JobIn(BaseModel):
     test_case_id: str = Field(max_length=64)
     device: DeviceIn | None = None
     app_file_id: str | None = Field(default=None, max_length=64)
-    platform: str | None = Field(default=None, max_length=20, description="For device/app auto-selection.")
+    platform: str | None = Field(
+        default=None,
+        max_length=20,
+        description="Any device of this platform, matched when a device claims the run (with no `device`); the "
+        "newest app of it (with no `app_file_id`).",
+    )
+    device_selector: DeviceSelector | None = Field(
+        default=None, description="Instead of `device`: any free device that fits, matched when it claims the run."
+    )
     priority: Priority = "medium"
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
     env: Env | None = None
@@ -181,6 +236,21 @@ class RunAllIn(BaseModel):
     app_file_id: str | None = Field(default=None, max_length=64)
     device: DeviceIn | None = None
     platform: str | None = Field(default=None, max_length=20)
+    device_selector: DeviceSelector | None = Field(
+        default=None, description="Instead of `device`: which devices may take the runs (see `mode`)."
+    )
+    devices: list[DeviceIn] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="Instead of `device`: several named devices (`mode: matrix` runs every test case on each; "
+        "`spread` runs each once, on any of them).",
+    )
+    mode: Literal["spread", "matrix"] = Field(
+        default="spread",
+        description="`spread`: each test case once, on any free device that fits; `matrix`: each test case on each "
+        "named device (`devices`, or every kind of online device that fits `device_selector`/`platform`).",
+    )
     category_id: str | None = Field(default=None, max_length=64)
     priority: Priority = "medium"
     timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)

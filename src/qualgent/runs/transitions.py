@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Integer, String, Table, and_, bindparam, case, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import Integer, String, Table, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
@@ -32,10 +32,13 @@ FinalStatus = Literal["passed", "failed", "cancelled"]
 
 @dataclass(frozen=True)
 class DeviceSpec:
+    """A free device offered to a claim, with the targets it fits (``device_matches``)."""
+
     device_id: str
     name: str
     platform: str
     os_version: str
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,26 +151,27 @@ async def _close_attempt(
 # ----------------------------------------------------------------------------------------------- claim
 
 
-def _models(devices: Sequence[DeviceSpec]) -> dict[tuple[str, str, str], DeviceSpec]:
-    """The first free device of each model: a run goes to the one of its model."""
-    device_for: dict[tuple[str, str, str], DeviceSpec] = {}
-    for d in devices:
-        device_for.setdefault((d.name, d.platform, d.os_version), d)
+def _devices_for(devices: Sequence[DeviceSpec]) -> dict[str, DeviceSpec]:
+    """Target → the free device a run of that target goes to. Of the devices that fit a target, the one
+    that fits the fewest targets: a device that could also serve other runs stays free for them."""
+    device_for: dict[str, DeviceSpec] = {}
+    for d in sorted(devices, key=lambda d: len(d.targets)):
+        for target in d.targets:
+            device_for.setdefault(target, d)
     return device_for
 
 
 @cache
-def _candidate_statement(models: int, one_organisation: bool = False) -> Any:
-    """The best queued run for any of ``models`` device models (bound as n0, p0, v0, n1, …), of the
-    organisation bound as ``org_id_`` when ``one_organisation``."""
+def _candidate_statement(targets: int, one_organisation: bool = False) -> Any:
+    """The best queued run of any of ``targets`` targets (bound as t0, t1, …), of the organisation bound
+    as ``org_id_`` when ``one_organisation``. Read off ix_test_runs_queue in claim order."""
     cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
-    run_spec = tuple_(RUNS.c.device_name, RUNS.c.device_platform, RUNS.c.device_os_version)
-    specs = [tuple_(*(bindparam(f"{k}{i}", type_=String) for k in "npv")) for i in range(models)]
+    wanted = [bindparam(f"t{i}", type_=String) for i in range(targets)]
     stmt = (
-        select(RUNS.c.id, RUNS.c.organization_id, RUNS.c.device_name, RUNS.c.device_platform, RUNS.c.device_os_version)
+        select(RUNS.c.id, RUNS.c.organization_id, RUNS.c.target_id)
         .join(ORGS, ORGS.c.id == RUNS.c.organization_id)
-        .where(RUNS.c.status == "queued", run_spec.in_(specs), ORGS.c.running_runs < cap)
-        .order_by(RUNS.c.priority_rank.desc(), RUNS.c.id)
+        .where(RUNS.c.status == "queued", RUNS.c.target_id.in_(wanted), ORGS.c.running_runs < cap)
+        .order_by(RUNS.c.priority_rank.desc(), RUNS.c.queue_order, RUNS.c.id)
         .limit(1)
     )
     return stmt.where(RUNS.c.organization_id == bindparam("org_id_")) if one_organisation else stmt
@@ -177,15 +181,15 @@ def candidate(
     devices: Sequence[DeviceSpec], default_cap: int, organization_id: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """The statement and parameters of the run ``claim`` would take for these devices: best priority,
-    then oldest, organisation under its cap (and only ``organization_id``'s when given). Also run
+    then queue order, organisation under its cap (and only ``organization_id``'s when given). Also run
     read-only (outside any transaction) to skip claim attempts that would find nothing."""
     params: dict[str, Any] = {"default_cap": default_cap}
     if organization_id is not None:
         params["org_id_"] = organization_id
-    models = list(_models(devices))
-    for i, (name, platform, os_version) in enumerate(models):
-        params.update({f"n{i}": name, f"p{i}": platform, f"v{i}": os_version})
-    return _candidate_statement(len(models), organization_id is not None), params
+    targets = list(_devices_for(devices))
+    for i, target in enumerate(targets):
+        params[f"t{i}"] = target
+    return _candidate_statement(len(targets), organization_id is not None), params
 
 
 @cache
@@ -274,18 +278,23 @@ def _sqlite_claim_statements() -> tuple[Any, Any]:
     start = (
         update(RUNS)
         .where(RUNS.c.id == bindparam("run_id"), RUNS.c.status == "queued")
-        .values(**_start_values(), device_id=bindparam("device_id_"))
+        .values(
+            **_start_values(),
+            device_id=bindparam("device_id_"),
+            device_name=bindparam("device_name_"),
+            device_os_version=bindparam("device_os_"),
+        )
         .returning(*_RETURNING)
     )
     return bump, start
 
 
 @cache
-def _postgresql_claim_statement(models: int, one_organisation: bool) -> Any:
-    """Pick, cap check and start in one statement, for ``models`` device models (bound as for the
-    candidate, plus d0, d1, …: the free device of each)."""
+def _postgresql_claim_statement(targets: int, one_organisation: bool) -> Any:
+    """Pick, cap check and start in one statement, for ``targets`` targets (bound as for the candidate,
+    plus d0, n0, v0, d1, …: the free device each target's run goes to, its name and OS version)."""
     cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
-    cand = _candidate_statement(models, one_organisation).with_for_update(of=RUNS, skip_locked=True).cte("candidate")
+    cand = _candidate_statement(targets, one_organisation).with_for_update(of=RUNS, skip_locked=True).cte("candidate")
     org = (
         update(ORGS)
         .where(ORGS.c.id == cand.c.organization_id, ORGS.c.running_runs < cap)
@@ -294,24 +303,23 @@ def _postgresql_claim_statement(models: int, one_organisation: bool) -> Any:
         .returning(ORGS.c.id)
         .cte("bumped")
     )
-    # The device is picked in the same statement: the free device of the run's model.
-    device_id = case(
-        *[
-            (
-                and_(
-                    RUNS.c.device_name == bindparam(f"n{i}"),
-                    RUNS.c.device_platform == bindparam(f"p{i}"),
-                    RUNS.c.device_os_version == bindparam(f"v{i}"),
-                ),
-                bindparam(f"d{i}", type_=String),
-            )
-            for i in range(models)
-        ]
-    )
+
+    # The device is picked in the same statement, the one chosen for the run's target; the run's device
+    # fields become that device's (a late-bound run showed what it asked for until now).
+    def by_target(key: str) -> Any:
+        return case(
+            *[
+                (RUNS.c.target_id == bindparam(f"t{i}", type_=String), bindparam(f"{key}{i}", type_=String))
+                for i in range(targets)
+            ]
+        )
+
     return (
         update(RUNS)
         .where(RUNS.c.id == cand.c.id, exists(select(org.c.id)))
-        .values(**_start_values(), device_id=device_id)
+        .values(
+            **_start_values(), device_id=by_target("d"), device_name=by_target("n"), device_os_version=by_target("v")
+        )
         .returning(*_RETURNING)
     )
 
@@ -335,7 +343,7 @@ async def _claim_one(
     lease: datetime,
     organization_id: str | None,
 ) -> Claimed | None:
-    device_for = _models(devices)
+    device_for = _devices_for(devices)
     stmt, params = candidate(devices, default_cap, organization_id)
     start = {"agent_id_": agent_id, "lease": lease, "now": now, "default_cap": default_cap}
 
@@ -343,17 +351,16 @@ async def _claim_one(
         picked = (await execute_prebuilt(session, stmt, params)).first()
         if picked is None:
             return None
-        run_id, org_id, *spec = picked
-        device = device_for[(spec[0], spec[1], spec[2])]
+        run_id, org_id, target_id = picked
+        device = device_for[target_id]
         bump, start_run = _sqlite_claim_statements()
         if (await execute_prebuilt(session, bump, {"org_id": org_id, "default_cap": default_cap})).first() is None:
             return None
-        row = (
-            await execute_prebuilt(session, start_run, {**start, "run_id": run_id, "device_id_": device.device_id})
-        ).first()
+        taking = {"device_id_": device.device_id, "device_name_": device.name, "device_os_": device.os_version}
+        row = (await execute_prebuilt(session, start_run, {**start, "run_id": run_id, **taking})).first()
     else:
         for i, d in enumerate(device_for.values()):
-            params[f"d{i}"] = d.device_id
+            params.update({f"d{i}": d.device_id, f"n{i}": d.name, f"v{i}": d.os_version})
         claim_stmt = _postgresql_claim_statement(len(device_for), organization_id is not None)
         row = (await execute_prebuilt(session, claim_stmt, {**params, **start})).first()
     if row is None:

@@ -72,6 +72,9 @@ async def run_all_test_cases(
             include_tags=body.include_tags,
             exclude_tags=body.exclude_tags,
             record_video=body.record_video,
+            device_selector=body.device_selector,
+            devices=body.devices,
+            mode=body.mode,
         )
         return QueuedOut(jobs=jobs)
 
