@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import ClientDisconnect
 
 from qualgent.agents.repository import AgentRepository
 from qualgent.agents.schemas import (
@@ -39,7 +40,15 @@ from qualgent.db.models import Agent, Device, RunStep, TestRun
 from qualgent.db.session import on_commit, transaction
 from qualgent.devices.catalogue import PLATFORMS
 from qualgent.devices.repository import TargetRepository
-from qualgent.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unprocessable
+from qualgent.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    Unprocessable,
+)
 from qualgent.flows.paths import normalize_path
 from qualgent.ids import new_id
 from qualgent.runs import transitions
@@ -470,6 +479,9 @@ async def store_artifact(
         # The attempt may have moved on while the body arrived: then nothing is stored.
         await _holder(state, agent, run_id, attempt)
         stored = await upload.commit()
+    except ClientDisconnect:
+        # An agent killed (or cut off) mid-upload: nobody reads the answer; nothing is kept.
+        raise BadRequest(f"The {kind} was cut off before it finished; nothing was stored.") from None
     finally:
         await upload.abort()
     try:
