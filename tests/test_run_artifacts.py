@@ -365,6 +365,11 @@ def test_a_failed_run_shows_the_end_of_its_device_log_by_the_failing_step(
     assert f'href="/test-runs/{run_id}/artifacts/1/device.log"' in failing
     # Only there: the passing steps have no log of the device's.
     assert page.count('id="device-log-tail"') == 1
+    # The failing step's screenshot is on the page and served by this server, whatever the store.
+    shot = f"/test-runs/{run_id}/screenshots/1/252.png"
+    assert f'src="{shot}"' in failing
+    picture = owner.client.get(shot)
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
 
 
 def test_a_flow_s_own_recording_is_uploaded_with_its_step(store: Store, owner: Tenant, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from starlette.responses import RedirectResponse, Response
 
 from qualgent.apps import service as apps_service
@@ -210,10 +210,13 @@ async def run_screenshot(
     run_id: str, attempt: int, index: int, session: SessionDep, state: StateDep, user: WebUserDep
 ) -> Response:
     key = await service.screenshot_key(session, state, user.principal, run_id, attempt, index)
+    headers = {"Cache-Control": "private, max-age=300"}
     local = state.storage.path(key)
-    if local is None:
-        raise NotFound("No such screenshot.")
-    return FileResponse(local, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+    if (
+        local is None
+    ):  # object storage: a screenshot is small, stream it through (the page's policy allows only this server)
+        return StreamingResponse(state.storage.open(key), media_type="image/png", headers=headers)
+    return FileResponse(local, media_type="image/png", headers=headers)
 
 
 @router.get("/test-runs/{run_id}/artifacts/{attempt}/{name}")
