@@ -61,9 +61,10 @@ TAG = "bench-farm"
 
 
 def durations(n: int, mean: float, seed: int = 7) -> list[float]:
-    """Skewed run times: log-normal (sigma 1.1) scaled to ``mean``; most short, a few long."""
+    """Skewed run times: log-normal (sigma 1.3) scaled to ``mean``; most short, a few long (the longest
+    near total / devices, so that a long run started late shows)."""
     rng = random.Random(seed)
-    raw = [rng.lognormvariate(0, 1.1) for _ in range(n)]
+    raw = [rng.lognormvariate(0, 1.3) for _ in range(n)]
     scale = mean / statistics.fmean(raw)
     return [round(x * scale, 3) for x in raw]
 

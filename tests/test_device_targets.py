@@ -173,7 +173,7 @@ def test_migration_0010_gives_existing_runs_the_target_of_their_device(backend: 
                 await engine.dispose()
 
         asyncio.run(run(rows))
-        upgrade(url)
+        upgrade(url, "0010")
         expected = selectors.pinned("Pixel 7", "Android", "14.0").key
         assert migration._pinned_target("Pixel 7", "Android", "14.0")[0] == expected
         runs = asyncio.run(run([], "SELECT id, target_id, queue_order FROM test_runs ORDER BY id"))

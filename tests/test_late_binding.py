@@ -127,7 +127,9 @@ def _time(value: str) -> datetime:
 # ----------------------------------------------------------------------------- the issue's scenario
 
 
-def test_a_platform_run_all_spreads_over_every_free_device(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_a_platform_run_all_spreads_over_every_free_device(
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
+) -> None:
     """The report: `run-all` with `"platform": "android"` ran 4 runs one after another on the first Pixel 7
     while the other Android devices sat free. Now each free Android device takes one."""
     app = _app(org)
@@ -142,7 +144,7 @@ def test_a_platform_run_all_spreads_over_every_free_device(org: Tenant, lb_serve
     assert queued["device_selector"] == {"platform": "android", "any": True}
 
     token = agent_token(lb_db)
-    with running_agent(lb_server.url, token, devices, Path("/tmp") / "lb-cache", step_seconds=0.3):
+    with running_agent(lb_server.url, token, devices, tmp_path, step_seconds=0.3):
         runs = _wait_all(org, run_ids)
     assert [r["status"] for r in runs] == ["passed"] * 4
     attempts = [_attempts(org, r["id"])[0] for r in runs]
@@ -302,7 +304,9 @@ def test_a_device_that_does_not_fit_never_takes_the_run(org: Tenant, lb_server: 
         agent.close()
 
 
-def test_a_job_that_names_one_device_keeps_that_device(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_a_job_that_names_one_device_keeps_that_device(
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
+) -> None:
     """Four runs for the Pixel 7 while three Pixel 8s are free: all four run on the Pixel 7, one after
     another, as the reference's `device` has always meant."""
     app = _app(org)
@@ -314,7 +318,7 @@ def test_a_job_that_names_one_device_keeps_that_device(org: Tenant, lb_server: L
     queued = _status(org, run_ids[0])
     assert (queued["device"], queued["device_selector"]) == ("Pixel 7", None)
     devices = [_device("Pixel 7", "14.0")] + [_device("Pixel 8", "14.0") for _ in range(3)]
-    with running_agent(lb_server.url, agent_token(lb_db), devices, Path("/tmp") / "lb-cache", step_seconds=0.05):
+    with running_agent(lb_server.url, agent_token(lb_db), devices, tmp_path, step_seconds=0.05):
         runs = _wait_all(org, run_ids)
     assert [r["status"] for r in runs] == ["passed"] * 4
     attempts = [_attempts(org, r["id"])[0] for r in runs]
@@ -327,7 +331,7 @@ def test_a_job_that_names_one_device_keeps_that_device(org: Tenant, lb_server: L
 # ------------------------------------------------------------------------------ concurrent claims
 
 
-def test_many_devices_claiming_at_once(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_many_devices_claiming_at_once(org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path) -> None:
     """Three agents with eight devices each claim 60 late-bound runs of two organisations at once: no
     device ever runs two runs, neither organisation passes its cap, and every run runs exactly once."""
     other = make_tenant(lb_db, lb_server.url)
@@ -385,7 +389,7 @@ def test_many_devices_claiming_at_once(org: Tenant, lb_server: LiveServer, lb_db
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        cache = Path("/tmp") / "lb-cache"
+        cache = tmp_path
         try:
             with (
                 running_agent(lb_server.url, agent_token(lb_db), fleets[0], cache, step_seconds=0.05),
@@ -422,7 +426,7 @@ def test_many_devices_claiming_at_once(org: Tenant, lb_server: LiveServer, lb_db
 
 
 def test_spread_runs_each_test_case_once_on_any_fitting_device(
-    org: Tenant, lb_server: LiveServer, lb_db: Database
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
 ) -> None:
     app = _app(org)
     cases = _cases(org, 6)
@@ -430,7 +434,7 @@ def test_spread_runs_each_test_case_once_on_any_fitting_device(
     run_ids = _run_all(org, app_file_id=app, mode="spread", device_selector={"tags": [tag], "model": "Pixel *"})
     assert len(run_ids) == 6
     devices = [_device("Pixel 7", "14", tag), _device("Pixel 8", "14", tag), _device("Pixel 6", "13", "other")]
-    with running_agent(lb_server.url, agent_token(lb_db), devices, Path("/tmp") / "lb-cache", step_seconds=0.1):
+    with running_agent(lb_server.url, agent_token(lb_db), devices, tmp_path, step_seconds=0.1):
         runs = _wait_all(org, run_ids)
     assert sorted(r["test_case"]["id"] for r in runs) == sorted(cases)
     assert {r["device"] for r in runs} == {"Pixel 7", "Pixel 8"}  # both fitting devices, never the Pixel 6
@@ -451,14 +455,16 @@ def test_spread_over_named_devices_runs_each_once_on_any_of_them(org: Tenant) ->
     ]
 
 
-def test_matrix_runs_each_test_case_on_each_named_device(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_matrix_runs_each_test_case_on_each_named_device(
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
+) -> None:
     app = _app(org)
     cases = _cases(org, 3)
     pixel_8 = PIXEL_7 | {"name": "Pixel 8"}
     run_ids = _run_all(org, app_file_id=app, mode="matrix", devices=[PIXEL_7, pixel_8])
     assert len(run_ids) == 6
     devices = [_device("Pixel 7", "14.0"), _device("Pixel 8", "14.0"), _device("Pixel 8", "14.0")]
-    with running_agent(lb_server.url, agent_token(lb_db), devices, Path("/tmp") / "lb-cache", step_seconds=0.05):
+    with running_agent(lb_server.url, agent_token(lb_db), devices, tmp_path, step_seconds=0.05):
         runs = _wait_all(org, run_ids)
     assert [r["status"] for r in runs] == ["passed"] * 6
     assert sorted((r["test_case"]["id"], r["device"]) for r in runs) == sorted(
@@ -468,14 +474,14 @@ def test_matrix_runs_each_test_case_on_each_named_device(org: Tenant, lb_server:
 
 
 def test_matrix_over_a_selector_runs_on_each_kind_of_online_device_that_fits(
-    org: Tenant, lb_server: LiveServer, lb_db: Database
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
 ) -> None:
     app = _app(org)
     cases = _cases(org, 2)
     tag = _tag()
     devices = [_device("Pixel 7", "14.0", tag), _device("Pixel 7", "14.0", tag), _device("Pixel 6", "13.0", tag)]
     devices.append(_device("Pixel 8", "14.0"))  # online, but not in the selector
-    with running_agent(lb_server.url, agent_token(lb_db), devices, Path("/tmp") / "lb-cache", step_seconds=0.05) as a:
+    with running_agent(lb_server.url, agent_token(lb_db), devices, tmp_path, step_seconds=0.05) as a:
         _registered(a)
         run_ids = _run_all(org, app_file_id=app, mode="matrix", device_selector={"tags": [tag]})
         runs = _wait_all(org, run_ids)
@@ -492,7 +498,9 @@ def test_matrix_over_a_selector_runs_on_each_kind_of_online_device_that_fits(
 # ------------------------------------------------------------------------------ no device, the CLI
 
 
-def test_a_run_no_online_device_fits_says_no_device(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_a_run_no_online_device_fits_says_no_device(
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
+) -> None:
     app = _app(org)
     _cases(org, 1)
     tag = _tag()
@@ -505,21 +513,25 @@ def test_a_run_no_online_device_fits_says_no_device(org: Tenant, lb_server: Live
     # A device with the tag but too old an OS still does not fit; one that fits makes it start.
     old = _device("Pixel 6", "13.0", tag)
     fits = _device("Pixel 8", "14.0", tag)
-    with running_agent(lb_server.url, agent_token(lb_db), [old], Path("/tmp") / "lb-cache") as a:
+    with running_agent(lb_server.url, agent_token(lb_db), [old], tmp_path) as a:
         _registered(a)
         assert _status(org, run_id)["queue"]["reason"] == "no_device"
-    with running_agent(lb_server.url, agent_token(lb_db), [fits], Path("/tmp") / "lb-cache"):
+    with running_agent(lb_server.url, agent_token(lb_db), [fits], tmp_path):
         [done] = _wait_all(org, [run_id])
     assert (done["status"], done["device"]) == ("passed", "Pixel 8")
 
 
-def test_a_busy_fitting_device_says_devices_busy(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_a_busy_fitting_device_says_devices_busy(
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
+) -> None:
     app = _app(org)
     long_flow = "appId: com.example.app\n---\n- launchApp\n" + "- back\n" * 30
     _cases(org, 2, flow=long_flow)
     tag = _tag()
     first, second = _run_all(org, app_file_id=app, device_selector={"tags": [tag]})
-    with running_agent(lb_server.url, agent_token(lb_db), [_device("Pixel 7", "14", tag)], Path("/tmp") / "lb") as a:
+    with running_agent(
+        lb_server.url, agent_token(lb_db), [_device("Pixel 7", "14", tag)], tmp_path, step_seconds=0.2
+    ) as a:
         _registered(a)
         deadline = time.monotonic() + 20
         while {_status(org, first)["status"], _status(org, second)["status"]} != {"running", "queued"}:
@@ -529,10 +541,12 @@ def test_a_busy_fitting_device_says_devices_busy(org: Tenant, lb_server: LiveSer
         assert _status(org, waiting)["queue"]["reason"] == "devices_busy"
 
 
-def test_the_cli_shows_no_device_and_exits_3_after_the_grace(org: Tenant, lb_server: LiveServer) -> None:
+def test_the_cli_shows_no_device_and_exits_3_after_the_grace(
+    org: Tenant, lb_server: LiveServer, tmp_path: Path
+) -> None:
     _app(org)
     _cases(org, 2)
-    cli = Cli(lb_server.url, org.key, Path("/tmp"))
+    cli = Cli(lb_server.url, org.key, tmp_path)
     started = time.monotonic()
     done = cli(
         "run-all", "--platform", "android", "--latest", "--device-tag", _tag(), "--wait", "--no-device-grace", "1",
@@ -547,19 +561,21 @@ def test_the_cli_shows_no_device_and_exits_3_after_the_grace(org: Tenant, lb_ser
     assert [r["status"] for r in runs] == ["cancelled", "cancelled"]  # the CLI's own runs, cancelled
 
 
-def test_the_cli_waits_out_a_shorter_absence(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_the_cli_waits_out_a_shorter_absence(
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
+) -> None:
     """A device that comes online within the grace period: the runs pass and the CLI exits 0."""
     _app(org)
     _cases(org, 1)
     tag = _tag()
-    cli = Cli(lb_server.url, org.key, Path("/tmp"))
+    cli = Cli(lb_server.url, org.key, tmp_path)
     live = cli.popen(
         "run-all", "--platform", "android", "--latest", "--device-tag", tag, "--wait", "--no-device-grace", "20",
         "--poll-interval", "0.2",
     )  # fmt: skip
     live.wait_for_output("waiting: no device fits")
     time.sleep(1)
-    with running_agent(lb_server.url, agent_token(lb_db), [_device("Pixel 7", "14", tag)], Path("/tmp") / "lb"):
+    with running_agent(lb_server.url, agent_token(lb_db), [_device("Pixel 7", "14", tag)], tmp_path):
         done = live.wait(60)
     assert done.code == 0, done
 
@@ -607,7 +623,9 @@ def _seed_history(db: Database, tenant: Tenant, seconds: dict[str, list[float]],
     db.run(seed)
 
 
-def test_run_all_queues_the_longest_expected_runs_first(org: Tenant, lb_server: LiveServer, lb_db: Database) -> None:
+def test_run_all_queues_the_longest_expected_runs_first(
+    org: Tenant, lb_server: LiveServer, lb_db: Database, tmp_path: Path
+) -> None:
     """Expected duration: the median of a test case's recent passed runs on the platform; a test case
     without history counts as the suite's median. The claim takes them in that order."""
     app = _app(org)
@@ -637,7 +655,7 @@ def test_run_all_queues_the_longest_expected_runs_first(org: Tenant, lb_server: 
     # 10.5 (middle, new, ios_long: without Android history it counts as the median) keep their order.
     assert sorted(positions, key=positions.__getitem__) == [long_, middle, new, ios_long, short]
     # One device takes them one at a time, in that order.
-    with running_agent(lb_server.url, agent_token(lb_db), [_device("Pixel 7", "14", tag)], Path("/tmp") / "lb"):
+    with running_agent(lb_server.url, agent_token(lb_db), [_device("Pixel 7", "14", tag)], tmp_path):
         runs = _wait_all(org, run_ids)
     started = sorted(runs, key=lambda r: r["started_at"])
     assert [r["test_case"]["id"] for r in started] == [long_, middle, new, ios_long, short]

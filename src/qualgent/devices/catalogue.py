@@ -87,7 +87,8 @@ class Catalogue:
         return None
 
     def first_for(self, platform: str) -> Device | None:
-        """The device chosen when a run names only a platform: the catalogue's first phone for it."""
+        """The catalogue's first phone of a platform (else its first device), or None when it has none: a
+        run that names only a platform is refused when the catalogue has no device of it."""
         candidates = [d for d in self.devices if d.platform_key == platform]
         phones = [d for d in candidates if d.device_type == "phone"]
         chosen = phones or candidates
