@@ -86,7 +86,8 @@ def test_a_passing_flow_runs_on_a_simulated_device(
     [run_id] = _queue(org, case["id"], app)
     queued = org.client.get(f"/v1/jobs/status/{run_id}").json()
     assert queued["status"] == "queued" and queued["progress"] == 0
-    assert queued["queue"] == {"reason": "no_device", "position": 1}
+    # No device and no history: no ETA either.
+    assert queued["queue"] == {"reason": "no_device", "position": 1, "eta_seconds": None}
 
     devices = simulated_devices(["iPhone 14 Pro"])
     with running_agent(exec_server.url, agent_token(exec_db), devices, tmp_path / "cache"):

@@ -33,7 +33,16 @@ from tests.fixtures.routes import DASHBOARD_PREFIXES, PRESIGNED, app_routes
 from tests.fixtures.servers import LiveServer
 from tests.fixtures.web import PASSWORD, csrf_of, sign_in, signed_in_tenant
 
-PREFIXES = {"app": "file", "tc": "tc", "cat": "cat", "run": "run", "key": "key", "upload": "upload", "secret": "secret"}
+PREFIXES = {
+    "app": "file",
+    "tc": "tc",
+    "cat": "cat",
+    "run": "run",
+    "key": "key",
+    "upload": "upload",
+    "secret": "secret",
+    "batch": "batch",
+}
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -75,6 +84,7 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
     )
     assert queued.status_code == 200, queued.text
     run_id = queued.json()["jobs"][0]["id"]
+    batch_id = queued.json()["batch_id"]
     # A resumable upload, half sent (issue 4).
     created = tenant.client.post("/v1/apps/uploads/", headers=_tus_creation(f"Upload-{tag}", 200))
     assert created.status_code == 201, created.text
@@ -89,6 +99,7 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
         "key": tenant.key_id,
         "upload": upload_id,
         "secret": secret_name,
+        "batch": batch_id,
     }
     names = {
         app_name,
@@ -399,6 +410,7 @@ def list_jobs(w: World) -> None:
     ):
         body = indistinguishable(w, "GET", "/v1/jobs/list", (ref,), status=200, params=params)
         assert body == {"test_runs": []}
+    list_jobs_of_batch(w)
     # Asking for A's run and B's together returns A's alone.
     response = probe(w, "GET", "/v1/jobs/list", params={"ids": f"{w.a_ids['run']},{w.b_ids['run']}"})
     assert [r["id"] for r in response.json()["test_runs"]] == [w.a_ids["run"]]
@@ -410,6 +422,7 @@ def job_status(w: World) -> None:
 
 def job_report(w: World) -> None:
     indistinguishable(w, "GET", "/v1/jobs/<run>/report", ("run",), status=404, code="not_found")
+    job_report_attempt(w)
 
 
 def job_junit(w: World) -> None:
@@ -418,6 +431,68 @@ def job_junit(w: World) -> None:
 
 def cancel_job(w: World) -> None:
     indistinguishable(w, "POST", "/v1/jobs/<run>/cancel", ("run",), status=404, code="not_found")
+
+
+def job_report_attempt(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/jobs/<run>/report", ("run",), status=404, code="not_found", params={"attempt": 1})
+
+
+def get_batch(w: World) -> None:
+    for params in ({}, {"runs": "true", "queue": "true"}):
+        indistinguishable(w, "GET", "/v1/batches/<batch>", ("batch",), status=404, code="not_found", params=params)
+    # A's own batch lists A's run only.
+    own = probe(w, "GET", f"/v1/batches/{w.a_ids['batch']}", params={"runs": "true"})
+    assert own.status_code == 200 and [r["id"] for r in own.json()["runs"]] == [w.a_ids["run"]]
+
+
+def list_jobs_of_batch(w: World) -> None:
+    body = indistinguishable(w, "GET", "/v1/jobs/list", ("batch",), status=200, params={"batch_id": "<batch>"})
+    assert body == {"test_runs": []}
+
+
+def history_of_test_case(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/test-cases/<tc>/history", ("tc",), status=404, code="not_found")
+
+
+def quarantine(method: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        body = {"json": {"reason": "not mine"}} if method == "PUT" else {}
+        indistinguishable(w, method, "/v1/test-cases/<tc>/quarantine", ("tc",), status=404, code="not_found", **body)
+
+    return check
+
+
+def organization_settings(w: World) -> None:
+    response = probe(w, "GET", "/v1/organization/settings")
+    assert response.status_code == 200, response.text
+    assert set(response.json()) >= {"default_retries", "auto_quarantine", "quarantine_exit_passes"}
+
+
+def change_organization_settings(w: World) -> None:
+    # A's change is A's alone: B's settings stay as they were (checked at the end of the walk).
+    response = probe(w, "PATCH", "/v1/organization/settings", json={"default_retries": 2})
+    assert response.status_code == 200 and response.json()["default_retries"] == 2, response.text
+
+
+def dashboard_batch(w: World) -> None:
+    indistinguishable(w, "GET", "/batches/<batch>", ("batch",), status=404, code="not_found")
+
+
+def dashboard_quarantine(w: World) -> None:
+    indistinguishable(
+        w, "POST", "/test-cases/<tc>/quarantine", ("tc",), status=404, code="not_found", **_form(w, quarantined="1")
+    )
+
+
+def dashboard_organization(w: World) -> None:
+    response = probe(w, "GET", "/settings/organization")
+    assert response.status_code == 200 and 'id="organization-settings"' in response.text
+
+
+def dashboard_change_organization(w: World) -> None:
+    form = _form(w, default_retries="1", quarantine_exit_passes="3", auto_quarantine="1")
+    response = probe(w, "POST", "/settings/organization", **form)
+    assert response.status_code == 303, response.text
 
 
 def list_devices(path: str) -> Callable[[World], None]:
@@ -642,6 +717,10 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/settings/developer/keys"): dashboard_generate_key,
     ("POST", "/settings/developer/keys/{key_id}/revoke"): dashboard_revoke_key,
     ("GET", "/settings/secrets"): dashboard_secrets,
+    ("GET", "/batches/{batch_id}"): dashboard_batch,
+    ("POST", "/test-cases/{test_case_id}/quarantine"): dashboard_quarantine,
+    ("GET", "/settings/organization"): dashboard_organization,
+    ("POST", "/settings/organization"): dashboard_change_organization,
     ("POST", "/settings/secrets/{name}/delete"): dashboard_delete_secret,
     ("GET", "/v1/apps"): list_apps,
     ("GET", "/v1/apps/latest"): latest_app,
@@ -666,6 +745,12 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/v1/jobs/list"): list_jobs,
     ("GET", "/v1/jobs/status/{test_run_id}"): job_status,
     ("GET", "/v1/jobs/{test_run_id}/report"): job_report,
+    ("GET", "/v1/batches/{batch_id}"): get_batch,
+    ("GET", "/v1/test-cases/{test_case_id}/history"): history_of_test_case,
+    ("PUT", "/v1/test-cases/{test_case_id}/quarantine"): quarantine("PUT"),
+    ("DELETE", "/v1/test-cases/{test_case_id}/quarantine"): quarantine("DELETE"),
+    ("GET", "/v1/organization/settings"): organization_settings,
+    ("PATCH", "/v1/organization/settings"): change_organization_settings,
     ("GET", "/v1/jobs/{test_run_id}/junit"): job_junit,
     ("POST", "/v1/jobs/{test_run_id}/cancel"): cancel_job,
     ("GET", "/v1/devices"): list_devices("/v1/devices"),
@@ -703,6 +788,8 @@ def _b_view(b: Tenant, ids: dict[str, str]) -> dict[str, Any]:
     assert app.status_code == case.status_code == run.status_code == 200
     app_body = app.json()
     app_body.pop("link")  # a fresh signature each time
+    batch = client.get(f"/v1/batches/{ids['batch']}", params={"runs": "true"}).json()
+    batch.pop("wall_seconds")  # grows while its run waits
     return {
         "app": app_body,
         "apps": [a["id"] for a in client.get("/v1/apps").json()],
@@ -714,6 +801,9 @@ def _b_view(b: Tenant, ids: dict[str, str]) -> dict[str, Any]:
         "upload": client.get(f"/v1/apps/uploads/{ids['upload']}").json(),
         "secrets": client.get("/v1/secrets").json(),
         "file": client.get(f"/v1/test-cases/{ids['tc']}/files/data/bbb.yaml").text,
+        "batch": batch,
+        "history": client.get(f"/v1/test-cases/{ids['tc']}/history").json(),
+        "settings": client.get("/v1/organization/settings").json(),
     }
 
 

@@ -14,6 +14,7 @@ from qualgent import __version__
 from qualgent.agents.endpoints import router as agents_router
 from qualgent.apps.endpoints import download_router
 from qualgent.apps.endpoints import router as apps_router
+from qualgent.batches.endpoints import router as batches_router
 from qualgent.categories.endpoints import router as categories_router
 from qualgent.config import Settings, get_settings
 from qualgent.deps import StateDep
@@ -25,6 +26,7 @@ from qualgent.middleware import (
     RequestContextMiddleware,
     TusHeaderMiddleware,
 )
+from qualgent.organisations.endpoints import router as organization_router
 from qualgent.runs.endpoints import STATUS_PREFIX, artifacts_router, status_response
 from qualgent.runs.endpoints import router as jobs_router
 from qualgent.secrets.endpoints import router as secrets_router
@@ -80,7 +82,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # The docs list sections in this order, whatever order the routers are matched in below.
         openapi_tags=[
-            {"name": name} for name in ("Apps", "Test Cases", "Categories", "Jobs", "Secrets", "Devices", "Agents")
+            {"name": name}
+            for name in (
+                "Apps",
+                "Test Cases",
+                "Categories",
+                "Jobs",
+                "Batches",
+                "Organization",
+                "Secrets",
+                "Devices",
+                "Agents",
+            )
         ],
     )
     install_error_handlers(app, html=render_error_page)
@@ -99,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         secrets_router,
         artifacts_router,
         devices_router,
+        batches_router,
+        organization_router,
     ):
         app.include_router(router)
     app.include_router(web_router)

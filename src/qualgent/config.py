@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     agent_offline_after: float = Field(
         default=60, description="Seconds after an agent's last request when its devices count as offline."
     )
+    retry_device_wait: float = Field(
+        default=60,
+        description="Seconds a test retry waits for another device than the one it failed on (when another "
+        "online device fits it) before any device that fits may take it.",
+    )
 
     # The dashboard (issue 6)
     session_hours: float = Field(

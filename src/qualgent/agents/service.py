@@ -51,6 +51,7 @@ from qualgent.errors import (
 )
 from qualgent.flows.paths import normalize_path
 from qualgent.ids import new_id
+from qualgent.quality import service as quality
 from qualgent.runs import transitions
 from qualgent.secrets import crypto
 from qualgent.state import AppState
@@ -584,7 +585,13 @@ async def _finish(
     agent: AgentPrincipal,
     reports: list[tuple[transitions.Report, list[StepItem]]],
 ) -> list[transitions.Outcome]:
-    outcomes = await transitions.finish(session, agent.agent_id, [report for report, _ in reports])
+    finished = await transitions.finish(
+        session,
+        agent.agent_id,
+        [report for report, _ in reports],
+        retry_device_wait=state.settings.retry_device_wait,
+    )
+    outcomes = finished.outcomes
     # After the state change, which checked that the attempt is still this agent's: a report that is
     # refused leaves nothing behind. No progress update: a finished run is at 100.
     await AgentRepository(session).add_steps(
@@ -594,6 +601,13 @@ async def _finish(
             if steps and outcome == "done"
         ]
     )
-    # A device came free and an organisation may be under its cap again: wake a waiting agent.
-    on_commit(session, state.wakeup.wake)
+    # Quarantine and flakiness follow the runs of test cases that are quarantined, or of organisations
+    # that quarantine flaky test cases; every other run's end costs nothing more here.
+    watched = [e for e in finished.ended if e.quarantined or e.auto_quarantine]
+    if watched:
+        await quality.after_runs_ended(session, watched)
+    # A device came free and an organisation may be under its cap again, and a test retry is claimable:
+    # wake a waiting agent for each.
+    retried = sum(e.retried for e in finished.ended)
+    on_commit(session, (lambda: state.wakeup.wake(1 + retried)) if retried else state.wakeup.wake)
     return outcomes

@@ -369,6 +369,44 @@ RecordVideoOpt = Annotated[
     bool,
     typer.Option("--record-video", help="Record a video of each device's screen (in the run's report and page)."),
 ]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--retries",
+        help="Test retries: a run that fails as a test is tried again (ahead of the queue, on another device "
+        "where one fits) up to N times; one that then passes counts as flaky (exit 0). Default: the test case's, "
+        "else the organisation's.",
+        min=0,
+        max=5,
+    ),
+]
+GroupOpt = Annotated[
+    str | None,
+    typer.Option("--group", help="A concurrency group (a branch, a pull request) for this run's batch."),
+]
+CancelPreviousOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cancel-previous",
+        help="With --group: cancel the queued and running runs of the group's earlier batches (as CI "
+        "concurrency groups do).",
+    ),
+]
+
+
+def _batch_options(retries: int | None, group: str | None, cancel_previous: bool) -> dict[str, Any]:
+    if cancel_previous and not group:
+        _fail(EXIT_USAGE, "--cancel-previous cancels a group's earlier runs: give --group too.")
+    out: dict[str, Any] = {}
+    if retries is not None:
+        out["retries"] = retries
+    if group:
+        out["group"] = group
+    if cancel_previous:
+        out["cancel_previous"] = True
+    return out
+
+
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -447,8 +485,10 @@ def queue_and_wait(
     if not jobs:  # the server refuses an empty run-all; a pipeline must never read "nothing ran" as green
         _fail(EXIT_USAGE, "No runs were queued.")
     run_ids = [j.id for j in jobs]
+    # A server with batches waits on them (their runs and the gate's verdict, one request each per poll).
+    batch_ids = list(dict.fromkeys(j.batch_id for j in jobs if j.batch_id)) if all(j.batch_id for j in jobs) else []
     console = err if options.as_json else out
-    console.print(f"Queued {len(run_ids)} run(s).", highlight=False)
+    console.print(f"Queued {len(run_ids)} run(s)" + (f" (batch {', '.join(batch_ids)})." if batch_ids else "."))
     if not options.wait:  # queued and reported: nothing to cancel, whatever signal came meanwhile
         if options.as_json:
             _print_json({"runs": [j.model_dump(mode="json") for j in jobs]})
@@ -464,16 +504,17 @@ def queue_and_wait(
         timeout=options.timeout,
         poll_interval=options.poll_interval,
         no_device_grace=options.no_device_grace,
+        batch_ids=batch_ids,
     )
     runs = result.runs
-    code = waiting.exit_code_for(runs)
+    code = waiting.exit_code_for(runs, result.batches)
     if result.note is not None and code != waiting.EXIT_TEST_FAILED:
         # Timed out or interrupted: never green. No device fits a run: a re-run would not help either.
         code = EXIT_USAGE if result.no_device else EXIT_INFRASTRUCTURE
     reports: dict[str, RunReport] = {}
-    if options.junit is not None or code != 0:
+    if options.junit is not None or code != 0 or any(r.flaky or r.quarantined for r in runs):
         for run in runs:
-            if options.junit is not None or run.status == "failed":
+            if options.junit is not None or run.status == "failed" or run.flaky:
                 try:
                     reports[run.id] = client.run_report(run.id)
                 except APIError as exc:
@@ -499,9 +540,25 @@ def _summarise(
     for run in runs:
         counts[run.status] = counts.get(run.status, 0) + 1
     for run in runs:
-        if run.status == "failed" and run.failure is not None:
+        if run.flaky:
+            report = reports.get(run.id)
+            failed = [a for a in report.attempts if a.outcome == "failed"] if report is not None else []
+            first = (
+                f" (failed first: {failed[0].failure.message if failed[0].failure else failed[0].message})"
+                if failed
+                else ""
+            )
             console.print(
-                f"FAILED {run.test_case.name} on {run.device} [{run.failure.kind}]: {run.failure.message}\n  {run.link}",
+                f"FLAKY {run.test_case.name} on {run.device}: passed on a test retry{first}\n  {run.link}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    for run in runs:
+        if run.status == "failed" and run.failure is not None:
+            label = "QUARANTINED (not gating), FAILED" if run.quarantined else "FAILED"
+            console.print(
+                f"{label} {run.test_case.name} on {run.device} [{run.failure.kind}]: {run.failure.message}\n  {run.link}",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
@@ -514,8 +571,21 @@ def _summarise(
                         console.print(
                             f"    screenshot: {step.screenshot}", markup=False, highlight=False, soft_wrap=True
                         )
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    flaky = [r for r in runs if r.flaky]
+    quarantined = [r for r in runs if r.quarantined]
+    extra = []
+    if flaky:
+        extra.append(f"{len(flaky)} flaky")
+    if quarantined:
+        failing = sum(r.status != "passed" for r in quarantined)
+        extra.append(f"{len(quarantined)} quarantined ({failing} not passed, not gating)")
+    summary = ", ".join([*(f"{n} {status}" for status, n in sorted(counts.items())), *extra])
     verdict = {0: "[green]PASSED[/green]", 1: "[red]FAILED[/red]"}.get(code, "[yellow]INCOMPLETE[/yellow]")
+    if code == 0 and flaky:
+        verdict = "[green]PASSED[/green] [yellow](flaky)[/yellow]"
+    superseded = sorted({b.superseded_by for b in result.batches if b.superseded_by})
+    if superseded:
+        console.print(f"superseded by batch {', '.join(superseded)} of the same group", highlight=False)
     console.print(f"{verdict} {len(runs)} run(s): {summary} (exit {code})", highlight=False)
     if options.as_json:
         _print_json(
@@ -525,6 +595,9 @@ def _summarise(
                 "note": result.note,
                 "cancelled": result.cancelled,
                 "rate_limited": rate_limited,  # 429s the client waited out
+                "batches": [b.model_dump(mode="json", exclude={"runs"}) for b in result.batches],
+                "flaky": [r.id for r in flaky],
+                "quarantined": [r.id for r in quarantined],
                 "runs": [r.model_dump(mode="json") for r in runs],
             }
         )
@@ -583,6 +656,9 @@ def run(
     run_timeout: RunTimeoutOpt = None,
     env: EnvOpt = None,
     record_video: RecordVideoOpt = False,
+    retries: RetriesOpt = None,
+    group: GroupOpt = None,
+    cancel_previous: CancelPreviousOpt = False,
     os_version: OsVersionOpt = None,
     model: ModelOpt = None,
     device_name: DeviceNameOpt = None,
@@ -603,6 +679,7 @@ def run(
     options = WaitOptions(wait, timeout, junit, as_json, poll_interval, no_device_grace)
     selector = device_selector(os_version, model, device_name, device_tag, pool, device_type)
     _check_target(device, platform, selector)
+    batch = _batch_options(retries, group, cancel_previous)
 
     def body(client: Client, guard: SignalGuard) -> int:
         case_ids = resolve_test_cases(client, test_cases)
@@ -633,7 +710,7 @@ def run(
                 if app:
                     job["app_file_id"] = app
                 jobs.append(job)
-        return queue_and_wait(client, guard, lambda: client.run(jobs), options)
+        return queue_and_wait(client, guard, lambda: client.run(jobs, **batch), options)
 
     _run_pipeline(url, api_key, body)
 
@@ -675,6 +752,9 @@ def run_all(
     run_timeout: RunTimeoutOpt = None,
     env: EnvOpt = None,
     record_video: RecordVideoOpt = False,
+    retries: RetriesOpt = None,
+    group: GroupOpt = None,
+    cancel_previous: CancelPreviousOpt = False,
     include_tags: Annotated[
         list[str] | None,
         typer.Option(
@@ -714,6 +794,7 @@ def run_all(
     _check_target(device, platform, selector)
     if mode not in (None, "spread", "matrix"):
         _fail(EXIT_USAGE, f"--mode is spread or matrix, not {mode!r}.")
+    batch = _batch_options(retries, group, cancel_previous)
 
     def body(client: Client, guard: SignalGuard) -> int:
         category_id = resolve_category(client, category) if category else None
@@ -729,15 +810,30 @@ def run_all(
             "exclude_tags": tag_list(exclude_tags),
             # Not sent unless asked: an older server refuses no request it took before.
             "record_video": True if record_video else None,
+            "retries": batch.get("retries"),
+            "group": batch.get("group"),
         }
+        cancel_first = bool(batch.get("cancel_previous"))
 
         latest_of = _LatestApps(client)
 
         def queue() -> list[QueuedJob]:
             if not devices:
-                return client.run_all(app_file_id=app, platform=platform, device_selector=selector, mode=mode, **common)
+                return client.run_all(
+                    app_file_id=app,
+                    platform=platform,
+                    device_selector=selector,
+                    mode=mode,
+                    cancel_previous=cancel_first,
+                    **common,
+                )
             if len(devices) == 1:
-                return client.run_all(app_file_id=app or latest_of(devices[0]["platform"]), device=devices[0], **common)
+                return client.run_all(
+                    app_file_id=app or latest_of(devices[0]["platform"]),
+                    device=devices[0],
+                    cancel_previous=cancel_first,
+                    **common,
+                )
             chosen = mode or "matrix"  # several devices: each test case on each, as before there were modes
             by_platform: dict[str, list[dict[str, str]]] = {}
             for d in devices:
@@ -748,8 +844,12 @@ def run_all(
                 )
             jobs: list[QueuedJob] = []
             try:
-                for name, group in by_platform.items():  # one request per platform (its app); each is atomic
-                    jobs += client.run_all(app_file_id=app or latest_of(name), devices=group, mode=chosen, **common)
+                for name, same in by_platform.items():  # one request per platform (its app); each is atomic
+                    # Only the first cancels the group's earlier batches: the later ones are this step's own.
+                    first = cancel_first and not jobs
+                    jobs += client.run_all(
+                        app_file_id=app or latest_of(name), devices=same, mode=chosen, cancel_previous=first, **common
+                    )
             except QualgentClientError:
                 # A later platform was refused: the step fails, so the runs queued for earlier ones go too.
                 waiting.cancel_unfinished(client, [j.id for j in jobs], [], err)
@@ -894,11 +994,96 @@ def test_cases_list(
     if as_json:
         _print_json([t.model_dump(mode="json") for t in found])
         return
-    table = Table("id", "name", "status", "category", "last run")
+    table = Table("id", "name", "status", "category", "last run", "pass rate", "flags")
     for t in found:
         last = (t.latest_completed_run or {}).get("status", "")
-        table.add_row(t.id, t.name, t.status, t.category.name if t.category else "", str(last))
+        rate = t.stats.pass_rate if t.stats is not None else None
+        table.add_row(
+            t.id,
+            t.name,
+            t.status,
+            t.category.name if t.category else "",
+            str(last),
+            "" if rate is None else f"{rate:.0%}",
+            _flags(t.flaky, t.quarantined),
+        )
     _print_table(table)
+
+
+def _flags(flaky: bool, quarantined: bool) -> str:
+    return ", ".join(name for name, on in (("flaky", flaky), ("quarantined", quarantined)) if on)
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}s"
+
+
+@test_cases_app.command("history", cls=ClientCommand)
+def test_cases_history(
+    test_case: Annotated[str, typer.Argument(help="A test case ID (tc_…) or exact name.")],
+    limit: Annotated[int, typer.Option("--limit", help="How many of its latest runs.", min=1, max=200)] = 20,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """A test case's latest runs (build, device, duration, attempts, result), whether it is flaky, its figures."""
+    with _client(url, api_key) as client:
+        [case_id] = resolve_test_cases(client, [test_case])
+        history = client.test_case_history(case_id, limit=limit)
+    if as_json:
+        _print_json(history.model_dump(mode="json"))
+        return
+    stats = history.stats
+    flags = _flags(history.flaky, history.quarantine is not None)
+    out.print(f"[bold]{history.test_case.name}[/bold] {history.test_case.id}" + (f" ({flags})" if flags else ""))
+    if history.flaky_reason:
+        out.print(f"  flaky: {history.flaky_reason}", markup=False, highlight=False)
+    if history.quarantine is not None:
+        why = f": {history.quarantine.reason}" if history.quarantine.reason else ""
+        out.print(f"  quarantined since {history.quarantine.since} ({history.quarantine.source}){why}", markup=False)
+    if stats.runs:
+        out.print(
+            f"  {stats.runs} runs: pass rate {stats.pass_rate:.0%}, flaky rate {stats.flaky_rate:.0%}, "
+            f"p50 {_seconds(stats.p50_seconds)}, p90 {_seconds(stats.p90_seconds)}",
+            highlight=False,
+        )
+    table = Table("run", "result", "app", "sha256", "device", "duration", "attempts", "finished")
+    for run in history.runs:
+        result = run.status + (" (flaky)" if run.flaky else "") + (" (quarantined)" if run.quarantined else "")
+        if run.failure is not None:
+            result += f" [{run.failure.kind}]"
+        table.add_row(
+            run.id,
+            result,
+            run.app.name,
+            run.app.sha256[:12],
+            run.device,
+            _seconds(run.duration_seconds),
+            str(run.attempts),
+            str(run.finished_at or ""),
+        )
+    _print_table(table)
+
+
+@test_cases_app.command("quarantine", cls=ClientCommand)
+def test_cases_quarantine(
+    test_case: Annotated[str, typer.Argument(help="A test case ID (tc_…) or exact name.")],
+    off: Annotated[bool, typer.Option("--off", help="Take it out of quarantine.")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (shown beside it).")] = None,
+    as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Put a test case in quarantine (its runs still run and are reported, but never fail the exit code), or
+    take it out with --off."""
+    with _client(url, api_key) as client:
+        [case_id] = resolve_test_cases(client, [test_case])
+        case = client.release_test_case(case_id) if off else client.quarantine_test_case(case_id, reason)
+    if as_json:
+        _print_json(case.model_dump(mode="json"))
+        return
+    state = "in quarantine" if case.quarantined else "out of quarantine"
+    out.print(f"{case.id} {case.name}: {state}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -437,6 +437,43 @@ def set_parallel_runs(
     console.print(f"{result.id}: {cap or 'default'} parallel runs.")
 
 
+@admin_app.command("org-settings")
+def org_settings(
+    org: Annotated[str | None, typer.Option(help="Organisation ID (default: the only one).")] = None,
+    default_retries: Annotated[
+        int | None, typer.Option("--default-retries", help="Test retries of runs that ask none (0–5).", min=0, max=5)
+    ] = None,
+    auto_quarantine: Annotated[
+        bool | None,
+        typer.Option("--auto-quarantine/--no-auto-quarantine", help="Quarantine flaky test cases automatically."),
+    ] = None,
+    quarantine_exit_passes: Annotated[
+        int | None,
+        typer.Option(
+            "--quarantine-exit-passes", help="Passes in a row that end a quarantine (0: by hand only).", min=0, max=100
+        ),
+    ] = None,
+) -> None:
+    """Show an organisation's settings (test retries, quarantine of flaky tests); change those given."""
+    from qualgent.organisations.schemas import OrganizationSettingsPatch
+    from qualgent.organisations.service import change_settings
+
+    given = {
+        "default_retries": default_retries,
+        "auto_quarantine": auto_quarantine,
+        "quarantine_exit_passes": quarantine_exit_passes,
+    }
+    patch = OrganizationSettingsPatch(**{k: v for k, v in given.items() if v is not None})
+    settings = get_settings()
+
+    async def work(session: AsyncSession) -> Any:
+        return await change_settings(session, await _default_org(session, org), patch, settings.default_parallel_runs)
+
+    result = _run_in_session(work)
+    for name, value in result.model_dump().items():
+        console.print(f"{name}: {value}", highlight=False)
+
+
 @admin_app.command("add-category")
 def add_category(
     name: Annotated[str, typer.Argument(help="Category name.")],

@@ -1,12 +1,14 @@
 """Waiting on runs for a pipeline: the live display, cancellation on SIGINT/SIGTERM, and the exit code.
 
-Exit codes a pipeline can trust:
-  0  every run passed (and at least one ran);
-  1  a test failed (a run failed with kind "test");
+Exit codes a pipeline can trust (runs of quarantined test cases are reported but never counted):
+  0  every run passed, on its first attempt or on a test retry (flaky), and at least one ran;
+  1  a test failed (a run failed with kind "test", its test retries spent);
   2  no test failed, but a run ended by infrastructure failure or timeout, was cancelled, did not finish
      within --timeout, or the wait was interrupted (SIGINT/SIGTERM), or the server stayed unreachable;
   3  usage, authentication or validation errors, nothing was queued, or no test failed but a run could
      run on no online device for --no-device-grace seconds (no device fits it: a re-run will not help).
+Against a server with batches, the CLI waits on its batches (one request per batch per poll) and takes the
+code from their gate verdicts: passed and flaky-passed 0, failed 1, infrastructure 2.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from qualgent.client import Client, QualgentClientError, WaitTimeout
-from qualgent.client.models import Run
+from qualgent.client.models import Batch, Run
 
 EXIT_PASSED = 0
 EXIT_TEST_FAILED = 1
@@ -70,12 +72,20 @@ class SignalGuard:
                 signal.signal(number, handler)
 
 
-def exit_code_for(runs: list[Run]) -> int:
+VERDICT_CODES = {"passed": EXIT_PASSED, "flaky-passed": EXIT_PASSED, "failed": EXIT_TEST_FAILED}
+
+
+def exit_code_for(runs: list[Run], batches: list[Batch] | None = None) -> int:
+    """The exit code of finished runs: from their batches' verdicts when there are batches (the worst
+    wins), else from the runs themselves by the same rule. Runs of quarantined test cases never count."""
     if not runs:
         return EXIT_USAGE
-    if any(r.status == "failed" and r.failure is not None and r.failure.kind == "test" for r in runs):
+    if batches and all(b.verdict is not None for b in batches):
+        return max(VERDICT_CODES.get(b.verdict or "", EXIT_INFRASTRUCTURE) for b in batches)
+    gating = [r for r in runs if not r.quarantined]
+    if any(r.status == "failed" and r.failure is not None and r.failure.kind == "test" for r in gating):
         return EXIT_TEST_FAILED
-    if all(r.status == "passed" for r in runs):
+    if all(r.status == "passed" for r in gating):
         return EXIT_PASSED
     return EXIT_INFRASTRUCTURE
 
@@ -83,6 +93,12 @@ def exit_code_for(runs: list[Run]) -> int:
 def _duration(run: Run) -> str:
     seconds = run.duration_seconds
     return "" if seconds is None else f"{seconds:.1f}s"
+
+
+def _eta(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    return f", ~{seconds} s" if seconds < 120 else f", ~{round(seconds / 60)} min"
 
 
 # How the live view says why a queued run waits (the server's queue.reason).
@@ -94,12 +110,25 @@ WAITING = {
 }
 
 
+def _retried(run: Run) -> str:
+    """`retry 1/2` while a run is tried again after a test failure."""
+    retries = run.retries
+    if retries is None or not retries.used or run.finished:
+        return ""
+    return f" (retry {retries.used}/{retries.allowed})"
+
+
 def _outcome(run: Run) -> str:
+    quarantined = ", quarantined" if run.quarantined else ""
     if run.failure is not None:
-        return f"{run.status} ({run.failure.kind})"
+        return f"{run.status} ({run.failure.kind}{quarantined})"
+    if run.flaky:
+        used = run.retries.used if run.retries is not None else 1
+        return f"passed (flaky: {used} test retr{'y' if used == 1 else 'ies'}{quarantined})"
     if run.status == "queued" and run.queue is not None:
-        return f"queued #{run.queue.position}: {WAITING.get(run.queue.reason, run.queue.reason)}"
-    return run.status
+        waiting = WAITING.get(run.queue.reason, run.queue.reason)
+        return f"queued #{run.queue.position}: {waiting}{_eta(run.queue.eta_seconds)}{_retried(run)}"
+    return f"{run.status}{_retried(run)}" + (" (quarantined)" if quarantined else "")
 
 
 def runs_table(runs: list[Run]) -> Table:
@@ -111,6 +140,8 @@ def runs_table(runs: list[Run]) -> Table:
         colour = colours.get(run.status, "white")
         if run.queue is not None and run.queue.reason == "no_device" and run.status == "queued":
             colour = "red"
+        if run.flaky or (run.quarantined and run.status == "failed"):
+            colour = "yellow"
         table.add_row(
             run.id,
             run.test_case.name,
@@ -164,6 +195,7 @@ class WaitResult:
     note: str | None = None  # why some runs did not finish (timeout, interrupted, no device)
     cancelled: list[str] = field(default_factory=list)
     no_device: bool = False  # stopped because runs could run on no online device
+    batches: list[Batch] = field(default_factory=list)  # their last states, when the CLI waited on batches
 
 
 class NoDevice(Exception):
@@ -206,22 +238,36 @@ def wait(
     timeout: float | None,
     poll_interval: float,
     no_device_grace: float | None = None,
+    batch_ids: list[str] | None = None,
 ) -> WaitResult:
-    """Wait for every run; on --timeout, a signal, or runs that no online device fits for
+    """Wait for every run (on its batches when ``batch_ids``: one request per batch per poll, its runs
+    and verdict together); on --timeout, a signal, or runs that no online device fits for
     ``no_device_grace`` seconds, cancel the unfinished ones (the CLI's own runs)."""
     last: list[Run] = []
+    seen: list[Batch] = []
     watch = _NoDeviceWatch(no_device_grace)
+    place = {run_id: i for i, run_id in enumerate(run_ids)}
 
     def remember(runs: list[Run]) -> None:
         last[:] = runs
         display.update(runs)
         watch.check(runs)
 
+    def remember_batches(batches: list[Batch]) -> None:
+        seen[:] = batches
+        runs = [r for b in batches for r in b.runs or [] if r.id in place]
+        remember(sorted(runs, key=lambda r: place[r.id]))
+
     note = None
     no_device = False
     with Display(console) as display:
         try:
             guard.arm()
+            if batch_ids:
+                batches = client.wait_for_batches(
+                    batch_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember_batches, queue=True
+                )
+                return WaitResult(list(last), batches=batches)
             runs = client.wait_for_runs(
                 run_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember, queue=True
             )

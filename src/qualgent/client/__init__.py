@@ -26,8 +26,10 @@ from qualgent.client.errors import (
 )
 from qualgent.client.models import (
     App,
+    Batch,
     Category,
     Device,
+    OrganizationSettings,
     QueuedJob,
     QueueInfo,
     Run,
@@ -36,6 +38,7 @@ from qualgent.client.models import (
     TestCase,
     TestCaseDetail,
     TestCaseFile,
+    TestCaseHistory,
     UploadedFile,
 )
 from qualgent.client.sync import Client
@@ -46,12 +49,14 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
     "Category",
     "Client",
     "ConfigurationError",
     "ConflictError",
     "Device",
     "NotFoundError",
+    "OrganizationSettings",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "QualgentClientError",
@@ -66,6 +71,7 @@ __all__ = [
     "TestCase",
     "TestCaseDetail",
     "TestCaseFile",
+    "TestCaseHistory",
     "TransportError",
     "UploadedFile",
     "ValidationError",

@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter
 from qualgent import __version__
 from qualgent.client.config import resolve
 from qualgent.client.errors import ConfigurationError, QualgentClientError, error_from_response
-from qualgent.client.models import Run
+from qualgent.client.models import QueuedJob, Run
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -132,6 +132,34 @@ def with_env(jobs: list[dict[str, Any]], env: Mapping[str, str] | None) -> list[
     if not env:
         return jobs
     return [job if job.get("env") is not None else {**job, "env": dict(env)} for job in jobs]
+
+
+def queued(response: httpx.Response) -> list[QueuedJob]:
+    """The jobs of a run / run-all answer, each with the answer's ``batch_id`` (None from servers
+    before batches)."""
+    body = response.json()
+    jobs = parse_list(QueuedJob, body["jobs"])
+    for job in jobs:
+        job.batch_id = body.get("batch_id")
+    return jobs
+
+
+def run_body(
+    jobs: list[dict[str, Any]],
+    env: Mapping[str, str] | None,
+    retries: int | None,
+    group: str | None,
+    cancel_previous: bool,
+) -> dict[str, Any]:
+    """A run request's body; options left unset are not sent, so an older server takes it as before."""
+    body: dict[str, Any] = {"jobs": with_env(jobs, env)}
+    if retries is not None:
+        body["retries"] = retries
+    if group is not None:
+        body["group"] = group
+    if cancel_previous:
+        body["cancel_previous"] = True
+    return body
 
 
 def chunks(ids: list[str], size: int = IDS_PER_POLL) -> Iterable[list[str]]:

@@ -15,14 +15,17 @@ from qualgent.client._core import Pacer, RetryPolicy, WaitTimeout
 from qualgent.client.errors import NotFoundError, TransportError
 from qualgent.client.models import (
     App,
+    Batch,
     CancelResult,
     Category,
     Device,
+    OrganizationSettings,
     QueuedJob,
     Run,
     RunReport,
     TestCase,
     TestCaseDetail,
+    TestCaseHistory,
     UploadedFile,
 )
 
@@ -191,14 +194,17 @@ class AsyncClient:
         *,
         env: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
+        group: str | None = None,
+        cancel_previous: bool = False,
     ) -> list[QueuedJob]:
         response = await self.request(
             "POST",
             "/v1/test-cases/run",
-            json={"jobs": _core.with_env(jobs, env)},
+            json=_core.run_body(jobs, env, retries, group, cancel_previous),
             idempotency_key=idempotency_key or _core.new_idempotency_key(),
         )
-        return _core.parse_list(QueuedJob, response.json()["jobs"])
+        return _core.queued(response)
 
     async def run_all(
         self,
@@ -214,15 +220,20 @@ class AsyncClient:
         response = await self.request(
             "POST",
             "/v1/test-cases/run-all",
-            json={k: v for k, v in body.items() if v is not None},
+            json={k: v for k, v in body.items() if v is not None and v is not False},
             idempotency_key=idempotency_key or _core.new_idempotency_key(),
         )
-        return _core.parse_list(QueuedJob, response.json()["jobs"])
+        return _core.queued(response)
 
     async def list_runs(
-        self, *, status: str | None = None, test_case_id: str | None = None, app_id: str | None = None
+        self,
+        *,
+        status: str | None = None,
+        test_case_id: str | None = None,
+        app_id: str | None = None,
+        batch_id: str | None = None,
     ) -> list[Run]:
-        params = {"status": status, "test_case_id": test_case_id, "app_id": app_id}
+        params = {"status": status, "test_case_id": test_case_id, "app_id": app_id, "batch_id": batch_id}
         return _core.parse_list(Run, [r async for r in self._pages("/v1/jobs/list", params, key="test_runs")])
 
     async def get_runs(self, run_ids: list[str], *, queue: bool = False) -> list[Run]:
@@ -243,8 +254,34 @@ class AsyncClient:
         response = await self.request("POST", f"/v1/jobs/{run_id}/cancel", retryable=True)
         return _core.parse(CancelResult, response)
 
-    async def run_report(self, run_id: str) -> RunReport:
-        return _core.parse(RunReport, await self.request("GET", f"/v1/jobs/{run_id}/report"))
+    async def run_report(self, run_id: str, attempt: int | None = None) -> RunReport:
+        params = {"attempt": attempt} if attempt is not None else None
+        return _core.parse(RunReport, await self.request("GET", f"/v1/jobs/{run_id}/report", params=params))
+
+    async def get_batch(self, batch_id: str, *, runs: bool = False, queue: bool = False) -> Batch:
+        params = {"runs": "true" if runs else None, "queue": "true" if queue else None}
+        response = await self.request("GET", f"/v1/batches/{batch_id}", params={k: v for k, v in params.items() if v})
+        return _core.parse(Batch, response)
+
+    async def test_case_history(self, test_case_id: str, limit: int = 50) -> TestCaseHistory:
+        response = await self.request("GET", f"/v1/test-cases/{test_case_id}/history", params={"limit": limit})
+        return _core.parse(TestCaseHistory, response)
+
+    async def quarantine_test_case(self, test_case_id: str, reason: str | None = None) -> TestCaseDetail:
+        body = {"reason": reason} if reason is not None else {}
+        response = await self.request("PUT", f"/v1/test-cases/{test_case_id}/quarantine", json=body)
+        return _core.parse(TestCaseDetail, response)
+
+    async def release_test_case(self, test_case_id: str) -> TestCaseDetail:
+        response = await self.request("DELETE", f"/v1/test-cases/{test_case_id}/quarantine")
+        return _core.parse(TestCaseDetail, response)
+
+    async def organization_settings(self) -> OrganizationSettings:
+        return _core.parse(OrganizationSettings, await self.request("GET", "/v1/organization/settings"))
+
+    async def update_organization_settings(self, **fields: Any) -> OrganizationSettings:
+        response = await self.request("PATCH", "/v1/organization/settings", json=fields, retryable=True)
+        return _core.parse(OrganizationSettings, response)
 
     async def run_junit(self, run_id: str) -> bytes:
         return (await self.request("GET", f"/v1/jobs/{run_id}/junit")).content

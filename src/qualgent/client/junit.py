@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qualgent.client.models import Run, RunReport
+from qualgent.client.models import Run, RunReport, Step
 from qualgent.reports import junit
 
 
@@ -38,10 +38,29 @@ def case_for(run: Run, report: RunReport | None, *, note: str | None = None) -> 
         link=run.link,
         failure_kind=kind,
         failure_message=message,
-        steps=[
-            junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot, s.index, s.parent) for s in steps
-        ],
+        steps=[_step(s) for s in steps],
+        reruns=reruns(report) if report is not None else [],
+        quarantined=run.quarantined,
     )
+
+
+def _step(s: Step) -> junit.JUnitStep:
+    return junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot, s.index, s.parent)
+
+
+def reruns(report: RunReport) -> list[junit.JUnitRerun]:
+    """The attempts before the last that failed as `test`: Surefire's reruns (flakyFailure, rerunFailure)."""
+    return [
+        junit.JUnitRerun(
+            attempt=a.number,
+            device=a.device,
+            kind=a.failure.kind,
+            message=a.failure.message,
+            step=_step(a.failing_step) if a.failing_step is not None else None,
+        )
+        for a in report.attempts[:-1]
+        if a.outcome == "failed" and a.failure is not None and a.failure.kind == "test"
+    ]
 
 
 def render_runs(

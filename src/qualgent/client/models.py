@@ -50,6 +50,24 @@ class Category(Model):
     description: str = ""
 
 
+class TestCaseStats(Model):
+    """Figures of a test case's latest (up to 50) runs that passed or failed as `test`."""
+
+    __test__ = False  # not a pytest class
+
+    runs: int = 0
+    pass_rate: float | None = None
+    flaky_rate: float | None = None
+    p50_seconds: float | None = None
+    p90_seconds: float | None = None
+
+
+class Quarantine(Model):
+    since: datetime
+    source: str  # manual | flaky
+    reason: str | None = None
+
+
 class TestCase(Model):
     __test__ = False  # not a pytest class
 
@@ -60,6 +78,13 @@ class TestCase(Model):
     description: str = ""
     latest_completed_run: dict[str, Any] | None = None
     tags: list[str] = []  # the flow's `tags:` (servers before test case files send none)
+    # Servers before flaky tests and quarantine send none of these.
+    retries: int | None = None
+    quarantined: bool = False
+    quarantine: Quarantine | None = None
+    flaky: bool = False
+    flaky_reason: str | None = None
+    stats: TestCaseStats | None = None
 
 
 class TestCaseFile(Model):
@@ -92,10 +117,18 @@ class DeviceDetails(Model):
 
 class QueueInfo(Model):
     """Why a queued run waits: ``concurrency_cap``, ``no_device`` (no online device fits it),
-    ``devices_busy`` or ``scheduling``; ``position`` 1 starts next."""
+    ``devices_busy`` or ``scheduling``; ``position`` 1 starts next; ``eta_seconds`` about when."""
 
     reason: str
     position: int
+    eta_seconds: int | None = None
+
+
+class Retries(Model):
+    """Test retries a run may have and has had (infrastructure retries are apart)."""
+
+    allowed: int = 0
+    used: int = 0
 
 
 class Run(Model):
@@ -115,6 +148,10 @@ class Run(Model):
     finished_at: datetime | None = None
     queue: QueueInfo | None = None  # queued runs, from the status route or a list asked with queue=True
     device_selector: dict[str, Any] | None = None  # what a run that named no single device asked for
+    retries: Retries | None = None  # test retries (servers before them send none)
+    flaky: bool = False  # passed on a test retry
+    quarantined: bool = False  # its test case was in quarantine: it never fails the gate
+    batch_id: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -132,6 +169,7 @@ class QueuedJob(Model):
     id: str
     link: str
     status: RunStatus
+    batch_id: str | None = None  # the response's batch (servers before batches send none)
 
 
 class Device(Model):
@@ -157,8 +195,12 @@ class Step(Model):
 class Attempt(Model):
     number: int
     device: str
+    device_id: str | None = None
     outcome: str | None = None
     message: str | None = None
+    retry: str | None = None  # why it was made: test (a test retry) | infrastructure | None (the first)
+    failure: Failure | None = None
+    failing_step: Step | None = None
 
 
 class RunArtifact(Model):
@@ -177,6 +219,78 @@ class RunReport(Model):
     attempts: list[Attempt] = []
     steps: list[Step] = []
     artifacts: list[RunArtifact] = []  # servers before run artifacts send none
+    attempt: int | None = None  # the attempt whose steps are listed
+
+
+class BatchCounts(Model):
+    queued: int = 0
+    running: int = 0
+    passed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class Batch(Model):
+    """The runs of one run / run-all request, and the gate's verdict once they all ended."""
+
+    id: str
+    kind: str
+    group: str | None = None
+    superseded_by: str | None = None
+    created_at: datetime | None = None
+    finished: bool
+    finished_at: datetime | None = None
+    wall_seconds: float = 0.0
+    total: int = 0
+    counts: BatchCounts = BatchCounts()
+    flaky: int = 0
+    test_retries: int = 0
+    quarantined: int = 0
+    quarantined_failed: int = 0
+    verdict: str | None = None  # passed | failed | flaky-passed | infrastructure; None until finished
+    runs: list[Run] | None = None
+
+
+class HistoryApp(Model):
+    id: str
+    name: str
+    version: str
+    sha256: str
+
+
+class HistoryRun(Model):
+    id: str
+    link: str
+    status: RunStatus
+    flaky: bool = False
+    quarantined: bool = False
+    app: HistoryApp
+    device: str
+    duration_seconds: float | None = None
+    attempts: int = 0
+    retries: Retries | None = None
+    failure: Failure | None = None
+    batch_id: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TestCaseHistory(Model):
+    __test__ = False  # not a pytest class
+
+    test_case: Ref
+    flaky: bool = False
+    flaky_reason: str | None = None
+    quarantine: Quarantine | None = None
+    stats: TestCaseStats
+    runs: list[HistoryRun] = []
+
+
+class OrganizationSettings(Model):
+    default_retries: int = 0
+    auto_quarantine: bool = False
+    quarantine_exit_passes: int = 5
+    max_parallel_runs: int | None = None
 
 
 class CancelResult(Model):

@@ -14,14 +14,17 @@ from qualgent.client._core import Pacer, RetryPolicy, WaitTimeout
 from qualgent.client.errors import NotFoundError, TransportError
 from qualgent.client.models import (
     App,
+    Batch,
     CancelResult,
     Category,
     Device,
+    OrganizationSettings,
     QueuedJob,
     Run,
     RunReport,
     TestCase,
     TestCaseDetail,
+    TestCaseHistory,
     UploadedFile,
 )
 
@@ -213,17 +216,22 @@ class Client:
         *,
         env: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
+        group: str | None = None,
+        cancel_previous: bool = False,
     ) -> list[QueuedJob]:
         """``POST /v1/test-cases/run``: queue a batch atomically. ``env`` (values for the flows' ``${NAME}``)
-        goes to every job that has no ``env`` of its own. An Idempotency-Key (generated when not given)
-        makes a retried request return the first answer instead of queueing twice."""
+        goes to every job that has no ``env`` of its own; ``retries``, test retries of every run; ``group``
+        (with ``cancel_previous``) cancels the group's earlier batches. An Idempotency-Key (generated when
+        not given) makes a retried request return the first answer instead of queueing twice. Each job
+        carries the answer's ``batch_id``."""
         response = self.request(
             "POST",
             "/v1/test-cases/run",
-            json={"jobs": _core.with_env(jobs, env)},
+            json=_core.run_body(jobs, env, retries, group, cancel_previous),
             idempotency_key=idempotency_key or _core.new_idempotency_key(),
         )
-        return _core.parse_list(QueuedJob, response.json()["jobs"])
+        return _core.queued(response)
 
     def run_all(
         self,
@@ -235,18 +243,18 @@ class Client:
         **body: Any,
     ) -> list[QueuedJob]:
         """``POST /v1/test-cases/run-all`` with ``app_file_id``, ``category_id``, ``device`` or ``platform``,
-        ``priority``, ``timeout_seconds``; ``env`` for every run; only test cases with one of
-        ``include_tags`` (when given) and none of ``exclude_tags``. Unset options are not sent, so an older
-        server takes the request as before."""
+        ``priority``, ``timeout_seconds``, ``retries``, ``group`` and ``cancel_previous``; ``env`` for every
+        run; only test cases with one of ``include_tags`` (when given) and none of ``exclude_tags``. Unset
+        options are not sent, so an older server takes the request as before."""
         body = {**body, "env": dict(env) if env else None, "include_tags": include_tags or None}
         body["exclude_tags"] = exclude_tags or None
         response = self.request(
             "POST",
             "/v1/test-cases/run-all",
-            json={k: v for k, v in body.items() if v is not None},
+            json={k: v for k, v in body.items() if v is not None and v is not False},
             idempotency_key=idempotency_key or _core.new_idempotency_key(),
         )
-        return _core.parse_list(QueuedJob, response.json()["jobs"])
+        return _core.queued(response)
 
     def list_runs(
         self,
@@ -255,8 +263,15 @@ class Client:
         test_case_id: str | None = None,
         app_id: str | None = None,
         limit: int | None = None,
+        batch_id: str | None = None,
     ) -> list[Run]:
-        params = {"status": status, "test_case_id": test_case_id, "app_id": app_id, "limit": limit}
+        params = {
+            "status": status,
+            "test_case_id": test_case_id,
+            "app_id": app_id,
+            "limit": limit,
+            "batch_id": batch_id,
+        }
         if limit is not None:  # one page of the newest
             response = self.request("GET", "/v1/jobs/list", params={k: v for k, v in params.items() if v})
             return _core.parse_list(Run, response.json()["test_runs"])
@@ -282,8 +297,68 @@ class Client:
         # Cancelling twice is harmless (the second says the run finished), so it may be retried.
         return _core.parse(CancelResult, self.request("POST", f"/v1/jobs/{run_id}/cancel", retryable=True))
 
-    def run_report(self, run_id: str) -> RunReport:
-        return _core.parse(RunReport, self.request("GET", f"/v1/jobs/{run_id}/report"))
+    def run_report(self, run_id: str, attempt: int | None = None) -> RunReport:
+        """A run's report: the latest attempt's steps, or ``attempt``'s."""
+        params = {"attempt": attempt} if attempt is not None else None
+        return _core.parse(RunReport, self.request("GET", f"/v1/jobs/{run_id}/report", params=params))
+
+    # ------------------------------------------------------------------------------------- batches
+
+    def get_batch(self, batch_id: str, *, runs: bool = False, queue: bool = False) -> Batch:
+        """``GET /v1/batches/{id}``: counts, wall time and the gate's verdict; with ``runs``, its runs too
+        (``queue``: why the queued ones wait)."""
+        params = {"runs": "true" if runs else None, "queue": "true" if queue else None}
+        response = self.request("GET", f"/v1/batches/{batch_id}", params={k: v for k, v in params.items() if v})
+        return _core.parse(Batch, response)
+
+    def wait_for_batches(
+        self,
+        batch_ids: list[str],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_update: Callable[[list[Batch]], None] | None = None,
+        queue: bool = False,
+    ) -> list[Batch]:
+        """Poll the batches (with their runs) until every one has finished: one request per batch per poll.
+        Raises :class:`WaitTimeout` (with the runs' last states) when ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batches = [self.get_batch(b, runs=True, queue=queue) for b in batch_ids]
+            if on_update is not None:
+                on_update(batches)
+            if all(b.finished for b in batches):
+                return batches
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout([r for b in batches for r in b.runs or []], timeout or 0)
+            pause = poll_interval
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            self._sleep(pause)
+
+    # --------------------------------------------------------------------- flaky tests, quarantine
+
+    def test_case_history(self, test_case_id: str, limit: int = 50) -> TestCaseHistory:
+        """A test case's latest finished runs (newest first), flakiness and figures."""
+        response = self.request("GET", f"/v1/test-cases/{test_case_id}/history", params={"limit": limit})
+        return _core.parse(TestCaseHistory, response)
+
+    def quarantine_test_case(self, test_case_id: str, reason: str | None = None) -> TestCaseDetail:
+        body = {"reason": reason} if reason is not None else {}
+        response = self.request("PUT", f"/v1/test-cases/{test_case_id}/quarantine", json=body)
+        return _core.parse(TestCaseDetail, response)
+
+    def release_test_case(self, test_case_id: str) -> TestCaseDetail:
+        """Take a test case out of quarantine."""
+        return _core.parse(TestCaseDetail, self.request("DELETE", f"/v1/test-cases/{test_case_id}/quarantine"))
+
+    def organization_settings(self) -> OrganizationSettings:
+        return _core.parse(OrganizationSettings, self.request("GET", "/v1/organization/settings"))
+
+    def update_organization_settings(self, **fields: Any) -> OrganizationSettings:
+        """``default_retries``, ``auto_quarantine``, ``quarantine_exit_passes``."""
+        response = self.request("PATCH", "/v1/organization/settings", json=fields, retryable=True)
+        return _core.parse(OrganizationSettings, response)
 
     def run_junit(self, run_id: str) -> bytes:
         return self.request("GET", f"/v1/jobs/{run_id}/junit").content

@@ -35,6 +35,13 @@ class Organization(TimestampMixin, Base):
     # Runs of this organisation executing now. Kept by runs/transitions.py in the same statement that
     # moves a run into or out of `running`, so concurrent claims serialise on this row and the cap holds.
     running_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Settings the organisation changes itself (GET/PATCH /v1/organization/settings, issue 7):
+    # test retries of a run whose request and test case say none; flaky test cases quarantined as soon
+    # as they are found flaky; passes in a row (first attempt) that take a test case out of quarantine
+    # (0: only by hand).
+    default_test_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    auto_quarantine: Mapped[bool] = mapped_column(default=False, server_default=false())
+    quarantine_exit_passes: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
 
 
 class User(TimestampMixin, Base):
@@ -126,6 +133,15 @@ class TestCase(TimestampMixin, Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     # Every run of this test case records a video of the device's screen (a run may ask for one too).
     record_video: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Test retries of its runs when the request says none; NULL means the organisation's default.
+    retries: Mapped[int | None] = mapped_column(Integer)
+    # In quarantine: its runs still run and are reported, but never fail a gate (a batch's verdict, the
+    # CLI's exit code). `quarantine_source` is manual | flaky (put there by automatic quarantine).
+    quarantined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    quarantine_source: Mapped[str | None] = mapped_column(String(10))
+    quarantine_reason: Mapped[str | None] = mapped_column(String(500))
+    # When it last left quarantine: automatic quarantine weighs only what its runs showed since.
+    quarantine_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     category: Mapped[Category | None] = relationship(lazy="raise")
@@ -204,6 +220,22 @@ class TestRun(TimestampMixin, Base):
     # The agent records the device's screen: the request asked for it or the test case always does.
     record_video: Mapped[bool] = mapped_column(default=False, server_default=false())
 
+    # Test retries (issue 7), apart from the infrastructure attempts above: a run that fails as `test`
+    # is queued again (a new attempt of the same run) while `test_retries_used < test_retries`.
+    test_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    test_retries_used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A test retry prefers another device than the one that failed it: until `retry_avoid_until` a
+    # claim does not give the run to that device (NULL: any device, e.g. when it is the only one that fits).
+    retry_avoid_device_id: Mapped[str | None] = mapped_column(String(40))
+    retry_avoid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The run / run-all request that queued it (NULL for runs from before batches).
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    # Its test case was in quarantine when it was queued: it never fails a gate.
+    quarantined: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Its organisation quarantines flaky test cases automatically (as it was when the run was queued):
+    # the run's end is checked for flakiness. Runs of other organisations cost their end nothing.
+    auto_quarantine: Mapped[bool] = mapped_column(default=False, server_default=false())
+
     test_case: Mapped[TestCase] = relationship(lazy="raise")
     app: Mapped[AppFile] = relationship(lazy="raise")
     user: Mapped[User] = relationship(lazy="raise")
@@ -223,6 +255,8 @@ Index(
     TestRun.queue_order,
     TestRun.id,
 )
+# A batch's runs (its counts and verdict, group cancellation).
+Index("ix_test_runs_batch", TestRun.batch_id, TestRun.status)
 
 
 class Agent(TimestampMixin, Base):
@@ -311,6 +345,10 @@ class RunAttempt(Base):
     # passed | failed | cancelled | lost (lease expired) | timeout; NULL while running
     outcome: Mapped[str | None] = mapped_column(String(20))
     message: Mapped[str | None] = mapped_column(Text)
+    # A failed attempt's failure (test | timeout | infrastructure) and failing step: a run tried again
+    # after a test failure keeps each attempt's, while the run itself shows its last.
+    failure_kind: Mapped[str | None] = mapped_column(String(20))
+    failure_step: Mapped[int | None] = mapped_column(Integer)
 
 
 class RunStep(Base):
@@ -362,6 +400,22 @@ class RunArtifact(Base):
     # The step that produced it (a flow's stopRecording); NULL for the run's own video and log.
     step_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Batch(TimestampMixin, Base):
+    """The runs one run or run-all request queued: their counts, wall time and gate verdict. A batch of
+    a `group` (a branch, a pull request) may cancel the group's earlier batches when it is made."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_group", "organization_id", "group_key", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # run | run-all
+    group_key: Mapped[str | None] = mapped_column(String(200))
+    # The later batch of the group that cancelled this one's unfinished runs (cancel_previous).
+    superseded_by: Mapped[str | None] = mapped_column(String(40))
 
 
 # ------------------------------------------------------------------ issue 6: the dashboard's sign-in

@@ -17,6 +17,7 @@ from qualgent.db.session import on_commit
 from qualgent.errors import NotFound, Unprocessable
 from qualgent.ids import new_id
 from qualgent.organisations.repository import OrganisationRepository
+from qualgent.organisations.schemas import OrganizationSettings, OrganizationSettingsPatch
 from qualgent.web.repository import WebSessionRepository
 
 
@@ -144,6 +145,41 @@ async def set_parallel_runs(session: AsyncSession, organization_id: str, cap: in
     org.max_parallel_runs = cap
     await session.flush()
     return org
+
+
+async def settings_of(session: AsyncSession, organization_id: str, default_cap: int) -> OrganizationSettings:
+    org = await OrganisationRepository(session).get(organization_id)
+    if org is None:
+        raise NotFound(f"No organisation {organization_id}.")
+    return OrganizationSettings(
+        default_retries=org.default_test_retries,
+        auto_quarantine=org.auto_quarantine,
+        quarantine_exit_passes=org.quarantine_exit_passes,
+        max_parallel_runs=org.max_parallel_runs or default_cap,
+    )
+
+
+async def change_settings(
+    session: AsyncSession, organization_id: str, changes: OrganizationSettingsPatch, default_cap: int
+) -> OrganizationSettings:
+    """Change what is sent; a field sent as null is refused (each has a value)."""
+    org = await OrganisationRepository(session).get(organization_id)
+    if org is None:
+        raise NotFound(f"No organisation {organization_id}.")
+    sent = changes.model_dump(exclude_unset=True)
+    nulls = [name for name, value in sent.items() if value is None]
+    if nulls:
+        raise Unprocessable(
+            f"{', '.join(nulls)} cannot be null.", details=[{"field": name, "issue": "null"} for name in nulls]
+        )
+    if "default_retries" in sent:
+        org.default_test_retries = sent["default_retries"]
+    if "auto_quarantine" in sent:
+        org.auto_quarantine = sent["auto_quarantine"]
+    if "quarantine_exit_passes" in sent:
+        org.quarantine_exit_passes = sent["quarantine_exit_passes"]
+    await session.flush()
+    return await settings_of(session, organization_id, default_cap)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,17 @@ class JUnitStep:
 
 
 @dataclass
+class JUnitRerun:
+    """An earlier attempt of the run that failed as `test` (the run was tried again)."""
+
+    attempt: int
+    device: str
+    kind: str
+    message: str
+    step: JUnitStep | None = None  # its failing step
+
+
+@dataclass
 class JUnitCase:
     name: str  # the test case's name
     classname: str  # the device, e.g. "Pixel 7 (Android 14.0)"
@@ -28,10 +39,19 @@ class JUnitCase:
     failure_kind: str | None = None
     failure_message: str | None = None
     steps: list[JUnitStep] = field(default_factory=list)
+    reruns: list[JUnitRerun] = field(default_factory=list)
+    quarantined: bool = False  # its test case was in quarantine: a failure is reported as skipped
 
 
 def render(suites: dict[str, Sequence[JUnitCase]], name: str = "qualgent") -> bytes:
-    """One <testsuite> per key of ``suites`` (a device), one <testcase> per run."""
+    """One <testsuite> per key of ``suites`` (a device), one <testcase> per run.
+
+    Test retries are written as Maven Surefire writes reruns (surefire-test-report-3.0.xsd), in its
+    order of elements, without changing the number of tests: a run that passed on a retry has a
+    <flakyFailure> per failed attempt; one that failed after retries its <failure> (or <error>) and a
+    <rerunFailure> per earlier failed attempt. A failed run of a quarantined test case is <skipped>
+    with the failure in its message: it is reported, and fails no CI system's gate.
+    """
     root = ET.Element("testsuites", name=name)
     total = failures = errors = 0
     total_time = 0.0
@@ -44,21 +64,29 @@ def render(suites: dict[str, Sequence[JUnitCase]], name: str = "qualgent") -> by
                 suite, "testcase", name=case.name, classname=case.classname, time=f"{case.seconds:.3f}"
             )
             s_time += case.seconds
-            if case.status == "failed":
+            message = case.failure_message or "failed"
+            if case.status == "failed" and case.quarantined:
+                s_skipped += 1
+                skipped = f"quarantined test case failed ({case.failure_kind or 'test'}): {message}"
+                ET.SubElement(element, "skipped", message=skipped)
+            elif case.status == "failed":
                 tag = "failure" if case.failure_kind == "test" else "error"
                 if tag == "failure":
                     s_failures += 1
-                else:
+                    problem = ET.SubElement(element, tag, message=message, type=case.failure_kind or "test")
+                    problem.text = _step_log(case, failing_only=True)
+                _reruns(element, "rerunFailure", case)
+                if tag == "error":
                     s_errors += 1
-                problem = ET.SubElement(
-                    element, tag, message=case.failure_message or "failed", type=case.failure_kind or "test"
-                )
-                problem.text = _step_log(case, failing_only=True)
-            elif case.status != "passed":
+                    problem = ET.SubElement(element, tag, message=message, type=case.failure_kind or "test")
+                    problem.text = _step_log(case, failing_only=True)
+            elif case.status == "passed":
+                _reruns(element, "flakyFailure", case)
+            else:
                 s_skipped += 1
                 ET.SubElement(element, "skipped", message=f"run {case.status}")
             out = ET.SubElement(element, "system-out")
-            out.text = f"Run: {case.link}\n{_step_log(case)}"
+            out.text = f"Run: {case.link}\n" + _attempts_note(case) + _step_log(case)
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(s_failures))
         suite.set("errors", str(s_errors))
@@ -93,6 +121,35 @@ def step_names(steps: Sequence[JUnitStep]) -> list[str]:
             parent = by_index[parent].parent
         names.append(" › ".join(reversed(chain)))
     return names
+
+
+def _reruns(element: ET.Element, tag: str, case: JUnitCase) -> None:
+    for rerun in case.reruns:
+        problem = ET.SubElement(element, tag, message=rerun.message or "failed", type=rerun.kind)
+        trace = ET.SubElement(problem, "stackTrace")
+        trace.text = _rerun_log(rerun)
+        out = ET.SubElement(problem, "system-out")
+        out.text = f"Attempt {rerun.attempt} on {rerun.device}: {rerun.message}"
+
+
+def _attempts_note(case: JUnitCase) -> str:
+    if not case.reruns:
+        return ""
+    tried = ", ".join(f"attempt {r.attempt} on {r.device}" for r in case.reruns)
+    outcome = "passed on a retry (flaky)" if case.status == "passed" else f"{case.status} after test retries"
+    return f"Test retries: {outcome}; failed first: {tried}\n"
+
+
+def _rerun_log(rerun: JUnitRerun) -> str:
+    step = rerun.step
+    if step is None:
+        return rerun.message
+    number = step.index + 1 if step.index is not None else "?"
+    lines = [f"[{step.status}] step {number}: {step.description}" + (f" — {step.message}" if step.message else "")]
+    lines.extend(f"    {line}" for line in step.logs)
+    if step.screenshot:
+        lines.append(f"    screenshot: {step.screenshot}")
+    return "\n".join(lines)
 
 
 def _step_log(case: JUnitCase, failing_only: bool = False) -> str:

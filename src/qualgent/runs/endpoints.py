@@ -43,17 +43,28 @@ async def list_jobs(
             description="Also say why each queued run waits (`queue`, as the status route does): the CLI's live view."
         ),
     ] = False,
+    batch_id: Annotated[str | None, Query(max_length=64, description="Only runs of this batch.")] = None,
 ) -> RunListOut:
     """List all test runs in your organization, newest first."""
     # An ID of the wrong shape matches nothing; it never reaches the database (PostgreSQL refuses NUL).
     id_list = [i for i in ids.split(",") if has_shape(i, "run")] if ids is not None else None
-    unmatchable = (test_case_id and not has_shape(test_case_id, "tc")) or (app_id and not has_shape(app_id, "file"))
+    unmatchable = (
+        (test_case_id and not has_shape(test_case_id, "tc"))
+        or (app_id and not has_shape(app_id, "file"))
+        or (batch_id and not has_shape(batch_id, "batch"))
+    )
     repo = RunRepository.for_reads(state.reader, principal.organization_id)
     rows = (
         []
         if unmatchable
         else await repo.view_page(
-            page.limit + 1, page.cursor, status=status, test_case_id=test_case_id, app_id=app_id, ids=id_list
+            page.limit + 1,
+            page.cursor,
+            status=status,
+            test_case_id=test_case_id,
+            app_id=app_id,
+            ids=id_list,
+            batch_id=batch_id,
         )
     )
     items = rows[: page.limit]
@@ -63,8 +74,8 @@ async def list_jobs(
         waits = await repo.queue_infos(items, state.settings.default_parallel_runs)
         for run in out:
             if run.id in waits:
-                reason, position = waits[run.id]
-                run.queue = QueueInfo(reason=reason, position=position)
+                reason, position, eta = waits[run.id]
+                run.queue = QueueInfo(reason=reason, position=position, eta_seconds=eta)
     return RunListOut(test_runs=out)
 
 
@@ -88,17 +99,25 @@ async def status_response(request: Request, test_run_id: str) -> Response:
         raise NotFound(f"No test run {test_run_id}.")
     out = service.to_out(state, run)
     if run.status == "queued":
-        reason, position = await repo.queue_info(run, state.settings.default_parallel_runs)
-        out.queue = QueueInfo(reason=reason, position=position)
+        reason, position, eta = await repo.queue_info(run, state.settings.default_parallel_runs)
+        out.queue = QueueInfo(reason=reason, position=position, eta_seconds=eta)
     # Serialised once here rather than have FastAPI validate the model again.
     return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.get("/{test_run_id}/report", response_model=RunReport)
-async def job_report(test_run_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep) -> RunReport:
+async def job_report(
+    test_run_id: str,
+    session: SessionDep,
+    state: StateDep,
+    principal: PrincipalDep,
+    attempt: Annotated[
+        int | None, Query(ge=1, description="List this attempt's steps and artifacts (default: the latest).")
+    ] = None,
+) -> RunReport:
     """A run's report: its attempts and each step with status, duration, log lines and screenshot link."""
     _run, report = await reports.build(
-        RunRepository(session, principal.organization_id, state.reader), state, test_run_id
+        RunRepository(session, principal.organization_id, state.reader), state, test_run_id, attempt=attempt
     )
     return report
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, union, update
+from sqlalchemy import Select, and_, bindparam, case, delete, func, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.dialect import prepared
@@ -26,6 +28,10 @@ from qualgent.db.repository import ORG_PARAM, OrgScopedRepository
 from qualgent.ids import has_shape
 
 COMPLETED = ("passed", "failed")
+# Queued runs' ETAs: the median of this many of the organisation's latest passed runs, kept this long.
+DURATION_SAMPLE = 50
+DURATION_CACHE_SECONDS = 60.0
+_durations: dict[str, tuple[float | None, float]] = {}
 
 # What a run shows: the run's columns with its test case, app and user. Reads return these rows.
 VIEW_COLUMNS = (
@@ -58,6 +64,10 @@ VIEW_COLUMNS = (
     # A late-bound run's target: what it shows while queued, and its `device_selector`.
     DeviceTarget.label.label("target_label"),
     DeviceTarget.selector.label("target_selector"),
+    TestRun.test_retries,
+    TestRun.test_retries_used,
+    TestRun.quarantined,
+    TestRun.batch_id,
 )
 
 
@@ -90,7 +100,7 @@ class RunRepository(OrgScopedRepository[TestRun]):
     @classmethod
     @cache
     def _page_statement(
-        cls, before: bool, status: bool, test_case: bool, app: bool, ids: bool, device: bool
+        cls, before: bool, status: bool, test_case: bool, app: bool, ids: bool, device: bool, batch: bool = False
     ) -> Select[Any]:
         """A page of the view with the filters that are set, bound as parameters: one statement per
         combination, built once (a list polled by a CI pipeline costs a lookup, not a new statement
@@ -108,6 +118,8 @@ class RunRepository(OrgScopedRepository[TestRun]):
             stmt = stmt.where(TestRun.id.in_(bindparam("ids", expanding=True)))
         if device:
             stmt = stmt.where(TestRun.device_name == bindparam("device_name"))
+        if batch:
+            stmt = stmt.where(TestRun.batch_id == bindparam("batch_id"))
         # The fast reader's direct driver path takes fixed statements only (no expanding lists).
         return stmt if ids else prepared(stmt)
 
@@ -121,11 +133,18 @@ class RunRepository(OrgScopedRepository[TestRun]):
         app_id: str | None = None,
         ids: list[str] | None = None,
         device_name: str | None = None,
+        batch_id: str | None = None,
     ) -> Sequence[Any]:
         if ids is not None and not ids:
             return []
         stmt = self._page_statement(
-            bool(before), bool(status), bool(test_case_id), bool(app_id), ids is not None, bool(device_name)
+            bool(before),
+            bool(status),
+            bool(test_case_id),
+            bool(app_id),
+            ids is not None,
+            bool(device_name),
+            bool(batch_id),
         )
         params = {
             "limit": limit,
@@ -135,6 +154,7 @@ class RunRepository(OrgScopedRepository[TestRun]):
             "app_id": app_id,
             "ids": ids,
             "device_name": device_name,
+            "batch_id": batch_id,
         }
         return await self.read_all(stmt, **{k: v for k, v in params.items() if v is not None})
 
@@ -190,18 +210,55 @@ class RunRepository(OrgScopedRepository[TestRun]):
             return "no_device"
         return "devices_busy" if busy >= online else "scheduling"
 
-    async def queue_info(self, run: Any, default_cap: int) -> tuple[str, int]:
-        """(reason, position) for a queued run: what it waits for and its place in the claim order."""
+    @classmethod
+    @cache
+    def _durations_statement(cls) -> Any:
+        return prepared(
+            cls.scoped_view(TestRun.started_at, TestRun.finished_at)
+            .where(TestRun.status == "passed", TestRun.started_at.is_not(None), TestRun.finished_at.is_not(None))
+            .order_by(TestRun.id.desc())
+            .limit(DURATION_SAMPLE)
+        )
+
+    async def typical_duration(self) -> float | None:
+        """The median duration of the organisation's latest passed runs (None without any), kept per process
+        for DURATION_CACHE_SECONDS: queued runs' ETAs read it on the status route."""
+        now = time.monotonic()
+        cached = _durations.get(self.organization_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        rows = await self.read_all(self._durations_statement())
+        seconds = sorted(max(0.0, (end - start).total_seconds()) for start, end in rows)
+        median = statistics.median(seconds) if seconds else None
+        if len(_durations) >= 10_000:
+            _durations.clear()
+        _durations[self.organization_id] = (median, now + DURATION_CACHE_SECONDS)
+        return median
+
+    @staticmethod
+    def _eta(reason: str, position: int, slots: int, typical: float | None) -> int | None:
+        """Seconds until a queued run starts, roughly: the runs ahead of it go ``slots`` at a time, each
+        taking the typical duration, and a busy slot is half way through on average."""
+        if typical is None or reason == "no_device" or slots <= 0:
+            return None
+        waiting = 0.0 if reason == "scheduling" else typical / 2
+        return round((position - 1) / slots * typical + waiting)
+
+    async def queue_info(self, run: Any, default_cap: int) -> tuple[str, int, int | None]:
+        """(reason, position, ETA in seconds) for a queued run: what it waits for, its place in the claim
+        order and about when it starts."""
         ahead, org_stmt, fits = self._queue_statements()
         counted = await self.read_all(ahead, rank=run.priority_rank, order=run.queue_order, run_id=run.id)
         position = int(counted[0][0]) + 1
-        org = (await self.read_all(org_stmt, default_cap=default_cap))[0]
-        if org[0] >= org[1]:
-            return "concurrency_cap", position
-        online, busy = (await self.read_all(fits, target_id=run.target_id))[0]
-        return self._reason(int(online), int(busy)), position
+        running, cap = (await self.read_all(org_stmt, default_cap=default_cap))[0]
+        if running >= cap:
+            reason, slots = "concurrency_cap", int(cap)
+        else:
+            online, busy = (await self.read_all(fits, target_id=run.target_id))[0]
+            reason, slots = self._reason(int(online), int(busy)), min(int(cap), int(online))
+        return reason, position, self._eta(reason, position, slots, await self.typical_duration())
 
-    async def queue_infos(self, runs: Sequence[Any], default_cap: int) -> dict[str, tuple[str, int]]:
+    async def queue_infos(self, runs: Sequence[Any], default_cap: int) -> dict[str, tuple[str, int, int | None]]:
         """``queue_info`` for the queued runs among ``runs`` (a page of a list), in three statements:
         positions from one pass over the organisation's queue, reasons once per target."""
         queued = [run for run in runs if run.status == "queued"]
@@ -225,24 +282,37 @@ class RunRepository(OrgScopedRepository[TestRun]):
             )
         }
         _ahead, org_stmt, _fits = self._queue_statements()
-        org = (await self.read_all(org_stmt, default_cap=default_cap))[0]
-        reasons: dict[str, str] = {}
-        if org[0] >= org[1]:
-            reasons = {run.target_id: "concurrency_cap" for run in queued}
-        else:
-            targets = sorted({run.target_id for run in queued})
-            counts = {
-                target_id: (int(online), int(busy))
-                for target_id, online, busy in await self.read_all(
-                    select(DeviceMatch.target_id, func.count(), func.count(Device.current_run_id))
-                    .join(Device, Device.id == DeviceMatch.device_id)
-                    .where(DeviceMatch.target_id.in_(targets), Device.online.is_(True))
-                    .group_by(DeviceMatch.target_id)
-                )
-            }
-            reasons = {target: self._reason(*counts.get(target, (0, 0))) for target in targets}
+        running, cap = (await self.read_all(org_stmt, default_cap=default_cap))[0]
+        targets = sorted({run.target_id for run in queued})
+        counts = {
+            target_id: (int(online), int(busy))
+            for target_id, online, busy in await self.read_all(
+                select(DeviceMatch.target_id, func.count(), func.count(Device.current_run_id))
+                .join(Device, Device.id == DeviceMatch.device_id)
+                .where(DeviceMatch.target_id.in_(targets), Device.online.is_(True))
+                .group_by(DeviceMatch.target_id)
+            )
+        }
+        reasons = {
+            target: "concurrency_cap" if running >= cap else self._reason(*counts.get(target, (0, 0)))
+            for target in targets
+        }
+        typical = await self.typical_duration()
         # A run that left the queue between the page and this read has no position: it is left out.
-        return {run.id: (reasons[run.target_id], positions[run.id]) for run in queued if run.id in positions}
+        return {
+            run.id: (
+                reasons[run.target_id],
+                positions[run.id],
+                self._eta(
+                    reasons[run.target_id],
+                    positions[run.id],
+                    min(int(cap), counts.get(run.target_id, (0, 0))[0]),
+                    typical,
+                ),
+            )
+            for run in queued
+            if run.id in positions
+        }
 
     async def recent_durations(
         self, test_case_ids: Sequence[str], platform: str, per_test_case: int = 10
@@ -276,6 +346,25 @@ class RunRepository(OrgScopedRepository[TestRun]):
         for test_case_id, started_at, finished_at in await self.read_all(stmt):
             out.setdefault(test_case_id, []).append(max(0.0, (finished_at - started_at).total_seconds()))
         return out
+
+    async def batch_counts(self, batch_id: str) -> list[Any]:
+        """A batch's runs counted by (status, failure kind, quarantined, passed-after-a-retry), with the
+        test retries they used and their latest end."""
+        retried = case((TestRun.test_retries_used > 0, 1), else_=0)
+        stmt = (
+            self.scoped_view(
+                TestRun.status,
+                TestRun.failure_kind,
+                TestRun.quarantined,
+                retried.label("retried"),
+                func.count().label("runs"),
+                func.sum(TestRun.test_retries_used).label("retries_used"),
+                func.max(TestRun.finished_at).label("finished_at"),
+            )
+            .where(TestRun.batch_id == batch_id)
+            .group_by(TestRun.status, TestRun.failure_kind, TestRun.quarantined, retried)
+        )
+        return await self.read_all(stmt)
 
     async def attempts(self, run_id: str) -> list[Any]:
         stmt = (

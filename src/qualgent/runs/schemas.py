@@ -34,6 +34,8 @@ Env = Annotated[
     ),
 ]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+MAX_TEST_RETRIES = 5
+Retries = Annotated[int, Field(ge=0, le=MAX_TEST_RETRIES)]
 
 
 class Ref(BaseModel):
@@ -62,6 +64,20 @@ class QueueInfo(BaseModel):
         "is running something; `scheduling`: a device that fits is free, the run starts at the next claim."
     )
     position: int
+    eta_seconds: int | None = Field(
+        default=None,
+        description="About how long until it starts, from the organisation's recent run durations, its place in "
+        "the queue and the devices (or parallel runs) it may use; null when no online device fits it or there is "
+        "no history yet.",
+    )
+
+
+class RetriesOut(BaseModel):
+    """Test retries: how many the run may have (a run that fails as `test` is tried again) and has had.
+    Attempts after a lost device agent (infrastructure retries) are counted apart, in `attempt`."""
+
+    allowed: int
+    used: int
 
 
 class DeviceRequested(BaseModel):
@@ -120,6 +136,14 @@ class RunOut(BaseModel):
         "devices); null when it named one device. Matched when a device claims the run; until then `device` "
         "describes it, afterwards `device` is the device that took it.",
     )
+    retries: RetriesOut | None = Field(default=None, description="Test retries allowed and used.")
+    flaky: bool = Field(default=False, description="Passed on a test retry (after failing as `test`).")
+    quarantined: bool = Field(
+        default=False,
+        description="Its test case was in quarantine when it was queued: it is reported, but never fails a gate "
+        "(a batch's verdict, the CLI's exit code).",
+    )
+    batch_id: str | None = Field(default=None, description="The batch (run or run-all request) that queued it.")
 
     model_config = ConfigDict(json_schema_extra={"examples": [_RUN_EXAMPLE]})
 
@@ -205,10 +229,28 @@ class JobIn(BaseModel):
         default=False,
         description="Record a video of the device's screen for the run (a test case may always record one).",
     )
+    retries: Retries | None = Field(
+        default=None, description="Test retries: a run that fails as `test` is tried again, up to this many times."
+    )
+
+
+Group = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+_GROUP = (
+    "A concurrency group (a branch, a pull request): with `cancel_previous`, this batch cancels the queued and "
+    "running runs of the group's earlier batches."
+)
+_CANCEL_PREVIOUS = "Cancel the unfinished runs of the group's earlier batches (needs `group`)."
+_BATCH_RETRIES = (
+    "Test retries of every run (0–5; a job's own `retries` wins): a run that fails as `test` is tried again, "
+    "ahead of the queue and on another device where one fits. Default: the test case's, else the organisation's."
+)
 
 
 class RunIn(BaseModel):
     jobs: list[JobIn] = Field(min_length=1, max_length=500)
+    retries: Retries | None = Field(default=None, description=_BATCH_RETRIES)
+    group: Group | None = Field(default=None, description=_GROUP)
+    cancel_previous: bool = Field(default=False, description=_CANCEL_PREVIOUS)
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -265,6 +307,9 @@ class RunAllIn(BaseModel):
         default=False,
         description="Record a video of the device's screen for every run (a test case may always record one).",
     )
+    retries: Retries | None = Field(default=None, description=_BATCH_RETRIES)
+    group: Group | None = Field(default=None, description=_GROUP)
+    cancel_previous: bool = Field(default=False, description=_CANCEL_PREVIOUS)
 
 
 class QueuedJob(BaseModel):
@@ -276,6 +321,9 @@ class QueuedJob(BaseModel):
 class QueuedOut(BaseModel):
     success: bool = True
     jobs: list[QueuedJob]
+    batch_id: str | None = Field(
+        default=None, description="The batch of these runs: its counts and gate verdict at GET /v1/batches/{id}."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -325,6 +373,15 @@ class AttemptReport(BaseModel):
     finished_at: datetime | None
     outcome: str | None = Field(description="passed | failed | cancelled | lost | timeout; null while running.")
     message: str | None
+    retry: Literal["test", "infrastructure"] | None = Field(
+        default=None,
+        description="Why this attempt was made: `test`, a test retry after the attempt before failed as `test`; "
+        "`infrastructure`, the attempt before lost its device agent; null for the first.",
+    )
+    failure: Failure | None = Field(default=None, description="A failed attempt's failure.")
+    failing_step: StepReport | None = Field(
+        default=None, description="A failed attempt's failing step, with its log lines and screenshot link."
+    )
 
 
 class ArtifactReport(BaseModel):
@@ -344,7 +401,9 @@ class ArtifactReport(BaseModel):
 class RunReport(BaseModel):
     run: RunOut
     attempts: list[AttemptReport]
-    steps: list[StepReport] = Field(description="The steps of the latest attempt.")
+    steps: list[StepReport] = Field(description="The steps of the latest attempt (or of the one asked for).")
     artifacts: list[ArtifactReport] = Field(
-        default_factory=list, description="Videos and the device's log of the latest attempt, videos first."
+        default_factory=list,
+        description="Videos and the device's log of the latest attempt (or of the one asked for), videos first.",
     )
+    attempt: int | None = Field(default=None, description="The attempt whose steps and artifacts are listed.")

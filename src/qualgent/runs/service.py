@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.apps.repository import AppRepository
 from qualgent.auth.principal import Principal
+from qualgent.batches import service as batches
 from qualgent.categories.repository import CategoryRepository
 from qualgent.db.base import utcnow
-from qualgent.db.models import AppFile, TestCase, TestRun
+from qualgent.db.models import AppFile, Organization, TestCase, TestRun
 from qualgent.db.session import on_commit
 from qualgent.devices import selectors
 from qualgent.devices.catalogue import PLATFORMS, normalise_platform
@@ -21,6 +22,7 @@ from qualgent.devices.repository import TargetRepository
 from qualgent.devices.selectors import TargetSpec
 from qualgent.errors import BadRequest, NotFound, Unprocessable
 from qualgent.ids import new_id
+from qualgent.organisations.repository import OrganisationRepository
 from qualgent.runs import transitions
 from qualgent.runs.repository import RunRepository
 from qualgent.runs.schemas import (
@@ -34,7 +36,9 @@ from qualgent.runs.schemas import (
     JobIn,
     LatestRunOut,
     QueuedJob,
+    QueuedOut,
     Ref,
+    RetriesOut,
     RunOut,
 )
 from qualgent.state import AppState
@@ -98,6 +102,10 @@ def to_out(state: AppState, row: Any) -> RunOut:
         started_at=row.started_at,
         finished_at=row.finished_at,
         device_selector=selector,
+        retries=RetriesOut(allowed=row.test_retries, used=row.test_retries_used),
+        flaky=row.status == "passed" and row.test_retries_used > 0,
+        quarantined=bool(row.quarantined),
+        batch_id=row.batch_id,
     )
 
 
@@ -125,6 +133,17 @@ class _Plan:
     timeout_seconds: int | None
     env: dict[str, str] | None = None
     record_video: bool = False
+    retries: int | None = None  # the request's; None: the test case's, else the organisation's
+
+
+@dataclass(frozen=True)
+class BatchAsk:
+    """What a run or run-all request says about its batch and its runs' test retries."""
+
+    kind: str  # run | run-all
+    retries: int | None = None
+    group: str | None = None
+    cancel_previous: bool = False
 
 
 class _Problems:
@@ -284,10 +303,20 @@ class _Resolver:
         return _Target(app, late, late.label() or "", PLATFORMS[platform], late.os_text() or "any")
 
 
-def _build_runs(principal: Principal, plans: list[_Plan], max_attempts: int, order: list[int]) -> list[TestRun]:
-    """The runs of ``plans``; ``order[i]`` is plan i's place in the claim order of this batch."""
+def _build_runs(
+    principal: Principal, plans: list[_Plan], max_attempts: int, order: list[int], org: Organization, batch_id: str
+) -> list[TestRun]:
+    """The runs of ``plans``; ``order[i]`` is plan i's place in the claim order of this batch. Test
+    retries: the request's, else the test case's, else the organisation's default."""
     now = utcnow()
-    base = int(now.timestamp() * 1000) << 20
+    base = transitions.queue_order_at(now)
+
+    def retries(plan: _Plan) -> int:
+        for value in (plan.retries, plan.test_case.retries):
+            if value is not None:
+                return value
+        return org.default_test_retries
+
     return [
         TestRun(
             id=new_id("run"),
@@ -312,24 +341,46 @@ def _build_runs(principal: Principal, plans: list[_Plan], max_attempts: int, ord
             env=plan.env,
             record_video=plan.record_video or plan.test_case.record_video,
             queued_at=now,
+            test_retries=retries(plan),
+            batch_id=batch_id,
+            quarantined=plan.test_case.quarantined_at is not None,
+            auto_quarantine=org.auto_quarantine,
         )
         for i, plan in enumerate(plans)
     ]
 
 
 async def _queue(
-    session: AsyncSession, state: AppState, principal: Principal, plans: list[_Plan], order: list[int]
-) -> list[QueuedJob]:
+    session: AsyncSession,
+    state: AppState,
+    principal: Principal,
+    plans: list[_Plan],
+    order: list[int],
+    ask: BatchAsk,
+) -> QueuedOut:
+    org = await OrganisationRepository(session).get(principal.organization_id)
+    if org is None:
+        raise NotFound("This key's organisation no longer exists.")
+    # The batch first: cancelling a group's earlier batches locks their runs before anything else.
+    batch = await batches.open_batch(session, principal, ask.kind, ask.group, ask.cancel_previous)
     await TargetRepository(session).ensure([plan.target.spec for plan in plans])
-    runs = _build_runs(principal, plans, state.settings.max_attempts, order)
+    runs = _build_runs(principal, plans, state.settings.max_attempts, order, org, batch.id)
     await RunRepository(session, principal.organization_id).add_all(runs)
     on_commit(session, lambda: state.wakeup.wake(len(runs)))
-    return [QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs]
+    return QueuedOut(
+        jobs=[QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs], batch_id=batch.id
+    )
+
+
+def _check_group(problems: _Problems, ask: BatchAsk) -> None:
+    if ask.cancel_previous and ask.group is None:
+        problems.add(None, "cancel_previous", "cancels the earlier batches of a group: send `group` too")
 
 
 async def queue_jobs(
-    session: AsyncSession, state: AppState, principal: Principal, jobs: list[JobIn]
-) -> list[QueuedJob]:
+    session: AsyncSession, state: AppState, principal: Principal, jobs: list[JobIn], ask: BatchAsk | None = None
+) -> QueuedOut:
+    ask = ask or BatchAsk("run")
     org = principal.organization_id
     cases = await TestCaseRepository(session, org).get_many([job.test_case_id for job in jobs])
     problems = _Problems()
@@ -347,10 +398,14 @@ async def queue_jobs(
             index, device=job.device, wanted=job.device_selector, app_file_id=job.app_file_id, platform_in=job.platform
         )
         if target is not None:
-            plans.append(_Plan(test_case, target, job.priority, job.timeout_seconds, job.env, job.record_video))
+            retries = job.retries if job.retries is not None else ask.retries
+            plans.append(
+                _Plan(test_case, target, job.priority, job.timeout_seconds, job.env, job.record_video, retries)
+            )
+    _check_group(problems, ask)
     problems.raise_if_any()
     # A batch of jobs starts in the order it was sent.
-    return await _queue(session, state, principal, plans, list(range(len(plans))))
+    return await _queue(session, state, principal, plans, list(range(len(plans))), ask)
 
 
 def selected(tags: list[str] | None, include: list[str] | None, exclude: list[str] | None) -> bool:
@@ -441,12 +496,15 @@ async def queue_all(
     device_selector: DeviceSelector | None = None,
     devices: list[DeviceIn] | None = None,
     mode: str = "spread",
-) -> list[QueuedJob]:
+    ask: BatchAsk | None = None,
+) -> QueuedOut:
     """Every active test case (of the category, with the tags), once on any device that fits (spread)
     or on each device (matrix). Runs are queued longest expected first, so that the suite's wall time
     approaches max(longest run, total run time / devices)."""
+    ask = ask or BatchAsk("run-all")
     org = principal.organization_id
     problems = _Problems()
+    _check_group(problems, ask)
     selector_platform = device_selector.platform if device_selector is not None else None
     if app_file_id is None and platform is None and selector_platform is None:
         problems.add(None, "app_file_id", "send app_file_id (or a platform to use the newest app)", missing=True)
@@ -485,7 +543,11 @@ async def queue_all(
         platform_shown: await expected_seconds(session, org, case_ids, platform_shown)
         for platform_shown in sorted({t.platform for t in targets})
     }
-    plans = [_Plan(case, target, priority, timeout_seconds, env, record_video) for target in targets for case in cases]
+    plans = [
+        _Plan(case, target, priority, timeout_seconds, env, record_video, ask.retries)
+        for target in targets
+        for case in cases
+    ]
     # Longest expected first; among equals, test case order, then device order.
     places = sorted(
         range(len(plans)),
@@ -494,7 +556,7 @@ async def queue_all(
     order = [0] * len(plans)
     for place, i in enumerate(places):
         order[i] = place
-    return await _queue(session, state, principal, plans, order)
+    return await _queue(session, state, principal, plans, order, ask)
 
 
 async def cancel(session: AsyncSession, principal: Principal, run_id: str) -> CancelOut:

@@ -6,7 +6,9 @@ A change into or out of ``running`` adjusts ``organizations.running_runs`` in th
 which is what keeps the per-organisation cap exact under concurrent claims.
 
 States: queued → running → passed | failed | cancelled; running → queued again when an agent's lease
-expires and attempts remain; queued → failed (queue timeout) | cancelled.
+expires and attempts remain (an infrastructure retry), or when its attempt failed as `test` and test
+retries remain (a test retry, ahead of the queue and preferring another device); queued → failed (queue
+timeout) | cancelled.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Integer, String, Table, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import Integer, String, Table, bindparam, case, exists, false, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from qualgent.db.base import utcnow
-from qualgent.db.models import Device, Organization, RunAttempt, TestRun
+from qualgent.db.base import UTCDateTime, utcnow
+from qualgent.db.models import Device, DeviceMatch, Organization, RunAttempt, TestRun
 from qualgent.db.session import execute_prebuilt
 
 TERMINAL = frozenset({"passed", "failed", "cancelled"})
@@ -68,6 +70,17 @@ def _table(model: Any) -> Table:
 
 
 RUNS, ORGS, DEVICES, ATTEMPTS = _table(TestRun), _table(Organization), _table(Device), _table(RunAttempt)
+MATCHES = _table(DeviceMatch)
+
+# Test retries go ahead of the queue (within their priority): their queue order is this plus their
+# requeue time in the same units as a new run's, so it is below every new run's (and the 0 of runs from
+# before queue orders), and retries among themselves keep the order they failed in.
+RETRY_ORDER_BASE = -(1 << 62)
+
+
+def queue_order_at(now: datetime) -> int:
+    """A run queued at ``now`` orders from here (its place in its batch is added): milliseconds << 20."""
+    return int(now.timestamp() * 1000) << 20
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,8 @@ class _Left:
     device_id: str | None
     outcome: str
     message: str | None
+    kind: str | None = None  # the failure's kind, for an attempt that failed
+    step: int | None = None
 
 
 async def _leave_running(session: AsyncSession, left: Sequence[_Left], now: datetime) -> None:
@@ -95,7 +110,7 @@ async def _leave_running(session: AsyncSession, left: Sequence[_Left], now: date
     for x in left:
         await _release_device(session, x.device_id, x.run_id)
     for x in left:
-        await _close_attempt(session, x.run_id, x.attempt, x.outcome, x.message, now)
+        await _close_attempt(session, x, now)
 
 
 @cache
@@ -134,17 +149,29 @@ def _close_attempt_statement() -> Any:
             ATTEMPTS.c.number == bindparam("number_"),
             ATTEMPTS.c.outcome.is_(None),
         )
-        .values(outcome=bindparam("outcome_"), message=bindparam("message_"), finished_at=bindparam("now"))
+        .values(
+            outcome=bindparam("outcome_"),
+            message=bindparam("message_"),
+            finished_at=bindparam("now"),
+            failure_kind=bindparam("kind_"),
+            failure_step=bindparam("step_"),
+        )
     )
 
 
-async def _close_attempt(
-    session: AsyncSession, run_id: str, number: int, outcome: str, message: str | None, now: datetime
-) -> None:
+async def _close_attempt(session: AsyncSession, left: _Left, now: datetime) -> None:
     await execute_prebuilt(
         session,
         _close_attempt_statement(),
-        {"run_id_": run_id, "number_": number, "outcome_": outcome, "message_": message, "now": now},
+        {
+            "run_id_": left.run_id,
+            "number_": left.attempt,
+            "outcome_": left.outcome,
+            "message_": left.message,
+            "now": now,
+            "kind_": left.kind,
+            "step_": left.step,
+        },
     )
 
 
@@ -161,16 +188,38 @@ def _devices_for(devices: Sequence[DeviceSpec]) -> dict[str, DeviceSpec]:
     return device_for
 
 
+def _by_target(key: str, targets: int) -> Any:
+    """The value bound as ``{key}{i}`` for the run's target ``t{i}``: the device chosen for it (d), its
+    name (n) or OS version (v)."""
+    return case(
+        *[
+            (RUNS.c.target_id == bindparam(f"t{i}", type_=String), bindparam(f"{key}{i}", type_=String))
+            for i in range(targets)
+        ]
+    )
+
+
 @cache
 def _candidate_statement(targets: int, one_organisation: bool = False) -> Any:
-    """The best queued run of any of ``targets`` targets (bound as t0, t1, …), of the organisation bound
-    as ``org_id_`` when ``one_organisation``. Read off ix_test_runs_queue in claim order."""
+    """The best queued run of any of ``targets`` targets (bound as t0, t1, …, with d0, d1, …: the free
+    device each would go to), of the organisation bound as ``org_id_`` when ``one_organisation``. Read
+    off ix_test_runs_queue in claim order. A test retry is not given to the device that failed it
+    before its ``retry_avoid_until`` (NULL for every other run, which the first test settles)."""
     cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
     wanted = [bindparam(f"t{i}", type_=String) for i in range(targets)]
     stmt = (
         select(RUNS.c.id, RUNS.c.organization_id, RUNS.c.target_id)
         .join(ORGS, ORGS.c.id == RUNS.c.organization_id)
-        .where(RUNS.c.status == "queued", RUNS.c.target_id.in_(wanted), ORGS.c.running_runs < cap)
+        .where(
+            RUNS.c.status == "queued",
+            RUNS.c.target_id.in_(wanted),
+            ORGS.c.running_runs < cap,
+            or_(
+                RUNS.c.retry_avoid_until.is_(None),
+                RUNS.c.retry_avoid_until <= bindparam("now"),
+                RUNS.c.retry_avoid_device_id != _by_target("d", targets),
+            ),
+        )
         .order_by(RUNS.c.priority_rank.desc(), RUNS.c.queue_order, RUNS.c.id)
         .limit(1)
     )
@@ -178,18 +227,22 @@ def _candidate_statement(targets: int, one_organisation: bool = False) -> Any:
 
 
 def candidate(
-    devices: Sequence[DeviceSpec], default_cap: int, organization_id: str | None = None
+    devices: Sequence[DeviceSpec],
+    default_cap: int,
+    organization_id: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The statement and parameters of the run ``claim`` would take for these devices: best priority,
     then queue order, organisation under its cap (and only ``organization_id``'s when given). Also run
     read-only (outside any transaction) to skip claim attempts that would find nothing."""
-    params: dict[str, Any] = {"default_cap": default_cap}
+    params: dict[str, Any] = {"default_cap": default_cap, "now": now or utcnow()}
     if organization_id is not None:
         params["org_id_"] = organization_id
-    targets = list(_devices_for(devices))
-    for i, target in enumerate(targets):
+    device_for = _devices_for(devices)
+    for i, (target, device) in enumerate(device_for.items()):
         params[f"t{i}"] = target
-    return _candidate_statement(len(targets), organization_id is not None), params
+        params[f"d{i}"] = device.device_id
+    return _candidate_statement(len(device_for), organization_id is not None), params
 
 
 @cache
@@ -306,19 +359,14 @@ def _postgresql_claim_statement(targets: int, one_organisation: bool) -> Any:
 
     # The device is picked in the same statement, the one chosen for the run's target; the run's device
     # fields become that device's (a late-bound run showed what it asked for until now).
-    def by_target(key: str) -> Any:
-        return case(
-            *[
-                (RUNS.c.target_id == bindparam(f"t{i}", type_=String), bindparam(f"{key}{i}", type_=String))
-                for i in range(targets)
-            ]
-        )
-
     return (
         update(RUNS)
         .where(RUNS.c.id == cand.c.id, exists(select(org.c.id)))
         .values(
-            **_start_values(), device_id=by_target("d"), device_name=by_target("n"), device_os_version=by_target("v")
+            **_start_values(),
+            device_id=_by_target("d", targets),
+            device_name=_by_target("n", targets),
+            device_os_version=_by_target("v", targets),
         )
         .returning(*_RETURNING)
     )
@@ -344,7 +392,7 @@ async def _claim_one(
     organization_id: str | None,
 ) -> Claimed | None:
     device_for = _devices_for(devices)
-    stmt, params = candidate(devices, default_cap, organization_id)
+    stmt, params = candidate(devices, default_cap, organization_id, now)
     start = {"agent_id_": agent_id, "lease": lease, "now": now, "default_cap": default_cap}
 
     if _is_sqlite(session):
@@ -360,7 +408,7 @@ async def _claim_one(
         row = (await execute_prebuilt(session, start_run, {**start, "run_id": run_id, **taking})).first()
     else:
         for i, d in enumerate(device_for.values()):
-            params.update({f"d{i}": d.device_id, f"n{i}": d.name, f"v{i}": d.os_version})
+            params.update({f"n{i}": d.name, f"v{i}": d.os_version})
         claim_stmt = _postgresql_claim_statement(len(device_for), organization_id is not None)
         row = (await execute_prebuilt(session, claim_stmt, {**params, **start})).first()
     if row is None:
@@ -420,8 +468,18 @@ async def heartbeat(
     return None if row is None else (bool(row[0]), lease)
 
 
+_ENDED = (
+    RUNS.c.organization_id,
+    RUNS.c.device_id,
+    RUNS.c.test_case_id,
+    RUNS.c.test_retries_used,
+    RUNS.c.quarantined,
+    RUNS.c.auto_quarantine,
+)
+
+
 @cache
-def _finish_statements() -> tuple[Any, Any]:
+def _finish_statements() -> tuple[Any, Any, Any]:
     finish = (
         update(RUNS)
         .where(*_owned_where())
@@ -435,10 +493,54 @@ def _finish_statements() -> tuple[Any, Any]:
             failure_message=bindparam("message_"),
             failure_step=bindparam("step_"),
         )
-        .returning(RUNS.c.organization_id, RUNS.c.device_id)
+        .returning(*_ENDED)
     )
     current = select(RUNS.c.status, RUNS.c.attempt, RUNS.c.agent_id).where(RUNS.c.id == bindparam("run_id_"))
-    return finish, current
+    attempt = select(ATTEMPTS.c.outcome, ATTEMPTS.c.agent_id).where(
+        ATTEMPTS.c.run_id == bindparam("run_id_"), ATTEMPTS.c.number == bindparam("attempt_")
+    )
+    return finish, current, attempt
+
+
+@cache
+def _retry_statement() -> Any:
+    """A test failure with test retries left: the run goes back to the queue, ahead of it, with its device
+    to avoid (the one that failed it, now NULL in ``device_id``: SET reads the row as it was) until
+    ``avoid_until``, unless no other online device fits the run's target (then any device may take it)."""
+    other_device_fits = exists(
+        select(MATCHES.c.device_id)
+        .join(DEVICES, DEVICES.c.id == MATCHES.c.device_id)
+        .where(
+            MATCHES.c.target_id == RUNS.c.target_id,
+            DEVICES.c.online.is_(True),
+            DEVICES.c.id != RUNS.c.device_id,
+        )
+    )
+    return (
+        update(RUNS)
+        .where(*_owned_where(), RUNS.c.test_retries_used < RUNS.c.test_retries, RUNS.c.cancel_requested == false())
+        .values(
+            status="queued",
+            progress=0,
+            queued_at=bindparam("now"),
+            updated_at=bindparam("now"),
+            lease_expires_at=None,
+            agent_id=None,
+            device_id=None,
+            queue_order=bindparam("order_"),
+            test_retries_used=RUNS.c.test_retries_used + 1,
+            retry_avoid_device_id=RUNS.c.device_id,
+            retry_avoid_until=case((other_device_fits, bindparam("avoid_until", type_=UTCDateTime())), else_=None),
+        )
+        .returning(
+            RUNS.c.organization_id,
+            RUNS.c.retry_avoid_device_id,
+            RUNS.c.test_case_id,
+            RUNS.c.test_retries_used,
+            RUNS.c.quarantined,
+            RUNS.c.auto_quarantine,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -454,37 +556,97 @@ class Report:
 Outcome = Literal["done", "repeat", "moved_on"]
 
 
-async def finish(session: AsyncSession, agent_id: str, reports: Sequence[Report]) -> list[Outcome]:
+@dataclass(frozen=True)
+class Ended:
+    """A run whose attempt a report just ended: finished (``status``), or queued again for a test retry."""
+
+    run_id: str
+    organization_id: str
+    test_case_id: str
+    status: str  # passed | failed | cancelled | queued (a test retry)
+    test_retries_used: int
+    quarantined: bool  # its test case was in quarantine when it was queued
+    auto_quarantine: bool  # its organisation quarantines flaky test cases
+
+    @property
+    def retried(self) -> bool:
+        return self.status == "queued"
+
+    @property
+    def flaky(self) -> bool:
+        """Passed on a test retry."""
+        return self.status == "passed" and self.test_retries_used > 0
+
+
+@dataclass
+class Finished:
+    outcomes: list[Outcome]
+    ended: list[Ended]
+
+
+async def finish(
+    session: AsyncSession, agent_id: str, reports: Sequence[Report], *, retry_device_wait: float = 0
+) -> Finished:
     """Agents report the end of their attempts, one or several in a transaction. A repeat of the same
     report is "repeat" (answer 200); a report for a run that has moved on (requeued, cancelled, taken by
     another attempt) is "moved_on" and changes nothing.
 
+    An attempt that failed as `test` while the run has test retries left puts the run back in the queue
+    instead (a new attempt of the same run follows): ahead of the runs of its priority, and, for
+    ``retry_device_wait`` seconds, on any device that fits but the one that failed it, unless that one
+    is the only online device that fits.
+
     Every run's row is changed first, then what follows from it (organisation counts, devices,
-    attempts): rows are locked in the same order as everywhere else (runs, then organisations), so a
-    batch of reports cannot deadlock with the reaper or a claim.
+    attempts): rows are locked in the same order as everywhere else (runs, in ID order, then
+    organisations), so a batch of reports cannot deadlock with the reaper, a claim or a group's
+    cancellation (``cancel_batches``).
     """
     now = utcnow()
-    finish_stmt, current_stmt = _finish_statements()
-    outcomes: list[Outcome] = []
-    done: list[tuple[Report, str, str | None]] = []
-    for report in reports:
+    finish_stmt, current_stmt, attempt_stmt = _finish_statements()
+    outcomes: dict[int, Outcome] = {}
+    left: list[_Left] = []
+    ended: list[Ended] = []
+    for index, report in sorted(enumerate(reports), key=lambda item: item[1].run_id):
         kind, message, step = report.failure if report.failure else (None, None, None)
         owned = {"run_id_": report.run_id, "attempt_": report.attempt, "agent_id_": agent_id}
-        values = {"status_": report.status, "now": now, "kind_": kind, "message_": message, "step_": step}
-        row = (await execute_prebuilt(session, finish_stmt, {**owned, **values})).first()
+        row = None
+        status: str = report.status
+        if report.status == "failed" and kind == "test":
+            retry = {"now": now, "order_": RETRY_ORDER_BASE + queue_order_at(now)}
+            retry["avoid_until"] = now + timedelta(seconds=retry_device_wait)
+            row = (await execute_prebuilt(session, _retry_statement(), {**owned, **retry})).first()
+            status = "queued" if row is not None else status
+        if row is None:
+            values = {"status_": report.status, "now": now, "kind_": kind, "message_": message, "step_": step}
+            row = (await execute_prebuilt(session, finish_stmt, {**owned, **values})).first()
         if row is not None:
-            done.append((report, row[0], row[1]))
-            outcomes.append("done")
+            org_id, device_id, test_case_id, retries_used, quarantined, auto = row
+            left.append(_Left(report.run_id, report.attempt, org_id, device_id, report.status, message, kind, step))
+            ended.append(
+                Ended(report.run_id, org_id, test_case_id, status, retries_used, bool(quarantined), bool(auto))
+            )
+            outcomes[index] = "done"
             continue
-        current = (await execute_prebuilt(session, current_stmt, {"run_id_": report.run_id})).first()
-        repeat = current is not None and tuple(current) == (report.status, report.attempt, agent_id)
-        outcomes.append("repeat" if repeat else "moved_on")
-    left = [
-        _Left(r.run_id, r.attempt, org_id, device_id, r.status, r.failure[1] if r.failure else None)
-        for r, org_id, device_id in done
-    ]
+        outcomes[index] = await _repeat_or_moved_on(session, current_stmt, attempt_stmt, report, agent_id)
     await _leave_running(session, left, now)
-    return outcomes
+    return Finished([outcomes[i] for i in range(len(reports))], ended)
+
+
+async def _repeat_or_moved_on(
+    session: AsyncSession, current_stmt: Any, attempt_stmt: Any, report: Report, agent_id: str
+) -> Outcome:
+    """A report that changed nothing: the same report again (its run still ended that way by this agent,
+    or, for a test failure, that attempt of it did and the run went on to a retry), or one for a run that
+    moved on."""
+    current = (await execute_prebuilt(session, current_stmt, {"run_id_": report.run_id})).first()
+    if current is not None and tuple(current) == (report.status, report.attempt, agent_id):
+        return "repeat"
+    if current is not None and report.status == "failed":
+        params = {"run_id_": report.run_id, "attempt_": report.attempt}
+        attempt = (await execute_prebuilt(session, attempt_stmt, params)).first()
+        if attempt is not None and tuple(attempt) == ("failed", agent_id):
+            return "repeat"
+    return "moved_on"
 
 
 # --------------------------------------------------------------------------------------- user actions
@@ -515,16 +677,71 @@ async def cancel(session: AsyncSession, organization_id: str, run_id: str) -> st
     return None
 
 
+async def cancel_batches(session: AsyncSession, organization_id: str, batch_ids: Sequence[str]) -> int:
+    """Cancel the unfinished runs of these batches (a newer batch of their group asked for it): queued
+    ones at once, running ones flagged for their agents, as ``cancel`` does for one run. Returns how many.
+
+    The runs are locked first, in ID order (PostgreSQL), as a batch of agents' reports locks them: a
+    report on two of these runs at the same moment waits for this transaction or this one for it, never
+    both for each other.
+    """
+    if not batch_ids:
+        return 0
+    now = utcnow()
+    unfinished = (
+        await session.execute(
+            select(TestRun.id, TestRun.status)
+            .where(
+                TestRun.organization_id == organization_id,
+                TestRun.batch_id.in_(list(batch_ids)),
+                TestRun.status.in_(("queued", "running")),
+            )
+            .order_by(TestRun.id)
+            .with_for_update()
+        )
+    ).all()
+    queued = [run_id for run_id, status in unfinished if status == "queued"]
+    running = [run_id for run_id, status in unfinished if status == "running"]
+    changed = 0
+    if queued:
+        result = await session.execute(
+            update(TestRun)
+            .where(TestRun.id.in_(queued), TestRun.status == "queued")
+            .values(status="cancelled", progress=100, finished_at=now, updated_at=now)
+            .returning(TestRun.id),
+            execution_options=NO_SYNC,
+        )
+        changed += len(result.all())
+    if running:
+        result = await session.execute(
+            update(TestRun)
+            .where(TestRun.id.in_(running), TestRun.status == "running")
+            .values(cancel_requested=True, updated_at=now)
+            .returning(TestRun.id),
+            execution_options=NO_SYNC,
+        )
+        changed += len(result.all())
+    return changed
+
+
 # -------------------------------------------------------------------------------------------- reaper
 
 
 async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
     """Runs whose agent stopped renewing its lease: back to the queue while attempts remain, else failed
-    (infrastructure). A run whose cancellation was pending is cancelled."""
+    (infrastructure). A run whose cancellation was pending is cancelled. Attempts that followed a test
+    failure (test retries) do not count against ``max_attempts``: the two kinds of retry are apart."""
     now = utcnow()
     rows = (
         await session.execute(
-            select(TestRun.id, TestRun.attempt, TestRun.max_attempts, TestRun.cancel_requested, TestRun.device_id)
+            select(
+                TestRun.id,
+                TestRun.attempt,
+                TestRun.max_attempts,
+                TestRun.cancel_requested,
+                TestRun.device_id,
+                TestRun.test_retries_used,
+            )
             .where(TestRun.status == "running", TestRun.lease_expires_at < now)
             .limit(limit)
             # PostgreSQL: lock these runs up front and pass over those an agent is reporting on right
@@ -534,12 +751,12 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
         )
     ).all()
     left: list[_Left] = []
-    for run_id, attempt, max_attempts, cancel_requested, device_id in rows:
+    for run_id, attempt, max_attempts, cancel_requested, device_id, test_retries_used in rows:
         lost = f"Lost contact with the device agent during attempt {attempt} (its lease expired)."
         values: dict[str, Any]
         if cancel_requested:
             values = {"status": "cancelled", "progress": 100, "finished_at": now}
-        elif attempt < max_attempts:
+        elif attempt - test_retries_used < max_attempts:
             values = {"status": "queued", "progress": 0, "queued_at": now, "device_id": None, "agent_id": None}
         else:
             values = {
@@ -547,7 +764,7 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
                 "progress": 100,
                 "finished_at": now,
                 "failure_kind": "infrastructure",
-                "failure_message": f"{lost} Gave up after {attempt} attempts.",
+                "failure_message": f"{lost} Gave up after {attempt - test_retries_used} attempts.",
                 "failure_step": None,
             }
         row = (
@@ -566,7 +783,7 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
             )
         ).first()
         if row is not None:
-            left.append(_Left(run_id, attempt, row[0], device_id, "lost", lost))
+            left.append(_Left(run_id, attempt, row[0], device_id, "lost", lost, "infrastructure"))
     await _leave_running(session, left, now)
     return len(left)
 
@@ -638,6 +855,6 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
             )
         ).first()
         if row is not None:
-            left.append(_Left(run_id, attempt, row[0], row[1], "timeout", message))
+            left.append(_Left(run_id, attempt, row[0], row[1], "timeout", message, "timeout"))
     await _leave_running(session, left, now)
     return changed + len(left)

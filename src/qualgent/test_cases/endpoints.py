@@ -10,7 +10,9 @@ from qualgent.deps import PrincipalDep, SessionDep, StateDep
 from qualgent.idempotency import service as idempotency
 from qualgent.idempotency.service import IdempotencyKeyDep
 from qualgent.lenient_json import LenientJSONRoute
-from qualgent.pagination import PageDep, set_next_link
+from qualgent.pagination import PageDep, PageParams, page_params, set_next_link
+from qualgent.quality import service as quality
+from qualgent.quality.schemas import HistoryOut, QuarantineIn
 from qualgent.runs import service as runs
 from qualgent.runs.schemas import QueuedOut, RunAllIn, RunIn
 from qualgent.test_cases import service
@@ -45,7 +47,8 @@ async def run_test_cases(
     """Queue test runs; the batch is atomic (any invalid entry queues nothing)."""
 
     async def queue() -> QueuedOut:
-        return QueuedOut(jobs=await runs.queue_jobs(session, state, principal, body.jobs))
+        ask = runs.BatchAsk("run", body.retries, body.group, body.cancel_previous)
+        return await runs.queue_jobs(session, state, principal, body.jobs, ask)
 
     fingerprint = idempotency.fingerprint("POST", "/v1/test-cases/run", idempotency.digest(body.model_dump_json()))
     return await idempotency.once(session, principal, key, fingerprint, queue)
@@ -58,7 +61,7 @@ async def run_all_test_cases(
     """Run all active test cases (optionally of one category) against an application."""
 
     async def queue() -> QueuedOut:
-        jobs = await runs.queue_all(
+        return await runs.queue_all(
             session,
             state,
             principal,
@@ -75,8 +78,8 @@ async def run_all_test_cases(
             device_selector=body.device_selector,
             devices=body.devices,
             mode=body.mode,
+            ask=runs.BatchAsk("run-all", body.retries, body.group, body.cancel_previous),
         )
-        return QueuedOut(jobs=jobs)
 
     fingerprint = idempotency.fingerprint("POST", "/v1/test-cases/run-all", idempotency.digest(body.model_dump_json()))
     return await idempotency.once(session, principal, key, fingerprint, queue)
@@ -115,6 +118,47 @@ async def get_test_case_file(
         media_type=media_type,
         headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}", "X-Content-Type-Options": "nosniff"},
     )
+
+
+@router.get("/{test_case_id}/history", response_model=HistoryOut)
+async def test_case_history(
+    test_case_id: str,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    state: StateDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="Runs per page (1–200).")] = 50,
+    cursor: Annotated[str | None, Query(max_length=64, description="From the previous page's Link header.")] = None,
+) -> HistoryOut:
+    """A test case's recent runs (app version and SHA-256, device, duration, attempts, result), flakiness and figures."""
+    page = PageParams(limit, cursor) if cursor is None else await page_params(limit, cursor)
+    out, more = await service.history(session, state, principal.organization_id, test_case_id, page.limit, page.cursor)
+    set_next_link(request, response, out.runs[-1].id if more else None, state.settings.public_base_url)
+    return out
+
+
+@router.put("/{test_case_id}/quarantine", response_model=TestCaseDetail)
+async def quarantine_test_case(
+    test_case_id: str,
+    session: SessionDep,
+    state: StateDep,
+    principal: PrincipalDep,
+    body: QuarantineIn | None = None,
+) -> TestCaseDetail:
+    """Put a test case in quarantine: its runs still run and are reported, but never fail a gate."""
+    reason = body.reason if body is not None else None
+    await quality.set_quarantine(session, principal.organization_id, test_case_id, True, reason)
+    return await service.detail(session, state, principal.organization_id, test_case_id)
+
+
+@router.delete("/{test_case_id}/quarantine", response_model=TestCaseDetail)
+async def release_test_case(
+    test_case_id: str, session: SessionDep, state: StateDep, principal: PrincipalDep
+) -> TestCaseDetail:
+    """Take a test case out of quarantine: its runs gate again."""
+    await quality.set_quarantine(session, principal.organization_id, test_case_id, False)
+    return await service.detail(session, state, principal.organization_id, test_case_id)
 
 
 @router.patch("/{test_case_id}", response_model=TestCaseDetail)

@@ -6,7 +6,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qualgent.categories.schemas import Text
-from qualgent.runs.schemas import LatestRunOut, Ref
+from qualgent.quality.schemas import QuarantineOut, TestCaseStats
+from qualgent.runs.schemas import LatestRunOut, Ref, Retries
 
 TestCaseStatus = Literal["active", "inactive"]
 
@@ -48,6 +49,22 @@ class TestCaseOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     tags: list[str] = Field(default_factory=list, description="The flow's `tags:` (run-all filters on them).")
+    retries: int | None = Field(
+        default=None, description="Test retries of its runs when a request says none (null: the organisation's)."
+    )
+    quarantined: bool = Field(
+        default=False, description="In quarantine: its runs still run and are reported, but never fail a gate."
+    )
+    quarantine: QuarantineOut | None = Field(default=None, description="Since when, by whom (manual | flaky), why.")
+    flaky: bool = Field(
+        default=False,
+        description="It passed and failed on one build (on one kind of device) or passed on a retry within 14 days, "
+        "or its result flipped in more than 30 % of its last 20 runs (on a kind of device).",
+    )
+    flaky_reason: str | None = Field(default=None, description="Why it counts as flaky.")
+    stats: TestCaseStats | None = Field(
+        default=None, description="Pass rate, flaky rate and p50/p90 duration of its latest (up to 50) runs."
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
 
@@ -114,6 +131,9 @@ class TestCaseIn(BaseModel):
     record_video: bool = Field(
         default=False, description="Every run of this test case records a video of the device's screen."
     )
+    retries: Retries | None = Field(
+        default=None, description="Test retries of its runs when a request says none (null: the organisation's)."
+    )
 
 
 class TestCasePatch(BaseModel):
@@ -131,4 +151,7 @@ class TestCasePatch(BaseModel):
     )
     record_video: bool | None = Field(
         default=None, description="Every run of this test case records a video of the device's screen."
+    )
+    retries: Retries | None = Field(
+        default=None, description="Test retries of its runs when a request says none; null: the organisation's."
     )

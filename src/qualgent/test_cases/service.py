@@ -19,9 +19,13 @@ from qualgent.flows.bundle import check_bundle
 from qualgent.flows.model import FlowError
 from qualgent.flows.paths import MAX_BUNDLE_BYTES, MAX_FILE_BYTES, MAX_FILES, normalize_path
 from qualgent.ids import new_id
+from qualgent.quality import service as quality
+from qualgent.quality.repository import QualityRepository
+from qualgent.quality.schemas import HistoryApp, HistoryOut, HistoryRun
+from qualgent.quality.service import Assessment
 from qualgent.runs.repository import RunRepository
-from qualgent.runs.schemas import Ref
-from qualgent.runs.service import to_latest
+from qualgent.runs.schemas import DeviceRequested, Failure, Ref, RetriesOut
+from qualgent.runs.service import run_link, to_latest
 from qualgent.state import AppState
 from qualgent.test_cases.repository import TestCaseRepository
 from qualgent.test_cases.schemas import FileIn, FileOut, TestCaseDetail, TestCaseIn, TestCaseOut, TestCasePatch
@@ -35,7 +39,7 @@ _TYPES = {
 }
 
 
-def _fields(case: TestCase, latest: Any | None, state: AppState) -> dict[str, object]:
+def _fields(case: TestCase, latest: Any | None, state: AppState, found: Assessment | None) -> dict[str, object]:
     return {
         "id": case.id,
         "name": case.name,
@@ -46,14 +50,26 @@ def _fields(case: TestCase, latest: Any | None, state: AppState) -> dict[str, ob
         "created_at": case.created_at,
         "updated_at": case.updated_at,
         "tags": list(case.tags or []),
+        "retries": case.retries,
+        "quarantined": case.quarantined_at is not None,
+        "quarantine": quality.quarantine_out(case),
+        "flaky": found.flakiness.flaky if found else False,
+        "flaky_reason": found.flakiness.reason if found else None,
+        "stats": found.stats if found else None,
     }
+
+
+async def _assess(state: AppState, organization_id: str, ids: list[str]) -> dict[str, Assessment]:
+    return await quality.assess(QualityRepository.for_reads(state.reader, organization_id), ids)
 
 
 async def list_out(
     session: AsyncSession, state: AppState, organization_id: str, cases: Sequence[TestCase]
 ) -> list[TestCaseOut]:
-    latest = await RunRepository(session, organization_id, state.reader).latest_completed([c.id for c in cases])
-    return [TestCaseOut.model_validate(_fields(c, latest.get(c.id), state)) for c in cases]
+    ids = [c.id for c in cases]
+    latest = await RunRepository(session, organization_id, state.reader).latest_completed(ids)
+    found = await _assess(state, organization_id, ids)
+    return [TestCaseOut.model_validate(_fields(c, latest.get(c.id), state, found.get(c.id))) for c in cases]
 
 
 async def detail(session: AsyncSession, state: AppState, organization_id: str, test_case_id: str) -> TestCaseDetail:
@@ -62,15 +78,75 @@ async def detail(session: AsyncSession, state: AppState, organization_id: str, t
         raise NotFound(f"No test case {test_case_id}.")
     files = await TestCaseRepository(session, organization_id).files(case.id)
     latest = await RunRepository(session, organization_id, state.reader).latest_completed([case.id])
+    found = await _assess(state, organization_id, [case.id])
     return TestCaseDetail.model_validate(
         {
-            **_fields(case, latest.get(case.id), state),
+            **_fields(case, latest.get(case.id), state, found.get(case.id)),
             "flow": case.flow,
             "timeout_seconds": case.timeout_seconds,
             "record_video": case.record_video,
             "files": [FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in files],
         }
     )
+
+
+async def history(
+    session: AsyncSession, state: AppState, organization_id: str, test_case_id: str, limit: int, before: str | None
+) -> tuple[HistoryOut, bool]:
+    """A page of the test case's finished runs, newest first, with its flakiness and figures; and
+    whether more runs follow."""
+    case = await TestCaseRepository(session, organization_id).get(test_case_id)
+    if case is None:
+        raise NotFound(f"No test case {test_case_id}.")
+    repo = QualityRepository.for_reads(state.reader, organization_id)
+    rows = await repo.history(case.id, limit + 1, before)
+    found = (await quality.assess(repo, [case.id]))[case.id]
+    runs = []
+    for row in rows[:limit]:
+        seconds = None
+        if row.started_at is not None and row.finished_at is not None:
+            seconds = round(max(0.0, (row.finished_at - row.started_at).total_seconds()), 3)
+        failure = None
+        if row.failure_kind:
+            failure = Failure(kind=row.failure_kind, message=row.failure_message or "", step=row.failure_step)
+        runs.append(
+            HistoryRun(
+                id=row.id,
+                link=run_link(state, row.id),
+                status=row.status,
+                flaky=row.status == "passed" and row.test_retries_used > 0,
+                quarantined=bool(row.quarantined),
+                app=HistoryApp(
+                    id=row.app_id,
+                    name=f"{row.app_name} v{row.app_version}",
+                    version=row.app_version,
+                    sha256=row.app_sha256,
+                ),
+                device=row.device_name,
+                device_details=DeviceRequested(
+                    name=row.device_name,
+                    platform=row.device_platform,
+                    os_version=row.device_os_version,
+                    orientation=row.device_orientation,
+                ),
+                duration_seconds=seconds,
+                attempts=row.attempt,
+                retries=RetriesOut(allowed=row.test_retries, used=row.test_retries_used),
+                failure=failure,
+                batch_id=row.batch_id,
+                created_at=row.created_at,
+                finished_at=row.finished_at,
+            )
+        )
+    out = HistoryOut(
+        test_case=Ref(id=case.id, name=case.name),
+        flaky=found.flakiness.flaky,
+        flaky_reason=found.flakiness.reason,
+        quarantine=quality.quarantine_out(case),
+        stats=found.stats,
+        runs=runs,
+    )
+    return out, len(rows) > limit
 
 
 async def file(session: AsyncSession, organization_id: str, test_case_id: str, path: str) -> tuple[bytes, str]:
@@ -214,6 +290,7 @@ async def create(session: AsyncSession, organization_id: str, body: TestCaseIn) 
         timeout_seconds=body.timeout_seconds,
         tags=tags,
         record_video=body.record_video,
+        retries=body.retries,
     )
     repo = TestCaseRepository(session, organization_id)
     await repo.add(case)

@@ -18,9 +18,11 @@ from qualgent.deps import SessionDep, StateDep
 from qualgent.errors import NotFound, Unauthorized, Unprocessable
 from qualgent.ids import has_shape
 from qualgent.organisations import service as organisations
+from qualgent.organisations.schemas import OrganizationSettingsPatch
 from qualgent.runs import artifacts, reports
 from qualgent.runs import service as runs_service
 from qualgent.runs.repository import RunRepository
+from qualgent.runs.schemas import MAX_TEST_RETRIES
 from qualgent.secrets import service as secrets_service
 from qualgent.secrets.schemas import MAX_SECRETS
 from qualgent.web import service
@@ -283,10 +285,13 @@ async def test_cases_page(
 async def test_case_page(
     test_case_id: str, request: Request, session: SessionDep, state: StateDep, user: WebUserDep
 ) -> Response:
-    case = await service.test_case_detail(session, state, user.principal, test_case_id)
+    page = await service.test_case_page(session, state, user.principal, test_case_id)
+    case = page.case
     context: dict[str, Any] = {
         "user": user,
         "case": case,
+        "history": page.history,
+        "chart": page.chart,
         "flow_html": highlight_flow(case.flow) if case.flow else None,
         "devices": state.devices.devices,
         "device_value": service.device_value,
@@ -310,6 +315,30 @@ async def run_test_case(
         session, state, user.principal, test_case_id, device, app_file_id, priority, record_video=bool(record_video)
     )
     return _see_other(f"/test-runs/{queued.id}")
+
+
+@router.post("/test-cases/{test_case_id}/quarantine")
+async def quarantine_test_case(
+    test_case_id: str,
+    session: SessionDep,
+    user: FormUserDep,
+    quarantined: Annotated[str, Form(max_length=5)],
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """The test case page's quarantine switch, like PUT / DELETE /v1/test-cases/{id}/quarantine."""
+    await service.set_quarantine(session, user.principal, test_case_id, quarantined == "1", reason)
+    return _see_other(f"/test-cases/{test_case_id}")
+
+
+# ----------------------------------------------------------------------------------------- batches
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+async def batch_page(
+    batch_id: str, request: Request, session: SessionDep, state: StateDep, user: WebUserDep
+) -> Response:
+    batch = await service.batch_view(session, state, user.principal, batch_id)
+    return render(request, "batch.html", {"user": user, "batch": batch})
 
 
 # ----------------------------------------------------------------------------------------- devices
@@ -360,6 +389,50 @@ async def generate_key(
 async def revoke_key(key_id: str, session: SessionDep, user: FormUserDep) -> Response:
     await organisations.revoke_key_of_organization(session, user.principal.organization_id, key_id)
     return _see_other("/settings/developer")
+
+
+# --------------------------------------------------------------------------- settings: organisation
+
+
+async def _organization_page(
+    request: Request, session: SessionDep, state: StateDep, user: Any, error: str | None = None, status: int = 200
+) -> Response:
+    settings = await organisations.settings_of(
+        session, user.principal.organization_id, state.settings.default_parallel_runs
+    )
+    context = {"user": user, "settings": settings, "error": error, "max_retries": MAX_TEST_RETRIES}
+    return render(request, "organization.html", context, status_code=status)
+
+
+@router.get("/settings/organization", response_class=HTMLResponse)
+async def organization_page(request: Request, session: SessionDep, state: StateDep, user: WebUserDep) -> Response:
+    return await _organization_page(request, session, state, user)
+
+
+@router.post("/settings/organization", response_class=HTMLResponse)
+async def change_organization(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    user: FormUserDep,
+    default_retries: Annotated[str, Form(max_length=5)],
+    quarantine_exit_passes: Annotated[str, Form(max_length=5)],
+    auto_quarantine: Annotated[str | None, Form(max_length=5)] = None,
+) -> Response:
+    """Like PATCH /v1/organization/settings."""
+    try:
+        patch = OrganizationSettingsPatch(
+            default_retries=int(default_retries),
+            quarantine_exit_passes=int(quarantine_exit_passes),
+            auto_quarantine=bool(auto_quarantine),
+        )
+    except ValueError:  # pydantic's ValidationError too
+        message = f"Test retries are 0 to {MAX_TEST_RETRIES}; passes to leave quarantine 0 to 100."
+        return await _organization_page(request, session, state, user, message, 422)
+    await organisations.change_settings(
+        session, user.principal.organization_id, patch, state.settings.default_parallel_runs
+    )
+    return _see_other("/settings/organization")
 
 
 # -------------------------------------------------------------------------------- settings: secrets

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from markupsafe import Markup
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,10 +16,14 @@ from qualgent.apps import service as apps_service
 from qualgent.apps.repository import AppRepository
 from qualgent.apps.schemas import AppOut
 from qualgent.auth.principal import Principal
+from qualgent.batches import service as batches_service
+from qualgent.batches.schemas import BatchOut
 from qualgent.categories.repository import CategoryRepository
 from qualgent.db.models import Category
 from qualgent.errors import NotFound, Unprocessable
 from qualgent.ids import has_shape
+from qualgent.quality import service as quality
+from qualgent.quality.schemas import HistoryOut
 from qualgent.runs import artifacts as run_artifacts
 from qualgent.runs import reports
 from qualgent.runs import service as runs_service
@@ -27,9 +32,12 @@ from qualgent.runs.schemas import DeviceIn, JobIn, QueuedJob, RunOut, RunStatus
 from qualgent.state import AppState
 from qualgent.test_cases import service as test_cases_service
 from qualgent.test_cases.repository import TestCaseRepository
-from qualgent.test_cases.schemas import TestCaseOut
+from qualgent.test_cases.schemas import TestCaseDetail, TestCaseOut
+from qualgent.web import charts
 
 log = logging.getLogger("qualgent.web")
+
+HISTORY_RUNS = 40  # runs in a test case page's history chart and table
 
 STATUSES: tuple[RunStatus, ...] = ("queued", "running", "passed", "failed", "cancelled")
 LIST_LIMIT = 100
@@ -96,6 +104,8 @@ class AttemptView:
     outcome: str | None
     message: str | None
     steps: list[Any] = field(default_factory=list)
+    # Why it was made: "test" (a test retry), "infrastructure" (its agent was lost before), None (the first).
+    retry: str | None = None
     # Artifacts: the attempt's own screen recordings, its device logs, and videos of steps (stopRecording).
     videos: list[Any] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
@@ -131,6 +141,7 @@ async def run_view(session: AsyncSession, state: AppState, principal: Principal,
     artifacts: dict[int, list[Any]] = {}
     for artifact in await repo.artifacts(row.id):
         artifacts.setdefault(artifact.attempt, []).append(artifact)
+    previous = None
     for attempt in await repo.attempts(row.id):
         steps = await repo.steps(row.id, attempt.number)
         view = AttemptView(
@@ -141,7 +152,9 @@ async def run_view(session: AsyncSession, state: AppState, principal: Principal,
             attempt.outcome,
             attempt.message,
             list(steps),
+            reports.retry_reason(previous),
         )
+        previous = attempt
         for artifact in artifacts.get(attempt.number, []):
             if artifact.kind == "log":
                 view.logs.append(artifact)
@@ -152,8 +165,8 @@ async def run_view(session: AsyncSession, state: AppState, principal: Principal,
         attempts.append(view)
     queue = None
     if row.status == "queued":
-        reason, position = await repo.queue_info(row, state.settings.default_parallel_runs)
-        queue = {"reason": reason.replace("_", " "), "position": position}
+        reason, position, eta = await repo.queue_info(row, state.settings.default_parallel_runs)
+        queue = {"reason": reason.replace("_", " "), "position": position, "eta_seconds": eta}
     run_view = RunView(runs_service.to_out(state, row), attempts, queue)
     if row.failure_kind and attempts and attempts[-1].logs:
         run_view.tail_of = attempts[-1].logs[0]
@@ -223,6 +236,34 @@ async def test_case_detail(session: AsyncSession, state: AppState, principal: Pr
     return await test_cases_service.detail(session, state, principal.organization_id, test_case_id)
 
 
+@dataclass
+class TestCasePage:
+    __test__ = False  # not a pytest class
+
+    case: TestCaseDetail
+    history: HistoryOut
+    chart: Markup
+
+
+async def test_case_page(
+    session: AsyncSession, state: AppState, principal: Principal, test_case_id: str
+) -> TestCasePage:
+    org = principal.organization_id
+    case = await test_cases_service.detail(session, state, org, test_case_id)
+    history, _more = await test_cases_service.history(session, state, org, case.id, HISTORY_RUNS, None)
+    return TestCasePage(case, history, charts.history_chart(history.runs))
+
+
+async def set_quarantine(session: AsyncSession, principal: Principal, test_case_id: str, on: bool, reason: str) -> None:
+    await quality.set_quarantine(session, principal.organization_id, test_case_id, on, reason.strip() or None)
+
+
+async def batch_view(session: AsyncSession, state: AppState, principal: Principal, batch_id: str) -> BatchOut:
+    if not has_shape(batch_id, "batch"):
+        raise NotFound(f"No batch {batch_id}.")
+    return await batches_service.batch_out(session, state, principal, batch_id, with_runs=True)
+
+
 def device_value(device: Any) -> str:
     return f"{device.name}|{device.platform}|{device.os_version}"
 
@@ -253,7 +294,7 @@ async def queue_one(
     except ValidationError as exc:
         details = [{"field": ".".join(str(p) for p in e["loc"]), "issue": e["msg"]} for e in exc.errors()]
         raise Unprocessable("The run's settings are invalid; see details.", details=details) from None
-    [queued] = await runs_service.queue_jobs(session, state, principal, [job])
+    [queued] = (await runs_service.queue_jobs(session, state, principal, [job])).jobs
     return queued
 
 
