@@ -20,7 +20,21 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
-from sqlalchemy import Integer, String, Table, bindparam, case, exists, false, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import UTCDateTime, utcnow
@@ -188,9 +202,20 @@ def _devices_for(devices: Sequence[DeviceSpec]) -> dict[str, DeviceSpec]:
     return device_for
 
 
+def _alternates(devices: Sequence[DeviceSpec], device_for: dict[str, DeviceSpec]) -> dict[str, DeviceSpec]:
+    """Target → another free device that fits it (the next that fits the fewest targets): where a test
+    retry goes when the device chosen for its target is the one that failed it."""
+    alternate: dict[str, DeviceSpec] = {}
+    for d in sorted(devices, key=lambda d: len(d.targets)):
+        for target in d.targets:
+            if device_for.get(target) is not d:
+                alternate.setdefault(target, d)
+    return alternate
+
+
 def _by_target(key: str, targets: int) -> Any:
     """The value bound as ``{key}{i}`` for the run's target ``t{i}``: the device chosen for it (d), its
-    name (n) or OS version (v)."""
+    name (n) or OS version (v); or the alternate device (a), its name (an) or OS version (av)."""
     return case(
         *[
             (RUNS.c.target_id == bindparam(f"t{i}", type_=String), bindparam(f"{key}{i}", type_=String))
@@ -202,13 +227,21 @@ def _by_target(key: str, targets: int) -> Any:
 @cache
 def _candidate_statement(targets: int, one_organisation: bool = False) -> Any:
     """The best queued run of any of ``targets`` targets (bound as t0, t1, …, with d0, d1, …: the free
-    device each would go to), of the organisation bound as ``org_id_`` when ``one_organisation``. Read
-    off ix_test_runs_queue in claim order. A test retry is not given to the device that failed it
-    before its ``retry_avoid_until`` (NULL for every other run, which the first test settles)."""
+    device each would go to, and a0, a1, …: another free device that fits it, or NULL), of the
+    organisation bound as ``org_id_`` when ``one_organisation``. Read off ix_test_runs_queue in claim
+    order. A test retry is not taken for the device that failed it before its ``retry_avoid_until``
+    unless another of the free devices fits it (``retry_avoid_until`` is NULL for every other run, which
+    the first test settles)."""
     cap = func.coalesce(ORGS.c.max_parallel_runs, bindparam("default_cap", type_=Integer))
     wanted = [bindparam(f"t{i}", type_=String) for i in range(targets)]
     stmt = (
-        select(RUNS.c.id, RUNS.c.organization_id, RUNS.c.target_id)
+        select(
+            RUNS.c.id,
+            RUNS.c.organization_id,
+            RUNS.c.target_id,
+            RUNS.c.retry_avoid_device_id,
+            RUNS.c.retry_avoid_until,
+        )
         .join(ORGS, ORGS.c.id == RUNS.c.organization_id)
         .where(
             RUNS.c.status == "queued",
@@ -218,6 +251,7 @@ def _candidate_statement(targets: int, one_organisation: bool = False) -> Any:
                 RUNS.c.retry_avoid_until.is_(None),
                 RUNS.c.retry_avoid_until <= bindparam("now"),
                 RUNS.c.retry_avoid_device_id != _by_target("d", targets),
+                _by_target("a", targets).is_not(None),
             ),
         )
         .order_by(RUNS.c.priority_rank.desc(), RUNS.c.queue_order, RUNS.c.id)
@@ -239,9 +273,11 @@ def candidate(
     if organization_id is not None:
         params["org_id_"] = organization_id
     device_for = _devices_for(devices)
+    alternate = _alternates(devices, device_for)
     for i, (target, device) in enumerate(device_for.items()):
         params[f"t{i}"] = target
         params[f"d{i}"] = device.device_id
+        params[f"a{i}"] = alternate[target].device_id if target in alternate else None
     return _candidate_statement(len(device_for), organization_id is not None), params
 
 
@@ -357,16 +393,24 @@ def _postgresql_claim_statement(targets: int, one_organisation: bool) -> Any:
         .cte("bumped")
     )
 
-    # The device is picked in the same statement, the one chosen for the run's target; the run's device
-    # fields become that device's (a late-bound run showed what it asked for until now).
+    # The device is picked in the same statement, the one chosen for the run's target (the alternate one
+    # for a test retry that must avoid it); the run's device fields become that device's (a late-bound
+    # run showed what it asked for until now).
+    avoided = and_(
+        RUNS.c.retry_avoid_until > bindparam("now"), RUNS.c.retry_avoid_device_id == _by_target("d", targets)
+    )
+
+    def chosen(key: str, alternate: str) -> Any:
+        return case((avoided, _by_target(alternate, targets)), else_=_by_target(key, targets))
+
     return (
         update(RUNS)
         .where(RUNS.c.id == cand.c.id, exists(select(org.c.id)))
         .values(
             **_start_values(),
-            device_id=_by_target("d", targets),
-            device_name=_by_target("n", targets),
-            device_os_version=_by_target("v", targets),
+            device_id=chosen("d", "a"),
+            device_name=chosen("n", "an"),
+            device_os_version=chosen("v", "av"),
         )
         .returning(*_RETURNING)
     )
@@ -392,6 +436,7 @@ async def _claim_one(
     organization_id: str | None,
 ) -> Claimed | None:
     device_for = _devices_for(devices)
+    alternate = _alternates(devices, device_for)
     stmt, params = candidate(devices, default_cap, organization_id, now)
     start = {"agent_id_": agent_id, "lease": lease, "now": now, "default_cap": default_cap}
 
@@ -399,16 +444,20 @@ async def _claim_one(
         picked = (await execute_prebuilt(session, stmt, params)).first()
         if picked is None:
             return None
-        run_id, org_id, target_id = picked
+        run_id, org_id, target_id, avoid_device, avoid_until = picked
         device = device_for[target_id]
+        if avoid_until is not None and avoid_until > now and avoid_device == device.device_id:
+            device = alternate[target_id]  # the statement took the run only because there is one
         bump, start_run = _sqlite_claim_statements()
         if (await execute_prebuilt(session, bump, {"org_id": org_id, "default_cap": default_cap})).first() is None:
             return None
         taking = {"device_id_": device.device_id, "device_name_": device.name, "device_os_": device.os_version}
         row = (await execute_prebuilt(session, start_run, {**start, "run_id": run_id, **taking})).first()
     else:
-        for i, d in enumerate(device_for.values()):
+        for i, (target, d) in enumerate(device_for.items()):
             params.update({f"n{i}": d.name, f"v{i}": d.os_version})
+            other = alternate.get(target)
+            params.update({f"an{i}": other.name if other else None, f"av{i}": other.os_version if other else None})
         claim_stmt = _postgresql_claim_statement(len(device_for), organization_id is not None)
         row = (await execute_prebuilt(session, claim_stmt, {**params, **start})).first()
     if row is None:
