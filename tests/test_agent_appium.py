@@ -115,7 +115,7 @@ def _agent_process(server: LiveServer, devices: list[dict[str, Any]], home: Path
     """`qualgent agent --devices devices.yaml` with a token from `qualgent admin create-agent`; SIGTERM at the end."""
     env = _cli_env(server)
     created = subprocess.run(
-        [sys.executable, "-m", "qualgent", "admin", "create-agent", home.name],
+        [sys.executable, "-m", "qualgent", "admin", "create-agent", home.name, "--shared"],
         env=env,
         capture_output=True,
         text=True,

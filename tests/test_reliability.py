@@ -120,7 +120,7 @@ def _wait_status(client: httpx.Client, run_id: str, statuses: set[str], timeout:
 def _create_agent_with_cli(env: dict[str, str], cwd: Path, name: str) -> str:
     """`qualgent admin create-agent NAME` prints the agent's token on stdout."""
     done = subprocess.run(
-        [sys.executable, "-m", "qualgent", "admin", "create-agent", name],
+        [sys.executable, "-m", "qualgent", "admin", "create-agent", name, "--shared"],
         env=clean_env(env),
         cwd=cwd,
         capture_output=True,

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from qualgent import __version__
+from qualgent.agents.endpoints import MAX_SCREENSHOT_BYTES
 from qualgent.agents.endpoints import router as agents_router
 from qualgent.apps.endpoints import download_router
 from qualgent.apps.endpoints import router as apps_router
@@ -20,6 +21,7 @@ from qualgent.config import Settings, get_settings
 from qualgent.deps import StateDep
 from qualgent.devices.endpoints import router as devices_router
 from qualgent.errors import QualgentError, install_error_handlers, log
+from qualgent.guards import RequestGuardMiddleware
 from qualgent.middleware import (
     BodyLimitMiddleware,
     HotRoutesMiddleware,
@@ -122,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Innermost: the middleware below still wraps the hot routes (request ID, rate-limit headers).
     app.add_middleware(HotRoutesMiddleware, routes={STATUS_PREFIX: status_response})
+    app.add_middleware(RequestGuardMiddleware, idle_seconds=settings.request_idle_seconds)
     # /v1/apps/upload, /v1/apps/uploads/… and the dashboard's /apps/upload stream bodies of any size up to
     # the upload limit. A test case's body carries its files. An agent's artifact upload streams a video
     # or a device log; its route holds each kind to its own limit.
@@ -137,6 +140,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "/v1/agent/runs/[^/]+/artifacts/[^/]+",
                 max(settings.max_video_bytes, settings.max_device_log_bytes),
             ),
+            # Full-screen device screenshots are often over 1 MiB; the route holds them to its own limit.
+            ("PUT", "/v1/agent/runs/[^/]+/steps/[^/]+/[^/]+/screenshot", MAX_SCREENSHOT_BYTES),
         ),
     )
     app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     )
     default_rate_limit: int = Field(
         default=10, description="Requests per second allowed per API key unless the key sets its own."
+    )
+    dashboard_rate_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Requests per second allowed per signed-in person on the dashboard's pages and forms.",
     )
     auth_failure_limit: int = Field(
         default=20,
@@ -146,6 +152,12 @@ class Settings(BaseSettings):
         default=5 * 1024 * 1024,
         description="Largest device log an agent may upload for a run, in bytes. Larger get 413.",
     )
+    request_idle_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="Seconds a request body (an upload, a PATCH of a resumable upload) may go without a byte "
+        "arriving; then the request is answered 408 and what it sent so far is discarded.",
+    )
     run_retention_days: float = Field(
         default=90,
         description="Days after a run finished when the purge deletes its videos, device logs and screenshots "
@@ -178,6 +190,26 @@ class Settings(BaseSettings):
     @property
     def tus_dir(self) -> Path:
         return self.data_dir / "tmp" / "tus"
+
+    def secure_data_dir(self) -> None:
+        """Make the data directory its owner's alone: the folder 0700 (which closes everything below it
+        to other users), the database and the key 0600, and every file and folder this process creates
+        from now on owner-only (umask 077): builds, staging files, resumable uploads' parts."""
+        os.umask(0o077)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        for name in ("apps", "tmp", "tmp/tus", "agent-cache"):
+            folder = self.data_dir / name
+            if folder.is_dir():
+                folder.chmod(0o700)
+        files = [self.data_dir / "secret_key"]
+        url = self.resolved_database_url
+        if url.startswith("sqlite") and ":///" in url:
+            database = Path(url.split(":///", 1)[1].split("?", 1)[0])
+            files += [database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")]
+        for path in files:
+            if path.is_file():
+                path.chmod(0o600)
 
     def resolved_secret_key(self) -> str:
         """The signing key: the configured one, else one generated once and kept in the data dir."""

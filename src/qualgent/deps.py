@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qualgent.auth.principal import Principal
 from qualgent.auth.service import authenticate
 from qualgent.db.dialect import SerializedWriteSession
+from qualgent.db.session import forget_rollback_work, rolled_back
+from qualgent.lenient_json import authenticated_before, authenticates
 from qualgent.state import AppState
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -40,9 +42,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
         if session.in_transaction():
             await session.commit()
+        forget_rollback_work(session)
     except BaseException:
         if session.in_transaction():
             await session.rollback()
+        await rolled_back(session)
         raise
     finally:
         if session.in_transaction():
@@ -56,7 +60,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+@authenticates
 async def get_principal(request: Request) -> Principal:
+    principal: Principal | None = authenticated_before(request)
+    if principal is not None:
+        return principal
     return await authenticate(request, app_state(request))
 
 

@@ -35,7 +35,7 @@ def signed_download_url(base_url: str, key: bytes, organization_id: str, app_id:
 def verify(key: bytes, organization_id: str, app_id: str, expires: int, signature: str) -> bool:
     if expires < time.time():
         return False
-    return hmac.compare_digest(_mac(key, organization_id, app_id, expires), signature)
+    return _same(_mac(key, organization_id, app_id, expires), signature)
 
 
 def signed_path_url(base_url: str, key: bytes, organization_id: str, path: str, ttl: int) -> str:
@@ -46,4 +46,9 @@ def signed_path_url(base_url: str, key: bytes, organization_id: str, path: str, 
 def verify_path(key: bytes, organization_id: str, path: str, expires: int, signature: str) -> bool:
     if expires < time.time():
         return False
-    return hmac.compare_digest(_hmac(key, f"path:{organization_id}:{path}:{expires}"), signature)
+    return _same(_hmac(key, f"path:{organization_id}:{path}:{expires}"), signature)
+
+
+def _same(expected: str, signature: str) -> bool:
+    # compare_digest refuses str with non-ASCII characters (TypeError); bytes compare whatever was sent.
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))

@@ -57,6 +57,7 @@ class AppState:
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
+        settings.secure_data_dir()
         engine = make_engine(settings.resolved_database_url)
         wakeup = Wakeup()
         write_sessions = write_sessionmaker(engine)

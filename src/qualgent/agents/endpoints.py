@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from qualgent.agents import service
 from qualgent.agents.schemas import (
+    INT32_MAX,
     Ack,
     ArtifactKind,
     ArtifactStored,
@@ -24,18 +25,21 @@ from qualgent.agents.schemas import (
     RegisterOut,
     StepsIn,
 )
-from qualgent.deps import SessionDep, StateDep, get_state
+from qualgent.deps import SessionDep, StateDep, app_state
 from qualgent.errors import BadRequest, PayloadTooLarge
-from qualgent.lenient_json import LenientJSONRoute
-from qualgent.state import AppState
+from qualgent.lenient_json import LenientJSONRoute, authenticated_before, authenticates
 
 router = APIRouter(prefix="/v1/agent", tags=["Agents"], route_class=LenientJSONRoute)
 
 MAX_SCREENSHOT_BYTES = 20 * 1024 * 1024
 
 
-async def get_agent(request: Request, state: Annotated[AppState, Depends(get_state)]) -> service.AgentPrincipal:
-    return await service.authenticate_agent(request, state)
+@authenticates
+async def get_agent(request: Request) -> service.AgentPrincipal:
+    agent: service.AgentPrincipal | None = authenticated_before(request)
+    if agent is not None:
+        return agent
+    return await service.authenticate_agent(request, app_state(request))
 
 
 AgentDep = Annotated[service.AgentPrincipal, Depends(get_agent)]
@@ -82,7 +86,7 @@ async def steps(run_id: str, body: StepsIn, session: SessionDep, state: StateDep
 async def run_file(
     run_id: str,
     file_path: str,
-    attempt: Annotated[int, Query(description="The attempt the agent holds.")],
+    attempt: Annotated[int, Query(ge=0, le=INT32_MAX, description="The attempt the agent holds.")],
     session: SessionDep,
     agent: AgentDep,
 ) -> Response:
@@ -91,9 +95,21 @@ async def run_file(
     return Response(content, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
 
 
-@router.put("/runs/{run_id}/steps/{attempt}/{index}/screenshot", response_model=Ack)
+@router.put(
+    "/runs/{run_id}/steps/{attempt}/{index}/screenshot",
+    response_model=Ack,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+    },
+)
 async def screenshot(
-    run_id: str, attempt: int, index: int, request: Request, session: SessionDep, state: StateDep, agent: AgentDep
+    run_id: str,
+    attempt: Annotated[int, Path(ge=0, le=INT32_MAX, description="The attempt the agent holds.")],
+    index: Annotated[int, Path(ge=0, le=100_000, description="The step's index.")],
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    agent: AgentDep,
 ) -> Ack:
     """Upload a step's screenshot (PNG body)."""
     body = bytearray()
@@ -132,7 +148,7 @@ async def artifact(
     session: SessionDep,
     state: StateDep,
     agent: AgentDep,
-    attempt: Annotated[int, Query(ge=1, description="The attempt the agent holds.")],
+    attempt: Annotated[int, Query(ge=1, le=INT32_MAX, description="The attempt the agent holds.")],
     kind: Annotated[ArtifactKind, Query(description="A screen recording or the device's log.")],
     step: Annotated[
         int | None, Query(ge=0, le=100_000, description="The step that produced it (a flow's stopRecording).")

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+
+# Integers the database keeps in 32 bits; larger ones (or booleans, which JSON validation would
+# otherwise take as 0 and 1) are refused as invalid rather than reaching a column that cannot hold them.
+INT32_MAX = 2**31 - 1
+Attempt = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX, description="The attempt the agent holds.")]
 
 
 class DeviceIn(BaseModel):
@@ -43,7 +48,7 @@ class RegisterOut(BaseModel):
 class ClaimIn(BaseModel):
     device_ids: list[str] = Field(min_length=1, max_length=500, description="Free devices (server dev_… ids).")
     wait_seconds: float = Field(default=20, ge=0, le=60, description="Long-poll: wait this long for work.")
-    max_runs: int = Field(
+    max_runs: Annotated[int, Strict()] = Field(
         default=1, ge=1, le=500, description="Claim up to this many runs at once, at most one per device."
     )
 
@@ -98,8 +103,8 @@ class ClaimOut(BaseModel):
 
 
 class HeartbeatIn(BaseModel):
-    attempt: int
-    progress: int | None = Field(default=None, ge=0, le=100)
+    attempt: Attempt
+    progress: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=100)
 
 
 class HeartbeatOut(BaseModel):
@@ -108,30 +113,34 @@ class HeartbeatOut(BaseModel):
 
 
 class StepItem(BaseModel):
-    index: int = Field(ge=0, le=100_000, description="Position in execution order within the attempt.")
-    parent: int | None = Field(
+    index: Annotated[int, Strict()] = Field(
+        ge=0, le=100_000, description="Position in execution order within the attempt."
+    )
+    parent: Annotated[int, Strict()] | None = Field(
         default=None,
         ge=0,
         le=100_000,
         description="Index of the enclosing step (a runFlow, a repeat iteration, a retry attempt, a hook group).",
     )
-    depth: int = Field(default=0, ge=0, le=32, description="Nesting level: 0 for the flow's own steps.")
+    depth: Annotated[int, Strict()] = Field(
+        default=0, ge=0, le=32, description="Nesting level: 0 for the flow's own steps."
+    )
     description: str = Field(max_length=1200)
     status: Literal["passed", "failed", "skipped"]
     message: str = Field(default="", max_length=10_000)
     logs: list[str] = Field(default_factory=list, max_length=1000)
-    duration_ms: int = Field(default=0, ge=0)
+    duration_ms: Annotated[int, Strict()] = Field(default=0, ge=0, le=INT32_MAX)
 
 
 class StepsIn(BaseModel):
     """Step results of one attempt; agents send them in small batches (and with ``finish``)."""
 
-    attempt: int
+    attempt: Attempt
     steps: list[StepItem] = Field(min_length=1, max_length=500)
-    step_count: int | None = Field(
+    step_count: Annotated[int, Strict()] | None = Field(
         default=None, ge=1, le=100_000, description="Steps in the flow the agent runs, for the run's progress."
     )
-    progress: int | None = Field(
+    progress: Annotated[int, Strict()] | None = Field(
         default=None,
         ge=0,
         le=100,
@@ -143,11 +152,11 @@ class StepsIn(BaseModel):
 class FailureIn(BaseModel):
     kind: Literal["test", "timeout", "infrastructure"]
     message: str = Field(max_length=10_000)
-    step: int | None = None
+    step: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=100_000)
 
 
 class FinishIn(BaseModel):
-    attempt: int
+    attempt: Attempt
     status: Literal["passed", "failed", "cancelled"]
     failure: FailureIn | None = None
     steps: list[StepItem] = Field(default_factory=list, max_length=500, description="Steps not reported yet.")

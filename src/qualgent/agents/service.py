@@ -67,6 +67,8 @@ POLL_INTERVAL = 0.5
 class AgentPrincipal:
     agent_id: str
     name: str
+    # The organisation whose runs the agent claims; None for a shared agent (every organisation's).
+    organization_id: str | None = None
 
 
 async def authenticate_agent(request: Request, state: AppState) -> AgentPrincipal:
@@ -103,7 +105,7 @@ async def _resolve_agent(state: AppState, token_hash: str) -> AgentPrincipal | N
     if agent is None:
         _agents.pop(token_hash, None)
         return None
-    principal = AgentPrincipal(agent.id, agent.name)
+    principal = AgentPrincipal(agent.id, agent.name, agent.organization_id)
     if state.settings.auth_cache_seconds > 0:
         if len(_agents) >= _AGENT_CACHE_SIZE:
             _agents.clear()
@@ -111,8 +113,12 @@ async def _resolve_agent(state: AppState, token_hash: str) -> AgentPrincipal | N
     return principal
 
 
-async def create_agent(session: AsyncSession, name: str, *, embedded: bool = False) -> tuple[Agent, str]:
-    """A new agent and its token (shown once). The embedded agent's token is replaced at every start."""
+async def create_agent(
+    session: AsyncSession, name: str, *, organization_id: str | None, embedded: bool = False
+) -> tuple[Agent, str]:
+    """A new agent and its token (shown once): one organisation's (it claims only that organisation's
+    runs), or shared with ``organization_id=None`` (every organisation's: the operator's choice, and
+    the embedded agent's). The embedded agent's token is replaced at every start."""
     repo = AgentRepository(session)
     token = generate_agent_token()
     if embedded and (existing := await repo.embedded()) is not None:
@@ -122,7 +128,12 @@ async def create_agent(session: AsyncSession, name: str, *, embedded: bool = Fal
         await session.flush()
         return existing, token
     agent = Agent(
-        id=new_id("agent"), name=name, token_prefix=display_prefix(token), token_hash=hash_key(token), embedded=embedded
+        id=new_id("agent"),
+        name=name,
+        token_prefix=display_prefix(token),
+        token_hash=hash_key(token),
+        embedded=embedded,
+        organization_id=organization_id,
     )
     return await repo.add(agent), token
 
@@ -144,7 +155,13 @@ async def register(session: AsyncSession, state: AppState, agent: AgentPrincipal
         }
         device = known.get(entry.id)
         if device is None:
-            device = Device(id=new_id("dev"), agent_id=agent.agent_id, config_id=entry.id, **fields)
+            device = Device(
+                id=new_id("dev"),
+                agent_id=agent.agent_id,
+                organization_id=agent.organization_id,
+                config_id=entry.id,
+                **fields,
+            )
             await repo.add_device(device)
             changed.append(device)
         else:
@@ -247,7 +264,12 @@ async def _claim_once(
     # Read-only first: most polls find nothing, and a claim attempt is a write transaction.
     free = await AgentRepository.free_devices_fast(state.reader, agent.agent_id, device_ids)
     specs = _offered(free)
-    if not specs or await state.reader.one(*transitions.candidate(specs, settings.default_parallel_runs)) is None:
+    if not specs:
+        return []
+    # An organisation's agent looks at its organisation's runs only: the statement of a claim that
+    # continues one organisation's, no other.
+    found = transitions.candidate(specs, settings.default_parallel_runs, agent.organization_id)
+    if await state.reader.one(*found) is None:
         return []
     try:
         # One claim at a time per process: claims of one organisation serialise on its row anyway
@@ -263,6 +285,7 @@ async def _claim_once(
                 default_cap=settings.default_parallel_runs,
                 lease_seconds=settings.lease_seconds,
                 max_runs=max_runs,
+                organization_id=agent.organization_id,
             )
             if not claimed:
                 return []

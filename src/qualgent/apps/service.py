@@ -19,6 +19,7 @@ from qualgent.apps.repository import AppRepository, BlobRepository
 from qualgent.apps.schemas import AppOut, UploadedFile, UploadOut
 from qualgent.auth.principal import Principal
 from qualgent.db.models import AppFile
+from qualgent.db.session import on_rollback
 from qualgent.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from qualgent.ids import new_id
 from qualgent.packages.inspect import PackageError, inspect_package, kind_from_name
@@ -28,6 +29,8 @@ from qualgent.storage.base import Upload
 
 MAX_FIELD_BYTES = 16 * 1024
 MAX_FIELDS = 20
+# python-multipart's own limit; RFC 2046 allows 70 characters.
+MAX_BOUNDARY_BYTES = 256
 # Room for multipart boundaries and small fields on top of the file itself.
 MULTIPART_OVERHEAD = 1024 * 1024
 KIND_EXTENSION = {"apk": ".apk", "aab": ".aab", "ipa": ".ipa", "app.zip": ".zip"}
@@ -145,7 +148,15 @@ class _MultipartReader:
         self.complete = True
 
 
-async def receive_upload(request: Request, session: AsyncSession, state: AppState, principal: Principal) -> UploadOut:
+async def receive_upload(
+    request: Request,
+    session: AsyncSession,
+    state: AppState,
+    principal: Principal,
+    before_file: Callable[[dict[str, str]], None] | None = None,
+) -> UploadOut:
+    """Stream a multipart upload to storage. ``before_file`` sees the fields sent before the file part
+    when it begins, and may refuse the upload (raise) before any byte of the file is stored."""
     settings = state.settings
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -158,6 +169,11 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
         raise PayloadTooLarge(_too_large_message(settings.max_upload_bytes))
 
+    if len(boundary) > MAX_BOUNDARY_BYTES:
+        raise BadRequest(
+            f"The multipart boundary is longer than {MAX_BOUNDARY_BYTES} bytes (RFC 2046 allows 70).",
+            code="malformed_multipart",
+        )
     reader = _MultipartReader(boundary)
     fields: dict[str, str] = {}
     upload: Upload | None = None
@@ -176,6 +192,8 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
                     if part["filename"] is not None:
                         if part["name"] != "file" or upload is not None:
                             raise BadRequest("Send exactly one file, in the form field 'file'.")
+                        if before_file is not None:
+                            before_file(fields)
                         original_name = safe_original_name(part["filename"])
                         file_id = new_id("file")
                         ext = KIND_EXTENSION.get(kind_from_name(original_name) or "", "")
@@ -200,6 +218,9 @@ async def receive_upload(request: Request, session: AsyncSession, state: AppStat
                             raise Unprocessable(f"Form field '{part['name']}' is not UTF-8 text.") from None
                     part = None
             reader.events.clear()
+            if reader.complete:
+                # Whatever follows the closing boundary (an epilogue) is not read: it could go on forever.
+                break
         reader.parser.finalize()
         if not reader.complete:
             raise BadRequest("The multipart body ends before its closing boundary.", code="malformed_multipart")
@@ -298,6 +319,11 @@ async def store_app(
         if not created:
             # The organisation has these bytes already: keep one copy.
             await state.storage.delete(stored.key)
+        else:
+            # Only the blob row of this transaction refers to the new object: should the transaction
+            # roll back after this (a refused Idempotency-Key, a failed commit), the object goes with it:
+            # nothing stays behind a refused upload.
+            on_rollback(session, lambda: state.storage.delete(stored.key))
         app = AppFile(
             id=file_id,
             organization_id=principal.organization_id,

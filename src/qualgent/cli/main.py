@@ -167,7 +167,9 @@ def _start_embedded_agent(settings: Settings, host: str, port: int) -> None:
     from qualgent.agents.service import create_agent
     from qualgent.drivers.simulator import SimulatorDriver
 
-    _agent, token = _run_in_session(lambda s: create_agent(s, "embedded simulator agent", embedded=True), settings)
+    _agent, token = _run_in_session(
+        lambda s: create_agent(s, "embedded simulator agent", organization_id=None, embedded=True), settings
+    )
     devices = [d for d in load_devices(settings.devices_file) if d.driver == "simulator"]
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
     agent = Agent(
@@ -298,12 +300,30 @@ def create_org(
 
 
 @admin_app.command("create-agent")
-def create_agent_cmd(name: Annotated[str, typer.Argument(help="A name for the agent (e.g. its host).")]) -> None:
-    """Create a device agent's token and print it (shown once). Start the agent with `qualgent agent`."""
+def create_agent_cmd(
+    name: Annotated[str, typer.Argument(help="A name for the agent (e.g. its host).")],
+    org: Annotated[
+        str | None,
+        typer.Option(help="The organisation whose runs it claims (default: the only one).", show_default=False),
+    ] = None,
+    shared: Annotated[
+        bool, typer.Option("--shared", help="Serve every organisation's runs (devices the operator shares).")
+    ] = False,
+) -> None:
+    """Create a device agent's token and print it (shown once). Start the agent with `qualgent agent`.
+
+    An agent claims the runs of one organisation, or with --shared those of every organisation."""
     from qualgent.agents.service import create_agent
 
-    agent, token = _run_in_session(lambda s: create_agent(s, name))
-    err.print(f"Created {agent.id}. Its token, shown once:")
+    if shared and org:
+        raise typer.BadParameter("--shared serves every organisation; leave out --org.")
+
+    async def create(session: AsyncSession) -> Any:
+        return await create_agent(session, name, organization_id=None if shared else await _default_org(session, org))
+
+    agent, token = _run_in_session(create)
+    whose = "every organisation (shared)" if agent.organization_id is None else agent.organization_id
+    err.print(f"Created {agent.id}, serving {whose}. Its token, shown once:")
     console.print(token, highlight=False, soft_wrap=True)
 
 

@@ -270,6 +270,9 @@ class Agent(TimestampMixin, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The agent `qualgent serve` runs in-process; its token is replaced at every start.
     embedded: Mapped[bool] = mapped_column(default=False)
+    # The organisation whose runs it claims; NULL: a shared agent (the embedded one, or created with
+    # --shared by the operator) that serves every organisation.
+    organization_id: Mapped[str | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -285,6 +288,9 @@ class Device(TimestampMixin, Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    # Its agent's organisation (NULL: a shared agent's device, for every organisation's runs); a copy,
+    # so that counting the devices a run may use needs no join.
+    organization_id: Mapped[str | None] = mapped_column(String(40))
     config_id: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(200))
     platform: Mapped[str] = mapped_column(String(20))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from qualgent.db.dialect import configure_engine
+
+log = logging.getLogger("qualgent.db")
+_ON_ROLLBACK = "qualgent.on_rollback"
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -35,7 +39,9 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
             await session.commit()
         except BaseException:
             await session.rollback()
+            await rolled_back(session)
             raise
+        forget_rollback_work(session)
 
 
 def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
@@ -49,6 +55,27 @@ def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
         callback()
 
     event.listen(session.sync_session, "after_commit", fire, once=True)
+
+
+def on_rollback(session: AsyncSession, work: Callable[[], Awaitable[object]]) -> None:
+    """Run ``work`` if this session's transaction rolls back instead of committing: undo a side effect
+    made outside the database for it (an object stored for a row that would not exist). Carried out by
+    ``transaction`` and by the request's session (``deps.get_session``) after their rollback."""
+    session.info.setdefault(_ON_ROLLBACK, []).append(work)
+
+
+async def rolled_back(session: AsyncSession) -> None:
+    """Carry out the ``on_rollback`` work of a transaction that rolled back; failures are logged only."""
+    for work in session.info.pop(_ON_ROLLBACK, ()):
+        try:
+            await work()
+        except Exception:
+            log.warning("undoing a side effect of a rolled-back transaction failed", exc_info=True)
+
+
+def forget_rollback_work(session: AsyncSession) -> None:
+    """The transaction committed: its ``on_rollback`` work is not needed."""
+    session.info.pop(_ON_ROLLBACK, None)
 
 
 async def execute_prebuilt(session: AsyncSession, stmt: Any, params: Any) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.db.base import utcnow
@@ -111,15 +111,25 @@ class TargetRepository:
         if rows:
             await self.session.execute(insert(MATCHES), rows)
 
-    async def online_models(self, spec: TargetSpec) -> list[tuple[str, str, str]]:
-        """(name, platform, os_version) of each kind of online device that fits ``spec``, once each: what
-        a matrix over a selector expands to."""
-        rows = (await self.session.execute(_devices_statement().where(Device.online.is_(True)))).all()
+    async def online_models(self, spec: TargetSpec, organization_id: str) -> list[tuple[str, str, str]]:
+        """(name, platform, os_version) of each kind of online device that fits ``spec`` and may run
+        ``organization_id``'s runs (a shared agent's or its own), once each: what a matrix over a
+        selector expands to."""
+        rows = (
+            await self.session.execute(
+                _devices_statement().where(Device.online.is_(True), serves(organization_id)),
+            )
+        ).all()
         seen: dict[tuple[str, str], tuple[str, str, str]] = {}
         for d in rows:
             if spec.matches(facts(d)):
                 seen.setdefault((d.name.casefold(), d.os_version), (d.name, d.platform, d.os_version))
         return sorted(seen.values(), key=lambda m: (m[0].casefold(), m[2]))
+
+
+def serves(organization_id: Any) -> Any:
+    """The devices that may run ``organization_id``'s runs: shared agents' devices and its own agents'."""
+    return or_(Device.organization_id.is_(None), Device.organization_id == organization_id)
 
 
 @cache

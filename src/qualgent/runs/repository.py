@@ -25,6 +25,7 @@ from qualgent.db.models import (
     User,
 )
 from qualgent.db.repository import ORG_PARAM, OrgScopedRepository
+from qualgent.devices.repository import serves
 from qualgent.ids import has_shape
 
 COMPLETED = ("passed", "failed")
@@ -200,7 +201,11 @@ class RunRepository(OrgScopedRepository[TestRun]):
             select(func.count(), func.count(Device.current_run_id))
             .select_from(DeviceMatch)
             .join(Device, Device.id == DeviceMatch.device_id)
-            .where(DeviceMatch.target_id == bindparam("target_id"), Device.online.is_(True))
+            .where(
+                DeviceMatch.target_id == bindparam("target_id"),
+                Device.online.is_(True),
+                serves(bindparam(ORG_PARAM)),
+            )
         )
         return prepared(ahead), prepared(org), prepared(fits)
 
@@ -289,7 +294,7 @@ class RunRepository(OrgScopedRepository[TestRun]):
             for target_id, online, busy in await self.read_all(
                 select(DeviceMatch.target_id, func.count(), func.count(Device.current_run_id))
                 .join(Device, Device.id == DeviceMatch.device_id)
-                .where(DeviceMatch.target_id.in_(targets), Device.online.is_(True))
+                .where(DeviceMatch.target_id.in_(targets), Device.online.is_(True), serves(self.organization_id))
                 .group_by(DeviceMatch.target_id)
             )
         }

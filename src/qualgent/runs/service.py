@@ -465,7 +465,7 @@ async def _run_all_targets(
     if mode == "spread" or target.spec.pinned:
         return [target]
     # A matrix over a selector or a platform: each kind of online device that fits, as named devices.
-    kinds = await TargetRepository(session).online_models(target.spec)
+    kinds = await TargetRepository(session).online_models(target.spec, resolver.apps.organization_id)
     if not kinds:
         raise Unprocessable(
             f"No online device fits {target.device_name!r}; a matrix runs every test case on each kind of online "

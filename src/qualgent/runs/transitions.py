@@ -294,6 +294,7 @@ async def claim(
     default_cap: int,
     lease_seconds: float,
     max_runs: int = 1,
+    organization_id: str | None = None,
 ) -> list[Claimed]:
     """Hand the best queued runs that ``devices`` can take to the agent, at most one per device and
     ``max_runs`` in all (an agent with several free devices claims for all of them in one go).
@@ -306,13 +307,13 @@ async def claim(
 
     The runs of one claim are of one organisation (the best run's): a transaction that held two
     organisations' rows, taken in the order of their runs, could deadlock with one that takes them in
-    ID order (see ``_leave_running``).
+    ID order (see ``_leave_running``). With ``organization_id`` (an organisation's agent), only that
+    organisation's runs.
     """
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
     free = list(devices)
     claimed: list[Claimed] = []
-    organization_id: str | None = None
     while free and len(claimed) < max_runs:
         one = await _claim_one(session, agent_id, free, default_cap, now, lease, organization_id)
         if one is None:

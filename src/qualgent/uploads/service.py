@@ -171,8 +171,8 @@ async def create(request: Request, session: AsyncSession, state: AppState, princ
     upload_id = new_id("upload")
     expires_at = utcnow() + timedelta(seconds=state.settings.upload_expiry_seconds)
     path = part_path(state, upload_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(exist_ok=False)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=False)
     try:
         await UploadRepository(session, principal.organization_id).add(
             ResumableUpload(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Form, Request
 
 from qualgent.deps import SessionDep, StateDep
+from qualgent.errors import RateLimited
 from qualgent.web.errors import SignInRequired
 from qualgent.web.sessions import WebUser, check_csrf, current_user
 
@@ -15,6 +16,12 @@ async def get_web_user(request: Request, session: SessionDep, state: StateDep) -
     user = await current_user(request, session, state)
     if user is None:
         raise SignInRequired("Sign in to see this page.")
+    # A person's pages are rate limited like a key's requests, per person (every session of theirs).
+    verdict = await state.limiter.hit_key(f"web:{user.principal.user_id}", state.settings.dashboard_rate_limit)
+    if not verdict.allowed:
+        raise RateLimited(
+            f"More than {verdict.limit} requests per second; wait a moment and reload.", headers=verdict.headers()
+        )
     return user
 
 

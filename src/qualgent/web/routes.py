@@ -248,13 +248,19 @@ async def upload_app(
     session: SessionDep,
     state: StateDep,
     user: WebUserDep,
-    csrf_token: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Streams the build like POST /v1/apps/upload. The CSRF token comes in a header (the page's script,
-    which shows progress) or the query (the plain form), since the body is read only as a stream."""
+    which shows progress) or, from the plain form, as its first field, checked before the file part
+    begins (never in the URL, where logs and Referer headers would keep it)."""
     sent = request.headers.get("x-csrf-token")
-    check_csrf(user.csrf_token, sent or csrf_token)
-    uploaded = await apps_service.receive_upload(request, session, state, user.principal)
+    if sent:
+        check_csrf(user.csrf_token, sent)
+
+    def form_token(fields: dict[str, str]) -> None:
+        if not sent:
+            check_csrf(user.csrf_token, fields.get("csrf_token"))
+
+    uploaded = await apps_service.receive_upload(request, session, state, user.principal, before_file=form_token)
     if sent:
         return JSONResponse(uploaded.model_dump(mode="json"))
     return _see_other("/apps")
