@@ -52,7 +52,7 @@ async def seed(url: str) -> tuple[str, str, str]:
         org = await admin.create_organization(s, "Bench org", max_parallel_runs=DEVICES)
         user = await admin.create_user(s, org.id, "Bench", "bench@example.com")
         key = await admin.create_key(s, user.id, rate_limit=1_000_000)
-        _agent, token = await create_agent(s, "bench agent")
+        _agent, token = await create_agent(s, "bench agent", organization_id=None)
         rows = [
             {
                 "id": new_id("tc"),

@@ -93,7 +93,7 @@ async def seed(url: str, seconds: list[float]) -> tuple[str, str, list[str]]:
         org = await admin.create_organization(s, "Suite org", max_parallel_runs=DEVICES)
         user = await admin.create_user(s, org.id, "Bench", "bench@example.com")
         key = await admin.create_key(s, user.id, rate_limit=1_000_000)
-        _agent, token = await create_agent(s, "bench agent")
+        _agent, token = await create_agent(s, "bench agent", organization_id=None)
         case_ids = [new_id("tc") for _ in seconds]
         await s.execute(
             insert(TestCase),

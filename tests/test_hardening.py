@@ -400,3 +400,46 @@ def test_dashboard_requests_are_rate_limited(tmp_path: Path) -> None:
             assert tenant.client.get("/v1/apps").status_code == 200  # the API key's own limit is apart
         finally:
             tenant.client.close()
+
+
+# ----------------------------------------------------------------------------- what a newcomer hit
+
+
+def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> Any:
+    from typer.testing import CliRunner
+
+    from qualgent.cli.main import app
+    from qualgent.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, list(args), env=env, input=stdin)
+    finally:
+        get_settings.cache_clear()
+
+
+def test_an_admin_command_without_a_database_says_so_in_one_line(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "not-the-project"
+    env = {"QUALGENT_DATA_DIR": str(elsewhere / ".data"), "QUALGENT_DATABASE_URL": ""}
+    result = _cli(env, "admin", "list-keys")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "QUALGENT_DATA_DIR" in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (elsewhere / ".data" / "qualgent.db").exists()  # no empty database left behind
+
+
+def test_set_password_names_no_port_it_does_not_know(tenant: Tenant, server: LiveServer, tmp_path: Path) -> None:
+    env = {"QUALGENT_DATABASE_URL": server.settings.resolved_database_url, "QUALGENT_DATA_DIR": str(tmp_path)}
+    result = _cli(env, "admin", "set-password", tenant.user_email, "--password-stdin", stdin="a long password 1\n")
+    assert result.exit_code == 0, result.stderr
+    assert ":8000" not in result.stdout and "/sign-in" in result.stdout
+    configured = _cli(
+        {**env, "QUALGENT_PUBLIC_BASE_URL": "https://qa.example.com"},
+        "admin",
+        "set-password",
+        tenant.user_email,
+        "--password-stdin",
+        stdin="a long password 2\n",
+    )
+    assert "https://qa.example.com/sign-in" in configured.stdout

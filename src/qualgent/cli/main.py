@@ -7,11 +7,12 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from qualgent.cli import client_commands
@@ -44,9 +45,12 @@ def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]], settings: Settin
     from qualgent.db.session import make_engine, make_sessionmaker, transaction
 
     settings = settings or get_settings()
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and not _sqlite_file(url).exists():
+        _no_database(url)  # rather than create an empty database file here
 
     async def main() -> T:
-        engine = make_engine(settings.resolved_database_url, pool_size=1)
+        engine = make_engine(url, pool_size=1)
         try:
             async with transaction(make_sessionmaker(writer(engine))) as session:
                 return await fn(session)
@@ -58,6 +62,27 @@ def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]], settings: Settin
     except QualgentError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from None
+    except DBAPIError as exc:
+        text = str(exc.orig).lower()
+        if "no such table" in text or "does not exist" in text:
+            _no_database(url)  # a database without qualgent's tables
+        raise
+
+
+def _sqlite_file(url: str) -> Path:
+    return Path(url.split(":///", 1)[-1].split("?", 1)[0])
+
+
+def _no_database(url: str) -> NoReturn:
+    where = _sqlite_file(url) if url.startswith("sqlite") else url.split("@")[-1]
+    err.print(
+        f"error: no qualgent database at {where}. Run this where the server runs (its QUALGENT_DATA_DIR), or set "
+        "QUALGENT_DATA_DIR (or QUALGENT_DATABASE_URL) to the server's; `qualgent db upgrade` creates one.",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
 
 
 def _print_table(table: Table) -> None:
@@ -233,7 +258,9 @@ def agent(
     cache_dir: Annotated[Path, typer.Option(help="Where downloaded apps are cached by SHA-256.")] = Path(
         ".agent-cache"
     ),
-    step_seconds: Annotated[float, typer.Option(help="Simulated step duration.")] = 0.2,
+    step_seconds: Annotated[
+        float, typer.Option(help="Simulated step duration.", envvar="QUALGENT_SIMULATOR_STEP_SECONDS")
+    ] = 0.2,
 ) -> None:
     """Run a device agent: serve devices and execute the runs the server hands out."""
     import logging
@@ -418,7 +445,14 @@ def set_password(
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     _run_in_session(lambda s: set_it(s, email, password))
-    console.print(f"Password set for {email}; sign in at {get_settings().public_base_url.rstrip('/')}/sign-in")
+    settings = get_settings()
+    # The server's address is known here only when it is configured; 8000 is only serve's default port.
+    where = (
+        f"{settings.public_base_url.rstrip('/')}/sign-in"
+        if "public_base_url" in settings.model_fields_set
+        else "/sign-in on the server's address"
+    )
+    console.print(f"Password set for {email}; sign in at {where}.", highlight=False, soft_wrap=True)
 
 
 @admin_app.command("revoke-key")
