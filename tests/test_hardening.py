@@ -152,16 +152,17 @@ def test_nul_characters_are_refused_not_a_500(tenant: Tenant, server: LiveServer
     assert_error(tenant.client.get("/v1/devices/list", params={"platform": "and\x00roid"}), 400, "bad_request")
     assert_error(tenant.client.get("/v1/jobs/list", params={"status": "\x00"}), 400, "bad_request")
     assert_error(tenant.client.get("/v1/test-cases/tc_%00x"), 400, "bad_request")
-    # JSON bodies: names of test cases, categories, device names of agents.
-    assert_error(tenant.client.post("/v1/categories", json={"name": "Smoke\x00"}), 400, "bad_request")
-    assert_error(tenant.client.post("/v1/test-cases", json={"name": "a\x00", "flow": "- launchApp\n"}), 400)
+    # JSON bodies: names of test cases, categories, device names of agents: 422 naming the field.
+    assert_error(tenant.client.post("/v1/categories", json={"name": "Smoke\x00"}), 422, "invalid_request")
+    assert_error(tenant.client.post("/v1/test-cases", json={"name": "a\x00", "flow": "- launchApp\n"}), 422)
     agent = httpx.Client(
         base_url=server.url,
         headers={"Authorization": f"Bearer {agent_token(db, organization_id=tenant.organization_id)}"},
     )
     with agent:
         device = {"id": "d\x00", "name": "Pixel\x007", "platform": "Android", "os_version": "14"}
-        assert_error(agent.post("/v1/agent/register", json={"devices": [device]}), 400, "bad_request")
+        error = assert_error(agent.post("/v1/agent/register", json={"devices": [device]}), 422, "invalid_request")
+        assert error["details"] == [{"field": "devices.0.id", "issue": "must not contain NUL characters"}]
 
 
 @pytest.mark.parametrize(
@@ -443,3 +444,28 @@ def test_set_password_names_no_port_it_does_not_know(tenant: Tenant, server: Liv
         stdin="a long password 2\n",
     )
     assert "https://qa.example.com/sign-in" in configured.stdout
+
+
+# --------------------------------------------------------------------------- item 12: names, integers
+
+
+@pytest.mark.parametrize("name", ["   ", "\t", "Login\nFlow", "Login\x1b[31m", "a\x07b", "a\u0085b"])
+def test_blank_names_and_control_characters_are_refused(tenant: Tenant, name: str) -> None:
+    assert_error(tenant.client.post("/v1/categories", json={"name": name}), 422, "invalid_request")
+    assert_error(tenant.client.post("/v1/test-cases", json={"name": name, "flow": "- launchApp\n"}), 422)
+    case = create_test_case(tenant, name="  Padded  ", flow="- launchApp\n")
+    assert case["name"] == "Padded"
+    assert_error(tenant.client.patch(f"/v1/test-cases/{case['id']}", json={"name": name}), 422)
+
+
+def test_booleans_are_not_integers(tenant: Tenant) -> None:
+    case = create_test_case(tenant, name="Ints", flow="- launchApp\n")
+    for body in ({"retries": True}, {"timeout_seconds": True}):
+        assert_error(tenant.client.patch(f"/v1/test-cases/{case['id']}", json=body), 422, "invalid_request")
+    assert tenant.client.patch(f"/v1/test-cases/{case['id']}", json={"retries": 1}).status_code == 200
+
+
+def test_a_test_case_may_exist_without_a_flow(tenant: Tenant) -> None:
+    """The reference lets a test case exist without steps; its runs fail as `test`, saying the flow is empty."""
+    response = tenant.client.post("/v1/test-cases", json={"name": "No steps yet"})
+    assert response.status_code == 201, response.text

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -13,6 +14,22 @@ def _no_nul(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _name(value: str) -> str:
+    # Names end up in JUnit XML (where control characters are not well-formed), terminals and logs.
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (tabs, line breaks, escapes)")
+    return value
+
+
+# A name: stripped, not blank, without control characters.
+Name = Annotated[str, AfterValidator(_name)]
 
 _EXAMPLE: dict[str, Any] = {
     "id": "cat_01jd2f3g4h5j6k7m8n9p0q1r2s",
@@ -32,14 +49,14 @@ class CategoryOut(BaseModel):
 class CategoryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Text = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     description: Text = Field(default="", max_length=10_000)
 
 
 class CategoryPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     description: Text | None = Field(default=None, max_length=10_000)
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from qualgent.runs.schemas import Retries
 
@@ -22,4 +24,4 @@ class OrganizationSettingsPatch(BaseModel):
 
     default_retries: Retries | None = None
     auto_quarantine: bool | None = None
-    quarantine_exit_passes: int | None = Field(default=None, ge=0, le=100)
+    quarantine_exit_passes: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=100)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 RunStatus = Literal["queued", "running", "passed", "failed", "cancelled"]
 Priority = Literal["low", "medium", "high"]
@@ -35,7 +35,9 @@ Env = Annotated[
 ]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 MAX_TEST_RETRIES = 5
-Retries = Annotated[int, Field(ge=0, le=MAX_TEST_RETRIES)]
+# Strict: a JSON integer, never `true` (which lax validation reads as 1).
+Retries = Annotated[int, Strict(), Field(ge=0, le=MAX_TEST_RETRIES)]
+Seconds = Annotated[int, Strict(), Field(ge=10, le=24 * 3600)]
 
 
 class Ref(BaseModel):
@@ -223,7 +225,7 @@ class JobIn(BaseModel):
         default=None, description="Instead of `device`: any free device that fits, matched when it claims the run."
     )
     priority: Priority = "medium"
-    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    timeout_seconds: Seconds | None = None
     env: Env | None = None
     record_video: bool = Field(
         default=False,
@@ -295,7 +297,7 @@ class RunAllIn(BaseModel):
     )
     category_id: str | None = Field(default=None, max_length=64)
     priority: Priority = "medium"
-    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    timeout_seconds: Seconds | None = None
     env: Env | None = None
     include_tags: list[Tag] | None = Field(
         default=None, max_length=100, description="Run only test cases with at least one of these tags."

@@ -5,9 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qualgent.categories.schemas import Text
+from qualgent.categories.schemas import Name, Text
 from qualgent.quality.schemas import QuarantineOut, TestCaseStats
-from qualgent.runs.schemas import LatestRunOut, Ref, Retries
+from qualgent.runs.schemas import LatestRunOut, Ref, Retries, Seconds
 
 TestCaseStatus = Literal["active", "inactive"]
 
@@ -119,12 +119,12 @@ class TestCaseIn(BaseModel):
         },
     )
 
-    name: Text = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     description: Text = Field(default="", max_length=10_000)
     category_id: str | None = Field(default=None, max_length=64)
     status: TestCaseStatus = "active"
     flow: Text = Field(default="", max_length=256 * 1024)
-    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    timeout_seconds: Seconds | None = None
     files: list[FileIn] | None = Field(
         default=None, description="Files the flow uses (subflows, scripts, media); see docs/api.md for limits."
     )
@@ -140,12 +140,12 @@ class TestCasePatch(BaseModel):
     __test__ = False
     model_config = ConfigDict(extra="forbid")
 
-    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     description: Text | None = Field(default=None, max_length=10_000)
     category_id: str | None = Field(default=None, max_length=64)
     status: TestCaseStatus | None = None
     flow: Text | None = Field(default=None, max_length=256 * 1024)
-    timeout_seconds: int | None = Field(default=None, ge=10, le=24 * 3600)
+    timeout_seconds: Seconds | None = None
     files: list[FileIn] | None = Field(
         default=None, description="Replaces every file of the test case (the flow and its files are one unit)."
     )
