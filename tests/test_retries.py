@@ -196,6 +196,30 @@ def test_the_failing_device_may_retry_when_it_is_the_only_one_that_fits(
     assert _status(org, run_id)["flaky"] is True
 
 
+def test_another_organisations_device_is_no_other_device_for_a_retry(
+    org: Tenant, rt_server: LiveServer, rt_db: Database
+) -> None:
+    """A device that fits but belongs to another organisation's agent never takes this organisation's
+    runs: the device that failed is the only one, and retries at once."""
+    t = tag()
+    other = make_tenant(rt_db, rt_server.url)
+    shared = HandAgent(rt_server, rt_db, [phone("a", t)])
+    theirs = HandAgent(rt_server, rt_db, [phone("b", t)], organization_id=other.organization_id)
+    try:
+        [run_id] = _queue(org, t, retries=1)
+        first = shared.claim("a")
+        assert first is not None
+        shared.fail(first)
+        assert theirs.claim("b") is None
+        second = shared.claim("a")
+        assert second is not None and (second["id"], second["attempt"]) == (run_id, 2)
+        shared.pass_(second)
+    finally:
+        shared.close()
+        theirs.close()
+        other.client.close()
+
+
 def test_when_retries_are_spent_the_run_fails_with_every_attempt(
     org: Tenant, rt_server: LiveServer, rt_db: Database
 ) -> None:

@@ -556,7 +556,8 @@ def _finish_statements() -> tuple[Any, Any, Any]:
 def _retry_statement() -> Any:
     """A test failure with test retries left: the run goes back to the queue, ahead of it, with its device
     to avoid (the one that failed it, now NULL in ``device_id``: SET reads the row as it was) until
-    ``avoid_until``, unless no other online device fits the run's target (then any device may take it)."""
+    ``avoid_until``, unless no other online device that may run it fits its target (then any device
+    may take it)."""
     other_device_fits = exists(
         select(MATCHES.c.device_id)
         .join(DEVICES, DEVICES.c.id == MATCHES.c.device_id)
@@ -564,6 +565,8 @@ def _retry_statement() -> Any:
             MATCHES.c.target_id == RUNS.c.target_id,
             DEVICES.c.online.is_(True),
             DEVICES.c.id != RUNS.c.device_id,
+            # A device that may run this organisation's runs: a shared agent's or its own agents'.
+            or_(DEVICES.c.organization_id.is_(None), DEVICES.c.organization_id == RUNS.c.organization_id),
         )
     )
     return (
