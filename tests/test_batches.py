@@ -5,6 +5,7 @@ SQLite and PostgreSQL, the agent protocol spoken by hand, the CLI as a CI job ru
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from qualgent.client import AsyncClient, Client
 from qualgent.db.models import TestRun
 from qualgent.ids import new_id
 from tests.fixtures.cli import Cli
@@ -328,3 +330,35 @@ def test_the_batch_page_lists_its_runs_with_retries(org: Tenant, b_server: LiveS
     run_page = org.client.get(f"/test-runs/{queued['jobs'][0]['id']}").text
     assert f'href="/batches/{queued["batch_id"]}"' in run_page and "test retry" in run_page
     assert org.client.get(f"/batches/{new_id('batch')}").status_code == 404
+
+
+def test_the_sdk_queues_and_waits_on_batches(org: Tenant, b_server: LiveServer, b_db: Database) -> None:
+    """`Client.run` / `run_all` give each job its batch; `wait_for_batches` (sync and async) returns the
+    batches with their runs once they have ended."""
+    app = _app(org)
+    cases = _cases(org, 2)
+    t = tag()
+    with Client(org.key, b_server.url) as qg:
+        jobs = qg.run(
+            [{"test_case_id": c, "app_file_id": app, "device_selector": {"tags": [t]}} for c in cases],
+            retries=1,
+            group="sdk",
+        )
+        assert len({j.batch_id for j in jobs}) == 1 and jobs[0].batch_id
+        all_jobs = qg.run_all(app_file_id=app, device_selector={"tags": [t]}, group="sdk", cancel_previous=True)
+        first = qg.get_batch(str(jobs[0].batch_id))
+        assert first.superseded_by == all_jobs[0].batch_id and first.counts.cancelled == 2
+        agent = HandAgent(b_server, b_db, [phone("a", t)])
+        try:
+            _finish_all(agent, "a", ["pass", "pass"])
+        finally:
+            agent.close()
+        [done] = qg.wait_for_batches([str(all_jobs[0].batch_id)], timeout=30, poll_interval=0.1)
+        assert done.verdict == "passed" and done.runs is not None and {r.status for r in done.runs} == {"passed"}
+
+    async def wait() -> str | None:
+        async with AsyncClient(org.key, b_server.url) as qg:
+            [batch] = await qg.wait_for_batches([str(jobs[0].batch_id)], timeout=30, poll_interval=0.1)
+            return batch.verdict
+
+    assert asyncio.run(wait()) == "infrastructure"  # its runs were cancelled by the newer batch

@@ -263,6 +263,30 @@ class AsyncClient:
         response = await self.request("GET", f"/v1/batches/{batch_id}", params={k: v for k, v in params.items() if v})
         return _core.parse(Batch, response)
 
+    async def wait_for_batches(
+        self,
+        batch_ids: list[str],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - WaitTimeout carries the runs' last states
+        poll_interval: float = 1.0,
+        on_update: Callable[[list[Batch]], None] | None = None,
+        queue: bool = False,
+    ) -> list[Batch]:
+        """Poll the batches (with their runs) until every one has finished (see :meth:`Client.wait_for_batches`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batches = [await self.get_batch(b, runs=True, queue=queue) for b in batch_ids]
+            if on_update is not None:
+                on_update(batches)
+            if all(b.finished for b in batches):
+                return batches
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout([r for b in batches for r in b.runs or []], timeout or 0)
+            pause = poll_interval
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            await self._sleep(pause)
+
     async def test_case_history(self, test_case_id: str, limit: int = 50) -> TestCaseHistory:
         response = await self.request("GET", f"/v1/test-cases/{test_case_id}/history", params={"limit": limit})
         return _core.parse(TestCaseHistory, response)
