@@ -5,6 +5,8 @@ server processes: tests/test_fault_drill.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -20,12 +23,13 @@ from tests.fixtures.factories import (
     IPHONE_14_PRO,
     Database,
     Tenant,
+    create_category,
     create_test_case,
     ipa_bytes,
     make_tenant,
     upload_app,
 )
-from tests.fixtures.faults import outage_proxy
+from tests.fixtures.faults import TERMINATE_OTHERS, outage_proxy, terminate_connections
 from tests.fixtures.flows import TEXTS
 from tests.fixtures.servers import LiveServer, live_server
 
@@ -148,3 +152,193 @@ def _agent_rides_out_an_outage(
     # they ended within a couple of back-off periods, not after the rest of their steps.
     assert ended_after < 4.5, ended_after
     assert not [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+
+
+# ------------------------------------------------------------ 2. database connections terminated
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+READS = ("status", "list", "report", "devices")
+
+
+@pytest.fixture
+def pg_server(tmp_path: Path) -> Iterator[LiveServer]:
+    with live_server("postgresql", tmp_path / "pg", lease_seconds=60) as srv:
+        yield srv
+
+
+class _Agent:
+    """An agent speaking the protocol by hand, with one iPhone 14 Pro per run it will hold."""
+
+    def __init__(self, server: LiveServer, token: str, devices: int) -> None:
+        self.http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        body = {
+            "devices": [
+                {"id": f"phone-{n}", "name": "iPhone 14 Pro", "platform": "iOS", "os_version": "16.0"}
+                for n in range(devices)
+            ]
+        }
+        registered = self.http.post("/v1/agent/register", json=body)
+        assert registered.status_code == 200, registered.text
+        self.device_ids = [d["id"] for d in registered.json()["devices"]]
+
+    def claim(self) -> list[dict[str, Any]]:
+        response = self.http.post(
+            "/v1/agent/claim", json={"device_ids": self.device_ids, "wait_seconds": 0, "max_runs": len(self.device_ids)}
+        )
+        assert response.status_code == 200, response.text
+        runs: list[dict[str, Any]] = response.json()["runs"]
+        return runs
+
+
+def _calls(tenant: Tenant, agent: _Agent, run: dict[str, Any], case: str, app: str, n: int) -> dict[str, Any]:
+    """One request of each kind the fault touches, for a run ``run`` this agent holds."""
+    rid, attempt = run["id"], run["attempt"]
+    return {
+        "status": lambda: tenant.client.get(f"/v1/jobs/status/{rid}"),
+        "list": lambda: tenant.client.get("/v1/jobs/list"),
+        "report": lambda: tenant.client.get(f"/v1/jobs/{rid}/report"),
+        "devices": lambda: tenant.client.get("/v1/devices/list"),
+        "run": lambda: tenant.client.post(
+            "/v1/test-cases/run",
+            json={"jobs": [{"test_case_id": case, "app_file_id": app, "device": IPHONE_14_PRO}]},
+        ),
+        "claim": lambda: agent.http.post(
+            "/v1/agent/claim", json={"device_ids": agent.device_ids[-1:], "wait_seconds": 0}
+        ),
+        "heartbeat": lambda: agent.http.post(f"/v1/agent/runs/{rid}/heartbeat", json={"attempt": attempt}),
+        "steps": lambda: agent.http.post(
+            f"/v1/agent/runs/{rid}/steps",
+            json={"attempt": attempt, "steps": [{"index": n, "description": f"step {n}", "status": "passed"}]},
+        ),
+        "screenshot": lambda: agent.http.put(
+            # The previous round's step: a screenshot's step is reported first.
+            f"/v1/agent/runs/{rid}/steps/{attempt}/{n - 1}/screenshot",
+            content=PNG,
+            headers={"Content-Type": "image/png"},
+        ),
+    }
+
+
+def _assert_answer(name: str, response: httpx.Response, *, allow_503: bool) -> None:
+    if response.status_code == 503 and allow_503 and name not in READS:
+        # A write that lost its connection midway: refused whole, with when to retry.
+        assert response.headers["retry-after"] == "1", response.headers
+        assert response.json()["error"]["code"] == "database_unavailable", response.text
+        return
+    assert response.status_code < 300, (name, response.status_code, response.text)
+
+
+def test_terminated_database_connections_are_replaced_without_a_500(pg_server: LiveServer) -> None:
+    url = pg_server.settings.resolved_database_url
+    with _tenant_and_token(pg_server) as (tenant, token):
+        case = create_test_case(tenant, flow=_flow(4, 2))["id"]
+        app = _ios_app(tenant)
+        agent = _Agent(pg_server, token, 3)
+        _queue(tenant, case, app, 2)
+        runs = agent.claim()
+        assert len(runs) == 2
+        finishing = runs[1]
+        step = 0
+        first = {"attempt": 1, "steps": [{"index": 0, "description": "step 0", "status": "passed"}]}
+        assert agent.http.post(f"/v1/agent/runs/{runs[0]['id']}/steps", json=first).status_code == 200
+        # Every pool gets connections: several of each request at once.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for _ in range(3):
+                step += 1
+                calls = _calls(tenant, agent, runs[0], case, app, step)
+                for name, response in zip(calls, pool.map(lambda call: call(), calls.values()), strict=True):
+                    _assert_answer(name, response, allow_503=False)
+            for round_ in range(2):
+                assert terminate_connections(url) > 0
+                if round_:
+                    time.sleep(0.3)  # the server saw its connections close: none is used again
+                step += 1
+                calls = _calls(tenant, agent, runs[0], case, app, step)
+                # Right after the kill a write may lose its connection midway (503 + Retry-After);
+                # a read is sent again; nothing is a 500. Once the closes are seen, all succeed.
+                for name, response in zip(calls, pool.map(lambda call: call(), calls.values()), strict=True):
+                    _assert_answer(name, response, allow_503=not round_)
+                    if response.status_code == 503:
+                        # As a client does after a 503: the same request again succeeds.
+                        _assert_answer(name, calls[name](), allow_503=False)
+        finished = agent.http.post(
+            "/v1/agent/finish", json={"reports": [{"run_id": finishing["id"], "attempt": 1, "status": "passed"}]}
+        )
+        assert finished.status_code == 200, finished.text
+        assert finished.json()["results"][0]["outcome"] == "done"
+        agent.http.close()
+
+
+@contextlib.contextmanager
+def _table_locked(database_url: str, table: str) -> Iterator[Any]:
+    """A connection of the test's own holding an exclusive lock on ``table`` (until the block ends), so
+    the server's statements on it wait, in flight, where a terminated connection hurts most. Yields a
+    function that terminates every other connection and then releases the lock."""
+    loop = asyncio.new_event_loop()
+    conn = loop.run_until_complete(asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql", 1)))
+    tx = conn.transaction()
+    loop.run_until_complete(tx.start())
+    loop.run_until_complete(conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+
+    def waiting() -> int:
+        sql = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        # Inside a transaction the statistics are a snapshot taken at their first read: take a new one.
+        loop.run_until_complete(conn.execute("SELECT pg_stat_clear_snapshot()"))
+        return int(loop.run_until_complete(conn.fetchval(sql)))
+
+    def terminate_waiting_then_release() -> None:
+        _wait("a server statement to wait for the lock", waiting, timeout=10)
+        loop.run_until_complete(conn.fetch(TERMINATE_OTHERS))
+        time.sleep(0.2)  # the read sent again waits for the lock in turn
+        loop.run_until_complete(tx.commit())
+
+    try:
+        yield terminate_waiting_then_release
+    finally:
+        loop.run_until_complete(conn.close())
+        loop.close()
+
+
+def test_a_read_whose_connection_dies_midway_is_sent_again_and_a_write_is_a_503(
+    pg_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = pg_server.settings.resolved_database_url
+    caplog.set_level(logging.WARNING, logger="qualgent")
+    with _tenant_and_token(pg_server) as (tenant, _token):
+        case = create_test_case(tenant, flow=_flow(4, 2))["id"]
+        [run_id] = _queue(tenant, case, _ios_app(tenant), 1)
+        create_category(tenant, "Nightly")
+        reads = {
+            # The fast reader's own pool (the hot status route), and a request's ORM session.
+            f"/v1/jobs/status/{run_id}": ("test_runs", run_id),
+            "/v1/categories/list": ("categories", "Nightly"),
+        }
+        for path, (table, expected) in reads.items():
+            assert tenant.client.get(path).status_code == 200
+            with _table_locked(url, table) as kill, concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(tenant.client.get, path)
+                kill()
+                response = answer.result(timeout=30)
+            assert response.status_code == 200, (path, response.text)
+            assert expected in response.text, response.text
+        # The session's read lost its connection, and the request was answered by a second pass (the
+        # status route's reader sent its statement again by itself).
+        lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("database unavailable on GET")]
+        assert [m.split(":")[0] for m in lost] == ["database unavailable on GET /v1/categories/list"], lost
+        # A write cannot be sent again on the server's side (did it commit?): 503 with Retry-After, and
+        # nothing done; the client's retry then does it.
+        with _table_locked(url, "test_runs") as kill, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(tenant.client.post, f"/v1/jobs/{run_id}/cancel")
+            kill()
+            refused = answer.result(timeout=30)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "database_unavailable"
+        assert tenant.client.get(f"/v1/jobs/status/{run_id}").json()["status"] == "queued"
+        again = tenant.client.post(f"/v1/jobs/{run_id}/cancel")
+        assert again.status_code == 200, again.text
+        assert tenant.client.get(f"/v1/jobs/status/{run_id}").json()["status"] == "cancelled"

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("qualgent")
@@ -82,6 +83,17 @@ class RateLimited(QualgentError):
     code = "rate_limited"
 
 
+class DatabaseUnavailable(QualgentError):
+    """The database could not be reached, or the connection was lost midway (a restart, a failover, a
+    terminated backend): nothing was committed, and the same request may succeed in a moment."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self, message: str = "The database is unavailable for a moment; retry after Retry-After.") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -95,6 +107,11 @@ _STATUS_CODES = {
     422: "invalid_request",
     429: "rate_limited",
 }
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error)
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 def request_id(request: Request) -> str:
@@ -177,6 +194,28 @@ def install_error_handlers(app: FastAPI, html: HtmlErrorRenderer | None = None) 
         if exc.status_code == 404 and message == "Not Found":
             message = f"No route {request.method} {request.url.path}; see /docs for the API."
         return respond(request, exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> Response:
+        from qualgent.db.dialect import database_unavailable
+
+        if not database_unavailable(exc):
+            return _unexpected_response(request)
+        # A read whose connection was lost is sent once more (middleware.RequestContextMiddleware);
+        # a write is not: whether it committed cannot be known here, so the client decides.
+        request.scope.setdefault("state", {})["retry_read"] = True
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, _first_line(exc))
+        error = DatabaseUnavailable()
+        return respond(request, error.status_code, error.code, error.message, headers=error.headers)
+
+    def _unexpected_response(request: Request) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            request,
+            500,
+            "internal_error",
+            "Something went wrong on our side; retry, and report the request_id if it persists.",
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

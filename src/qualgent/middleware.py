@@ -24,6 +24,10 @@ class RequestContextMiddleware:
 
     IDs are a random per-process prefix and a counter: unique, cheap (no system call per request),
     and they need not be secret, only distinct in the logs.
+
+    A read (GET, HEAD) whose database connection was lost midway (its answer would be a 503 marked
+    ``retry_read`` by the error handler) is served once more instead, on a fresh connection: it
+    changed nothing, so sending it again is safe. Writes keep their 503.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -37,9 +41,17 @@ class RequestContextMiddleware:
             return
         state = scope.setdefault("state", {})
         request_id = state["request_id"] = f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFF:010x}"
+        may_retry = scope["method"] in ("GET", "HEAD")
+        dropped = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal dropped
+            if dropped:
+                return  # the rest of an answer that is not sent
             if message["type"] == "http.response.start":
+                if may_retry and message["status"] == 503 and state.pop("retry_read", False):
+                    dropped = True
+                    return
                 # Raw header lists (lower-case names, as Starlette and uvicorn keep them) rather than
                 # MutableHeaders: this runs on every response.
                 headers = list(message.get("headers", ()))
@@ -55,6 +67,23 @@ class RequestContextMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+        if dropped:
+            may_retry = dropped = False
+            await self.app(scope, _replayed(receive), send_with_headers)
+
+
+def _replayed(receive: Receive) -> Receive:
+    """``receive`` for a read served a second time: its (empty) body again, then the connection's events."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return again
 
 
 class _BodyTooLarge(Exception):

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 
+from qualgent.db.dialect import database_unavailable
+
 
 class PeriodicTask:
     """Calls ``run_once`` every ``interval`` seconds until stopped; a failed pass is logged and the
@@ -24,8 +26,16 @@ class PeriodicTask:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.log.exception("%s pass failed; retrying at the next interval", type(self).__name__)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    # A restart or failover of the database: expected now and then, not a bug to trace.
+                    self.log.warning(
+                        "%s pass failed, the database is unavailable (%s); retrying",
+                        type(self).__name__,
+                        exc.__class__.__name__,
+                    )
+                else:
+                    self.log.exception("%s pass failed; retrying at the next interval", type(self).__name__)
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

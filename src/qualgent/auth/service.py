@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from fastapi import Request
@@ -13,6 +14,7 @@ from qualgent.auth.repository import ApiKeyRepository, resolve_fast
 from qualgent.errors import Forbidden, RateLimited, Unauthorized
 from qualgent.state import AppState
 
+log = logging.getLogger("qualgent.auth")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # last_used_at is written at most this often per key and process: a write per request would cost more
 # than the request.
@@ -99,9 +101,14 @@ def _touch_later(state: AppState, key_id: str) -> None:
     _touched[key_id] = now
 
     async def touch() -> None:
-        async with state.write_sessions() as session:
-            await ApiKeyRepository(session).touch(key_id)
-            await session.commit()
+        try:
+            async with state.write_sessions() as session:
+                await ApiKeyRepository(session).touch(key_id)
+                await session.commit()
+        except Exception as exc:
+            # Bookkeeping only: the next request past the interval tries again.
+            _touched.pop(key_id, None)
+            log.warning("last use of key %s not recorded (%s)", key_id, exc.__class__.__name__)
 
     task = asyncio.get_running_loop().create_task(touch())
     _background.add(task)

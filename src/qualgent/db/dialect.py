@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import deque, namedtuple
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import Insert, Table, event, text
+from sqlalchemy import Insert, Table, event, exc, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from qualgent.errors import DatabaseUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 T = TypeVar("T")
@@ -20,8 +23,54 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+# What asyncpg raises when the connection, or the server, went away rather than a statement failing:
+# the server closed it (a restart, a failover, pg_terminate_backend), refused it, or it broke midway.
+_ASYNCPG_LOST = (
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: connection exceptions
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: terminated by the administrator
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+    asyncpg.exceptions.TooManyConnectionsError,  # 53300
+    asyncpg.exceptions.InterfaceError,  # "connection is closed", "another operation is in progress"
+    # The server's termination notice arrived on an idle connection before its socket closed: the next
+    # statement finds the protocol out of step ("cannot switch to state …; another operation is in
+    # progress").
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says that the database could not be reached or the connection was lost (a
+    restart, a failover, a terminated backend, a pool with no connection to give, SQLite's write lock
+    held past the busy timeout), rather than that a statement was wrong: the request may succeed if
+    sent again, so it is answered 503 with Retry-After, not 500."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 6:
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, (exc.TimeoutError, exc.DisconnectionError, *_ASYNCPG_LOST, OSError)):
+            return True  # OSError: the network (a refused connection, a reset, a connect timeout)
+        if isinstance(current, sqlite3.OperationalError) and "locked" in str(current):
+            return True
+        nested = current.orig if isinstance(current, exc.DBAPIError) else None
+        current = nested if isinstance(nested, BaseException) else (current.__cause__ or current.__context__)
+        seen += 1
+    return False
+
+
 def configure_engine(engine: AsyncEngine) -> None:
     if not is_sqlite(engine):
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _replace_closed(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            # A connection the server closed while it sat in the pool (a restart, a failover,
+            # pg_terminate_backend) is replaced before use, without the round trip of a pre-ping:
+            # asyncpg saw the socket close when it happened. The pool opens a new one.
+            connection = getattr(dbapi_conn, "_connection", None)
+            if connection is not None and connection.is_closed():
+                raise exc.DisconnectionError("the database closed this pooled connection")
+
         return
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -123,19 +172,34 @@ class Reader:
             self._async = create_async_engine(
                 url, pool_size=10, max_overflow=10, pool_reset_on_return=None, isolation_level="AUTOCOMMIT"
             )
+            configure_engine(self._async)
             self._dsn = self._async.url.set(drivername="postgresql").render_as_string(hide_password=False)
             self._pool: _ReadPool | None = None
             self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any], Any]] = {}
 
     async def all(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
+        """The statement's rows. A connection lost in the pool is replaced and the read sent once more,
+        on a new connection; a database that still cannot be reached is DatabaseUnavailable (503)."""
         if self.is_sqlite:
             if id(stmt) in _PREPARED:
                 return self._raw_sqlite(stmt, params)
             return list(self._sync_conn.execute(stmt, params).all())
-        if id(stmt) in _PREPARED:
-            return await self._raw(stmt, params)
-        async with self._async.connect() as conn:
-            return list((await conn.execute(stmt, params)).all())
+        try:
+            if id(stmt) in _PREPARED:
+                return await self._raw(stmt, params)
+            try:
+                async with self._async.connect() as conn:
+                    return list((await conn.execute(stmt, params)).all())
+            except exc.DBAPIError as error:
+                if not error.connection_invalidated:
+                    raise
+                # The pool has been invalidated with it: the next connection is a new one.
+                async with self._async.connect() as conn:
+                    return list((await conn.execute(stmt, params)).all())
+        except Exception as error:
+            if database_unavailable(error):
+                raise DatabaseUnavailable() from error
+            raise
 
     def _raw_sqlite(self, stmt: Any, params: dict[str, Any]) -> list[Any]:
         entry = self._sqlite_compiled.get(id(stmt))
@@ -201,7 +265,10 @@ class _ReadPool:
     These connections run one statement at a time with no transaction or session state, so a list of
     idle connections is all the pooling they need. A connection whose statement failed or was
     cancelled is closed rather than reused (its protocol state is unknown); the next query opens a
-    new one, so a database restart heals on its own.
+    new one, so a database restart heals on its own. A connection found closed when taken from the
+    idle list (the server ended it: a restart, pg_terminate_backend) is dropped for another; one lost
+    mid-statement gets the statement once more, on a newly opened connection (only reads come here,
+    so sending one twice is harmless).
     """
 
     def __init__(self, dsn: str, size: int) -> None:
@@ -212,26 +279,55 @@ class _ReadPool:
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        conn = self._idle.pop() if self._idle else await self._acquire()
+        conn = self._pop_idle()
+        if conn is None:
+            conn = await self._acquire()
         try:
             records: list[Any] = await conn.fetch(sql, *args)
-        except BaseException as exc:
-            # The server refused the statement: the connection itself is fine.
-            if isinstance(exc, asyncpg.PostgresError) and not conn.is_closed():
-                self._idle.append(conn)
-                self._wake()
-            else:
-                self._discard(conn)
+        except Exception as error:
+            if not self._release_after(conn, error):
+                raise
+            conn = await self._acquire(fresh=True)
+            try:
+                records = await conn.fetch(sql, *args)
+            except BaseException as again:
+                self._release_after(conn, again)
+                raise
+        except BaseException:
+            self._discard(conn)  # cancelled midway: the protocol state is unknown
             raise
         self._idle.append(conn)
         if self._waiters:
             self._wake()
         return records
 
-    async def _acquire(self) -> Any:
+    def _release_after(self, conn: Any, error: BaseException) -> bool:
+        """Put back or drop a connection whose statement failed; True when the connection was lost
+        (the statement is worth sending again, on another connection)."""
+        if isinstance(error, asyncpg.PostgresError) and not conn.is_closed() and not database_unavailable(error):
+            # The server refused the statement: the connection itself is fine.
+            self._idle.append(conn)
+            self._wake()
+            return False
+        self._discard(conn)
+        return isinstance(error, Exception) and database_unavailable(error)
+
+    def _pop_idle(self) -> Any | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._discard(conn)
+        return None
+
+    async def _acquire(self, fresh: bool = False) -> Any:
+        """An idle connection, else a new one while under the size, else the next one released;
+        ``fresh``: a new one rather than an idle one while there is room."""
         while True:
-            if self._idle:
-                return self._idle.pop()
+            if self._idle and not (fresh and self._open < self._size):
+                if (conn := self._pop_idle()) is not None:
+                    return conn
+                continue
             if self._open < self._size:
                 self._open += 1
                 try:
