@@ -299,7 +299,9 @@ def test_devices_that_cannot_take_the_queued_runs_wait_without_spinning_the_serv
         with processes() as procs:
             server = procs.serve(env, tmp_path / "serve.log")
             with _db(url) as reader:
-                _agent, token = reader.db.run(functools.partial(create_agent, name="mixed devices", organization_id=None))
+                _agent, token = reader.db.run(
+                    functools.partial(create_agent, name="mixed devices", organization_id=None)
+                )
             devices = [*IOS_DEVICES, ("Pixel 7", "Android", "14.0")]
             devices_file = write_devices_file(tmp_path / "devices.yaml", devices, copies=[1, 4, 4])
             with _api(server, _first_key(server)) as client:
@@ -470,7 +472,9 @@ def test_soak_agents_killed_at_random_never_break_the_cap_lose_or_repeat_a_run(b
             stack.callback(sampler.stop)
 
         devices = write_devices_file(tmp_path / "devices.yaml", IOS_DEVICES, copies=DEVICE_COPIES)
-        made = [db.run(functools.partial(create_agent, name=f"soak agent {n}", organization_id=None)) for n in range(AGENTS)]
+        made = [
+            db.run(functools.partial(create_agent, name=f"soak agent {n}", organization_id=None)) for n in range(AGENTS)
+        ]
         agent_ids = [agent.id for agent, _token in made]
         agents = [
             procs.agent(server.url, token, devices, tmp_path / f"agent-{n}") for n, (_agent, token) in enumerate(made)
