@@ -23,13 +23,14 @@ from tests.fixtures.factories import (
     IPHONE_14_PRO,
     Database,
     Tenant,
+    add_key,
     create_category,
     create_test_case,
     ipa_bytes,
     make_tenant,
     upload_app,
 )
-from tests.fixtures.faults import TERMINATE_OTHERS, outage_proxy, terminate_connections
+from tests.fixtures.faults import TERMINATE_OTHERS, outage_proxy, redis_server, terminate_connections
 from tests.fixtures.flows import TEXTS
 from tests.fixtures.servers import LiveServer, live_server
 
@@ -342,3 +343,53 @@ def test_a_read_whose_connection_dies_midway_is_sent_again_and_a_write_is_a_503(
         again = tenant.client.post(f"/v1/jobs/{run_id}/cancel")
         assert again.status_code == 200, again.text
         assert tenant.client.get(f"/v1/jobs/status/{run_id}").json()["status"] == "cancelled"
+
+
+# --------------------------------------------------------------------------- 3. Redis unreachable
+
+
+def test_rate_limits_fall_back_to_the_process_while_redis_is_away_and_share_again_when_it_is_back(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="qualgent.ratelimit")
+    with (
+        redis_server(tmp_path / "redis") as store,
+        live_server(backend, tmp_path / "srv", redis_url=store.url) as server,
+        _tenant_and_token(server) as (tenant, _token),
+    ):
+        db = Database(server.settings.resolved_database_url)
+        try:
+            _, limited = add_key(db, tenant, rate_limit=5)
+        finally:
+            db.close()
+        bad = "qg_" + "x" * 43
+        with httpx.Client(base_url=server.url, headers={"X-Api-Key": limited}, timeout=10) as client:
+            assert client.get("/v1/devices/list").status_code == 200
+            assert store.keys() > 0  # the limits live in Redis
+
+            store.kill()
+            time.sleep(1.1)  # the key's one-second window is empty again
+            answers = [client.get("/v1/devices/list") for _ in range(8)]
+            # Per process now, and still enforced: 5 a second, then 429; never a 500.
+            assert [r.status_code for r in answers] == [200] * 5 + [429] * 3, [r.text for r in answers]
+            assert all(r.headers["x-ratelimit-limit"] == "5" for r in answers)
+            assert httpx.get(f"{server.url}/v1/apps", headers={"X-Api-Key": bad}).status_code == 401
+            ready = httpx.get(f"{server.url}/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json() == {"status": "degraded", "database": backend, "redis": "unreachable"}
+            warnings = [r.getMessage() for r in caplog.records]
+            assert len(warnings) == 1 and warnings[0].startswith("Redis is unreachable"), warnings
+
+            store.start()
+            _wait(
+                "the server to use Redis again",
+                lambda: httpx.get(f"{server.url}/readyz").json()["status"] == "ok",
+                timeout=10,
+                interval=0.2,
+            )
+            assert httpx.get(f"{server.url}/readyz").json() == {"status": "ok", "database": backend, "redis": "ok"}
+            time.sleep(1.1)
+            assert store.keys() == 0  # a new, empty Redis
+            assert client.get("/v1/devices/list").status_code == 200
+            assert store.keys() > 0  # counted there again, with no restart of the server
+            assert caplog.records[-1].getMessage().startswith("Redis is reachable again")

@@ -159,12 +159,19 @@ def _health_router() -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(state: StateDep) -> dict[str, str]:
-        """Readiness: the database answers."""
+        """Readiness: the database answers (else 503). With Redis configured, `redis` is `ok`, or
+        `unreachable` with `status` `degraded` (still 200: rate limits are kept per process meanwhile)."""
         try:
             async with state.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             raise ServiceUnavailable("The database does not answer.") from None
-        return {"status": "ok", "database": state.engine.dialect.name}
+        body = {"status": "ok", "database": state.engine.dialect.name}
+        redis = await state.limiter.check()
+        if redis is not None:
+            body["redis"] = redis
+            if redis != "ok":
+                body["status"] = "degraded"
+        return body
 
     return router

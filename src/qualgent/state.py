@@ -84,4 +84,5 @@ class AppState:
         await self.purger.stop()
         await self.storage.close()
         await self.reader.close()
+        await self.limiter.close()
         await self.engine.dispose()

@@ -9,10 +9,17 @@ storage: its asyncio storage hops to a thread pool on nearly every call, and its
 counts a window by walking every entry in it (a key allowed thousands of requests a second walks
 thousands per request) and starts a timer thread every 10 ms to expire entries. Both cost more than
 the rest of a status request. A deque of timestamps per key does the same job in constant time.
+
+When Redis cannot be reached, limits fall back to this process's memory (each process then allows the
+whole limit: N processes allow N times it) with one warning per outage; a check every second in the
+background notices Redis coming back, and limits are shared again, without a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -22,6 +29,17 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond, WindowStats
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+
+log = logging.getLogger("qualgent.ratelimit")
+
+# Seconds a Redis command may take (connecting included) before Redis counts as unreachable: a limit
+# check must never hold a request up for long.
+REDIS_TIMEOUT = 0.5
+# Seconds between checks of an unreachable Redis, in the background.
+REDIS_PROBE_EVERY = 1.0
+_REDIS_ERRORS = (StorageError, RedisError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,40 +110,111 @@ class MemoryWindows:
 
 
 class _Limiter:
-    """The moving-window limiter, in Redis (async, ``limits``) or in memory (see the module's note)."""
+    """The moving-window limiter, in Redis (async, ``limits``) or in memory (see the module's note);
+    with Redis, in memory too while Redis cannot be reached."""
 
     def __init__(self, redis_url: str | None) -> None:
         self.storage: Any = None
         self._async: MovingWindowRateLimiter | None = None
         self._memory = MemoryWindows()
+        self._redis_url = redis_url
+        self._down_since: float | None = None  # monotonic time Redis was found unreachable
+        self._next_probe = 0.0
+        self._probe: asyncio.Task[None] | None = None
         if redis_url:
             uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
-            self.storage = RedisStorage(uri, implementation="redispy")
+            self.storage = RedisStorage(
+                uri,
+                implementation="redispy",
+                wrap_exceptions=True,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+            )
             self._async = MovingWindowRateLimiter(self.storage)
+
+    @property
+    def redis(self) -> str | None:
+        """None without Redis; "ok", or "unreachable" while limits are kept per process."""
+        if self._async is None:
+            return None
+        return "ok" if self._down_since is None else "unreachable"
+
+    def _shared(self) -> MovingWindowRateLimiter | None:
+        """The Redis limiter while Redis answers; None (use memory) while it does not, starting a
+        background check of it once a second."""
+        if self._down_since is None:
+            return self._async
+        now = time.monotonic()
+        if now >= self._next_probe and (self._probe is None or self._probe.done()):
+            self._next_probe = now + REDIS_PROBE_EVERY
+            self._probe = asyncio.get_running_loop().create_task(self._ping())
+        return None
+
+    def _unreachable(self, error: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._next_probe = self._down_since + REDIS_PROBE_EVERY
+            log.warning(
+                "Redis is unreachable (%s); rate limits are kept per process until it is back",
+                str(error) or type(error).__name__,
+            )
+
+    def _reachable(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "Redis is reachable again after %.0f s; rate limits are shared again",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+
+    async def _ping(self) -> None:
+        """Whether Redis answers now; notes it either way."""
+        if await self.storage.check():  # a PING; False on any error
+            self._reachable()
+        else:
+            self._unreachable(ConnectionError("no answer to PING"))
 
     async def hit(self, item: RateLimitItem, key: str) -> tuple[bool, WindowStats]:
         """Count a hit when the window has room; whether it had, and the window after it."""
-        if self._async is None:
-            stats = self._memory.hit(item.key_for(key), item.amount, item.get_expiry())
-            return stats.remaining >= 0, WindowStats(stats.reset_time, max(0, stats.remaining))
-        allowed = await self._async.hit(item, key)
-        return allowed, await self._async.get_window_stats(item, key)
+        shared = self._shared()
+        if shared is not None:
+            try:
+                allowed = await shared.hit(item, key)
+                return allowed, await shared.get_window_stats(item, key)
+            except _REDIS_ERRORS as error:
+                self._unreachable(error)
+        stats = self._memory.hit(item.key_for(key), item.amount, item.get_expiry())
+        return stats.remaining >= 0, WindowStats(stats.reset_time, max(0, stats.remaining))
 
     async def peek(self, item: RateLimitItem, key: str) -> WindowStats:
-        if self._async is None:
-            return self._memory.peek(item.key_for(key), item.amount, item.get_expiry())
-        return await self._async.get_window_stats(item, key)
+        shared = self._shared()
+        if shared is not None:
+            try:
+                return await shared.get_window_stats(item, key)
+            except _REDIS_ERRORS as error:
+                self._unreachable(error)
+        return self._memory.peek(item.key_for(key), item.amount, item.get_expiry())
 
-    async def check(self) -> bool:
+    async def check(self) -> str | None:
+        """Ask Redis now (for /readyz): None without Redis, else "ok" or "unreachable"."""
         if self._async is None:
-            return True
-        return bool(await self.storage.check())
+            return None
+        await self._ping()
+        return self.redis
 
     async def reset(self) -> None:
-        if self._async is None:
-            self._memory.reset()
-        else:
+        self._memory.reset()
+        if self._async is not None:
             await self.storage.reset()
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        # The ``limits`` storage has no close of its own: close its redis-py client's connections.
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None:
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await client.aclose()
 
 
 class RateLimiter:
@@ -157,8 +246,17 @@ class RateLimiter:
     async def record_auth_failure(self, address: str) -> None:
         await self._limiter.hit(self._auth_failures, address)
 
-    async def check(self) -> bool:
+    @property
+    def redis(self) -> str | None:
+        """None without Redis; "ok", or "unreachable" while limits are kept per process."""
+        return self._limiter.redis
+
+    async def check(self) -> str | None:
+        """Ask Redis now: None without Redis, else "ok" or "unreachable"."""
         return await self._limiter.check()
+
+    async def close(self) -> None:
+        await self._limiter.close()
 
     async def reset(self) -> None:
         await self._limiter.reset()
