@@ -9,6 +9,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +35,7 @@ from tests.fixtures.factories import (
 )
 from tests.fixtures.faults import TERMINATE_OTHERS, outage_proxy, redis_server, terminate_connections
 from tests.fixtures.flows import TEXTS
+from tests.fixtures.processes import clean_env, processes, serve_env
 from tests.fixtures.servers import LiveServer, live_server
 
 
@@ -393,3 +397,48 @@ def test_rate_limits_fall_back_to_the_process_while_redis_is_away_and_share_agai
             assert client.get("/v1/devices/list").status_code == 200
             assert store.keys() > 0  # counted there again, with no restart of the server
             assert caplog.records[-1].getMessage().startswith("Redis is reachable again")
+
+
+# ------------------------------------------------------------------------ 4. stopping the server
+
+
+def _cli_agent_token(env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "qualgent", "admin", "create-agent", "lab"],
+        env=clean_env(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopping_the_server_ends_long_polls_with_an_empty_answer_at_once(stop: signal.Signals, tmp_path: Path) -> None:
+    with serve_env("sqlite", tmp_path) as (env, _url), processes() as procs:
+        # As `./dev serve` runs it: the embedded agent long-polls too.
+        server = procs.serve(env, tmp_path / "serve.log", "--log-level", "info")
+        auth = {"Authorization": f"Bearer {_cli_agent_token(env, tmp_path)}"}
+        device = {"id": "lab-1", "name": "Pixel 7", "platform": "Android", "os_version": "14.0"}
+        registered = httpx.post(f"{server.url}/v1/agent/register", json={"devices": [device]}, headers=auth)
+        assert registered.status_code == 200, registered.text
+        body = {"device_ids": [registered.json()["devices"][0]["id"]], "wait_seconds": 60}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            polling = pool.submit(httpx.post, f"{server.url}/v1/agent/claim", json=body, headers=auth, timeout=90)
+            time.sleep(1.0)  # the poll is waiting on the server
+            assert not polling.done()
+            started = time.monotonic()
+            server.proc.send_signal(stop)
+            answer = polling.result(timeout=10)
+            answered_in = time.monotonic() - started
+            server.proc.wait(timeout=10)
+            exited_in = time.monotonic() - started
+        output = server.output()
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"run": None, "runs": []}
+    assert answered_in < 1, answered_in
+    assert exited_in < 2, (exited_in, output)
+    assert "Traceback" not in output and "CancelledError" not in output and "ERROR" not in output, output
+    assert "Application shutdown complete" in output

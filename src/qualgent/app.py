@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -32,6 +32,7 @@ from qualgent.organisations.endpoints import router as organization_router
 from qualgent.runs.endpoints import STATUS_PREFIX, artifacts_router, status_response
 from qualgent.runs.endpoints import router as jobs_router
 from qualgent.secrets.endpoints import router as secrets_router
+from qualgent.shutdown import on_shutdown, signals_begin_shutdown
 from qualgent.state import AppState
 from qualgent.test_cases.endpoints import router as test_cases_router
 from qualgent.uploads.endpoints import router as uploads_router
@@ -72,9 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.qg = state
         state.reaper.start()
         state.purger.start()
+        # Asked to stop, long polls end at once with an empty answer: uvicorn would wait for them,
+        # then cancel them.
+        loop = asyncio.get_running_loop()
+        forget = on_shutdown(lambda: _call_soon(loop, state.wakeup.stop))
         try:
-            yield
+            with signals_begin_shutdown():
+                yield
         finally:
+            forget()
             await state.close()
 
     app = FastAPI(
@@ -147,6 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    loop.call_soon_threadsafe(callback)
 
 
 def _health_router() -> APIRouter:

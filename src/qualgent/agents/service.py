@@ -212,11 +212,11 @@ async def claim(
     """Long-poll for runs for the agent's free devices (at most one per device, ``max_runs`` in all).
 
     Stops as soon as the agent hangs up: a run claimed for an agent that is gone would sit `running`
-    until its lease expired.
+    until its lease expired; and, with an empty answer, as soon as the server process is stopping.
     """
     deadline = time.monotonic() + wait_seconds
     while True:
-        if await disconnected():
+        if state.wakeup.stopping or await disconnected():
             return []
         payloads = await _claim_once(state, agent, device_ids, disconnected, max_runs)
         if payloads:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -142,8 +143,7 @@ def serve(
         _require_current_schema(settings)
 
     first = _run_in_session(bootstrap, settings)
-    if settings.embedded_agent:
-        _start_embedded_agent(settings, host, port)
+    agent_thread = _start_embedded_agent(settings, host, port) if settings.embedded_agent else None
     base = settings.public_base_url.rstrip("/")
     if first is not None:
         console.print(
@@ -175,22 +175,25 @@ def serve(
         workers=workers,
         log_level=log_level,
         proxy_headers=True,
-        # Agents hold long-polls open; on shutdown cut them after a few seconds (they retry).
+        # Long polls end at once when the process is asked to stop (qualgent.shutdown); what else is
+        # still open after a few seconds (an upload) is cut.
         timeout_graceful_shutdown=3,
     )
+    if agent_thread is not None:
+        agent_thread.join(timeout=5)  # it was told to stop with the server; its runs' leases expire
 
 
-def _start_embedded_agent(settings: Settings, host: str, port: int) -> None:
+def _start_embedded_agent(settings: Settings, host: str, port: int) -> threading.Thread:
     """One device agent with simulated devices for the catalogue, in a thread of this process.
 
-    It talks to this server over HTTP, like any agent; it starts polling once the server answers.
+    It talks to this server over HTTP, like any agent; it starts polling once the server answers, and
+    stops as soon as the process is asked to stop.
     """
-    import threading
-
     from qualgent.agent.config import load_devices
     from qualgent.agent.loop import Agent
     from qualgent.agents.service import create_agent
     from qualgent.drivers.simulator import SimulatorDriver
+    from qualgent.shutdown import on_shutdown
 
     _agent, token = _run_in_session(
         lambda s: create_agent(s, "embedded simulator agent", organization_id=None, embedded=True), settings
@@ -205,11 +208,23 @@ def _start_embedded_agent(settings: Settings, host: str, port: int) -> None:
         settings.data_dir / "agent-cache",
     )
 
-    def serve_agent() -> None:
-        asyncio.run(agent.run(asyncio.Event()))
+    async def serve_agent() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        forget = on_shutdown(lambda: _call_soon(loop, stop.set))
+        try:
+            await agent.run(stop)
+        finally:
+            forget()
 
-    threading.Thread(target=serve_agent, name="embedded-agent", daemon=True).start()
+    thread = threading.Thread(target=lambda: asyncio.run(serve_agent()), name="embedded-agent", daemon=True)
+    thread.start()
     console.print(f"Simulated devices: {len(devices)} (embedded agent; QUALGENT_EMBEDDED_AGENT=false to turn off)")
+    return thread
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    loop.call_soon_threadsafe(callback)
 
 
 def _require_current_schema(settings: Settings) -> None:

@@ -29,6 +29,12 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.stopping = False
+
+    def stop(self) -> None:
+        """The process is stopping: wake every waiter, and from now on nobody waits."""
+        self.stopping = True
+        self.wake_all()
 
     def wake(self, n: int = 1) -> None:
         while n > 0 and self._waiters:
@@ -42,6 +48,8 @@ class Wakeup:
 
     async def wait(self, seconds: float) -> bool:
         """Wait to be woken, at most ``seconds``; True when woken."""
+        if self.stopping:
+            return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
