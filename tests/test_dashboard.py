@@ -249,7 +249,7 @@ def strict_server(tmp_path: Path) -> Iterator[LiveServer]:
         yield srv
 
 
-def test_failed_sign_ins_are_rate_limited_like_failed_api_keys(strict_server: LiveServer) -> None:
+def test_sign_in_attempts_are_rate_limited_per_address_and_email(strict_server: LiveServer) -> None:
     db = Database(strict_server.settings.resolved_database_url)
     try:
         tenant = make_tenant(db, strict_server.url)
@@ -261,12 +261,13 @@ def test_failed_sign_ins_are_rate_limited_like_failed_api_keys(strict_server: Li
                     "/sign-in", data={"email": tenant.user_email, "password": "nope", "csrf_token": csrf}
                 )
                 assert wrong.status_code == 401
-            # Even the right password is refused now, and so are API keys from this address.
+            # Even the right password is refused now (it is not checked); API keys from this address are
+            # not: valid credentials are never refused for others' failures.
             right = client.post("/sign-in", data={"email": tenant.user_email, "password": PASSWORD, "csrf_token": csrf})
             error = assert_error(right, 429, "rate_limited")
             assert "sign-in" in error["message"] and int(right.headers["retry-after"]) >= 1
             assert SESSION_COOKIE not in client.cookies
-            assert_error(tenant.client.get("/v1/jobs/list"), 429, "rate_limited")
+            assert tenant.client.get("/v1/jobs/list").status_code == 200
         tenant.client.close()
     finally:
         db.close()

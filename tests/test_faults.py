@@ -37,6 +37,7 @@ from tests.fixtures.faults import TERMINATE_OTHERS, outage_proxy, redis_server, 
 from tests.fixtures.flows import TEXTS
 from tests.fixtures.processes import clean_env, processes, serve_env
 from tests.fixtures.servers import LiveServer, live_server
+from tests.fixtures.web import PASSWORD, csrf_of, set_password, sign_in
 
 
 def _flow(steps: int, screenshot_every: int) -> str:
@@ -442,3 +443,109 @@ def test_stopping_the_server_ends_long_polls_with_an_empty_answer_at_once(stop: 
     assert exited_in < 2, (exited_in, output)
     assert "Traceback" not in output and "CancelledError" not in output and "ERROR" not in output, output
     assert "Application shutdown complete" in output
+
+
+# -------------------------------------------------------- 6, 7. sign-ins raced, others' bad keys
+
+
+@pytest.fixture
+def strict_server(backend: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """Five failed authentications per address and minute."""
+    with live_server(backend, tmp_path / "strict", auth_failure_limit=5) as srv:
+        yield srv
+
+
+def _wrong_sign_ins(server: LiveServer, email: str, count: int) -> list[int]:
+    """``count`` sign-ins with a wrong password, all at once, from one address; their status codes."""
+    with httpx.Client(base_url=server.url, timeout=60) as browser:
+        form = browser.get("/sign-in")
+        data = {"email": email, "password": "not the password", "csrf_token": csrf_of(form.text)}
+        cookies = dict(browser.cookies)
+
+        def attempt(_: int) -> int:
+            response = httpx.post(f"{server.url}/sign-in", data=data, cookies=cookies, timeout=60)
+            return response.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            return list(pool.map(attempt, range(count)))
+
+
+def test_concurrent_wrong_sign_ins_are_counted_before_the_password_is_checked(strict_server: LiveServer) -> None:
+    db = Database(strict_server.settings.resolved_database_url)
+    try:
+        victim = make_tenant(db, strict_server.url)
+        colleague = make_tenant(db, strict_server.url)
+        for tenant in (victim, colleague):
+            tenant.client.close()
+            set_password(db, tenant.user_email)
+    finally:
+        db.close()
+    statuses = _wrong_sign_ins(strict_server, victim.user_email, 60)
+    # Only the limit's worth reached the password check (401); the others were refused before (429).
+    assert statuses.count(401) == 5, statuses
+    assert statuses.count(429) == 55, statuses
+    with httpx.Client(base_url=strict_server.url, timeout=30) as browser:
+        # That account is closed to this address for the minute, even with the right password...
+        form = browser.get("/sign-in")
+        data = {"email": victim.user_email, "password": PASSWORD, "csrf_token": csrf_of(form.text)}
+        assert browser.post("/sign-in", data=data).status_code == 429
+    # ...and a colleague at the same address signs in as usual.
+    with httpx.Client(base_url=strict_server.url, timeout=30) as colleagues_browser:
+        assert sign_in(colleagues_browser, colleague.user_email)
+
+
+def test_others_bad_keys_never_lock_out_valid_keys_or_agents_from_the_same_address(strict_server: LiveServer) -> None:
+    db = Database(strict_server.settings.resolved_database_url)
+    try:
+        tenant = make_tenant(db, strict_server.url)
+        token = agent_token(db)
+    finally:
+        db.close()
+    try:
+        bad = {"X-Api-Key": "qg_" + "x" * 43}
+        codes = [httpx.get(f"{strict_server.url}/v1/devices/list", headers=bad).status_code for _ in range(8)]
+        assert codes == [401] * 5 + [429] * 3, codes
+        assert httpx.get(f"{strict_server.url}/v1/apps").status_code == 429  # no key at all: a failure too
+        # A valid key, and an agent's token, from the same address: never locked out.
+        assert tenant.client.get("/v1/devices/list").status_code == 200
+        agent = {"Authorization": f"Bearer {token}"}
+        device = {"id": "d1", "name": "Pixel 7", "platform": "Android", "os_version": "14.0"}
+        registered = httpx.post(f"{strict_server.url}/v1/agent/register", json={"devices": [device]}, headers=agent)
+        assert registered.status_code == 200, registered.text
+        # A bad agent token is one more failure.
+        wrong = {"Authorization": "Bearer qga_" + "y" * 43}
+        assert (
+            httpx.post(f"{strict_server.url}/v1/agent/register", json={"devices": [device]}, headers=wrong).status_code
+            == 429
+        )
+    finally:
+        tenant.client.close()
+
+
+def _failures_until_429(url: str, headers: dict[str, str]) -> int:
+    for n in range(1, 30):
+        if httpx.get(f"{url}/v1/devices/list", headers=headers).status_code == 429:
+            return n - 1
+    raise AssertionError("never limited")
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"], ids=["default", "trusted-proxy"])
+def test_forwarded_addresses_are_believed_only_from_configured_proxies(trusted: str, tmp_path: Path) -> None:
+    settings = {"auth_failure_limit": "5", "embedded_agent": "false", "trusted_proxies": trusted}
+    with serve_env("sqlite", tmp_path, **settings) as (env, _url), processes() as procs:
+        server = procs.serve({k: v for k, v in env.items() if v}, tmp_path / "serve.log")
+        # Bad keys, each claiming another client address, all from 127.0.0.1.
+        spoofed = [
+            httpx.get(
+                f"{server.url}/v1/devices/list",
+                headers={"X-Api-Key": "qg_" + "x" * 43, "X-Forwarded-For": f"203.0.113.{n}"},
+            ).status_code
+            for n in range(8)
+        ]
+        if trusted:
+            # Behind a configured proxy, each named client has its own budget; the proxy's own is untouched.
+            assert spoofed == [401] * 8, spoofed
+            assert _failures_until_429(server.url, {"X-Api-Key": "qg_" + "z" * 43}) == 5
+        else:
+            # By default the header means nothing: all of them are 127.0.0.1's failures.
+            assert spoofed == [401] * 5 + [429] * 3, spoofed

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from qualgent import __version__
 from qualgent.agents.endpoints import MAX_SCREENSHOT_BYTES
@@ -153,6 +154,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")
     app.add_middleware(RequestContextMiddleware)
+    if settings.trusted_proxies:
+        # Outermost: the client's address is settled before anything reads it. Only the configured
+        # proxies are believed; `qualgent serve` turns uvicorn's own handling (which believes
+        # 127.0.0.1 by default) off.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

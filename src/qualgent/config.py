@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         default=20,
         description="Failed authentications allowed per client address per minute before 429.",
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (CIDR) of the reverse proxies in front of the "
+        "server, whose X-Forwarded-For (the client's address, which per-address limits count) and "
+        "X-Forwarded-Proto are believed; `*` believes any sender. Default: none, the address is the "
+        "connection's, and those headers are ignored.",
+    )
     auth_cache_seconds: float = Field(
         default=2.0,
         description="Seconds a process may reuse a resolved API key or agent token before looking it up "

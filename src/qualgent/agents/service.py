@@ -34,7 +34,7 @@ from qualgent.auth.keys import (
     hash_key,
     looks_like_agent_token,
 )
-from qualgent.auth.service import client_address
+from qualgent.auth.service import refuse_failed
 from qualgent.db.base import utcnow
 from qualgent.db.models import Agent, Device, RunStep, TestRun
 from qualgent.db.session import on_commit, transaction
@@ -45,7 +45,6 @@ from qualgent.errors import (
     Conflict,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
     Unprocessable,
 )
@@ -72,19 +71,18 @@ class AgentPrincipal:
 
 
 async def authenticate_agent(request: Request, state: AppState) -> AgentPrincipal:
-    address = client_address(request)
-    blocked = await state.limiter.auth_failures_exceeded(address)
-    if blocked is not None:
-        raise RateLimited("Too many failed authentications from this address.", headers=blocked.headers())
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     agent = await _resolve_agent(state, hash_key(token)) if looks_like_agent_token(token) else None
     if agent is None:
-        await state.limiter.record_auth_failure(address)
-        raise Unauthorized(
-            f"Agent routes need 'Authorization: Bearer {AGENT_TOKEN_PREFIX}…' with a token from "
-            "`qualgent admin create-agent`.",
-            code="invalid_agent_token",
+        await refuse_failed(
+            request,
+            state,
+            Unauthorized(
+                f"Agent routes need 'Authorization: Bearer {AGENT_TOKEN_PREFIX}…' with a token from "
+                "`qualgent admin create-agent`.",
+                code="invalid_agent_token",
+            ),
         )
     return agent
 

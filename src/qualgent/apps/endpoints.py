@@ -8,9 +8,9 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from qualgent.apps import service
 from qualgent.apps.repository import AppRepository
 from qualgent.apps.schemas import AppOut, DeleteIn, DeleteOut, UploadOut
-from qualgent.auth.service import client_address
+from qualgent.auth.service import refuse_failed
 from qualgent.deps import PrincipalDep, SessionDep, StateDep
-from qualgent.errors import Forbidden, NotFound, RateLimited
+from qualgent.errors import Forbidden, NotFound
 from qualgent.idempotency import service as idempotency
 from qualgent.idempotency.service import IdempotencyKeyDep
 from qualgent.lenient_json import LenientJSONRoute
@@ -130,14 +130,14 @@ async def download_app(
     signature: Annotated[str, Query(max_length=128)],
 ) -> Response:
     """Download an app's file through a pre-signed link (valid 5 minutes)."""
-    blocked = await state.limiter.auth_failures_exceeded(client_address(request))
-    if blocked is not None:
-        raise RateLimited("Too many failed attempts from this address; wait and retry.", headers=blocked.headers())
     if not verify(state.signing_key, org, app_id, expires, signature):
-        await state.limiter.record_auth_failure(client_address(request))
-        raise Forbidden(
-            "This download link is invalid or has expired; get a fresh one from GET /v1/apps/{id}.",
-            code="invalid_signature",
+        await refuse_failed(
+            request,
+            state,
+            Forbidden(
+                "This download link is invalid or has expired; get a fresh one from GET /v1/apps/{id}.",
+                code="invalid_signature",
+            ),
         )
     app = await AppRepository(session, org).get(app_id)
     if app is None:

@@ -217,10 +217,19 @@ class _Limiter:
                 await client.aclose()
 
 
+# A sign-in checks a password with Argon2 (tens of milliseconds of CPU): one address may make this many
+# times the per-account limit of attempts a minute, over every email together.
+SIGN_IN_ADDRESS_FACTOR = 10
+
+
 class RateLimiter:
     def __init__(self, redis_url: str | None, auth_failures_per_minute: int) -> None:
         self._limiter = _Limiter(redis_url)
         self._auth_failures = RateLimitItemPerMinute(auth_failures_per_minute, namespace="qg-authfail")
+        self._sign_ins = RateLimitItemPerMinute(auth_failures_per_minute, namespace="qg-signin")
+        self._sign_ins_per_address = RateLimitItemPerMinute(
+            auth_failures_per_minute * SIGN_IN_ADDRESS_FACTOR, namespace="qg-signin-addr"
+        )
         self._items: dict[int, RateLimitItemPerSecond] = {}
 
     def _item(self, per_second: int) -> RateLimitItemPerSecond:
@@ -235,16 +244,27 @@ class RateLimiter:
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         return Verdict(allowed, per_second, stats.remaining, reset if not allowed else max(reset, 1))
 
-    async def auth_failures_exceeded(self, address: str) -> Verdict | None:
-        """A verdict to answer with when this address has failed to authenticate too often."""
-        stats = await self._limiter.peek(self._auth_failures, address)
-        if stats.remaining > 0:
-            return None
+    async def _minute_hit(self, item: RateLimitItem, key: str) -> Verdict:
+        allowed, stats = await self._limiter.hit(item, key)
         reset = max(1, math.ceil(stats.reset_time - time.time()))
-        return Verdict(False, self._auth_failures.amount, 0, reset)
+        return Verdict(allowed, item.amount, stats.remaining, reset)
 
-    async def record_auth_failure(self, address: str) -> None:
-        await self._limiter.hit(self._auth_failures, address)
+    async def auth_failure(self, address: str) -> Verdict:
+        """Count a failed authentication (a missing, unknown or revoked key or token, a bad link
+        signature) from ``address``, in one atomic step; not allowed once the address has failed more
+        than the limit in the last minute (answer 429 rather than 401). Valid credentials never come
+        here, so others' failures never lock them out."""
+        return await self._minute_hit(self._auth_failures, address)
+
+    async def sign_in_attempt(self, address: str, email: str) -> Verdict:
+        """Count a dashboard sign-in attempt before its password is checked (atomically, so concurrent
+        attempts cannot all pass a check made before any was counted): the limit per minute applies per
+        address and email, and ``SIGN_IN_ADDRESS_FACTOR`` times it per address. Not allowed: answer 429
+        without checking the password."""
+        verdict = await self._minute_hit(self._sign_ins, f"{address}|{email.strip().lower()}")
+        if not verdict.allowed:
+            return verdict
+        return await self._minute_hit(self._sign_ins_per_address, address)
 
     @property
     def redis(self) -> str | None:

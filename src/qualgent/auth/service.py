@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import NoReturn
 
 from fastapi import Request
 
 from qualgent.auth.keys import hash_key, looks_like_key
 from qualgent.auth.principal import Principal
 from qualgent.auth.repository import ApiKeyRepository, resolve_fast
-from qualgent.errors import Forbidden, RateLimited, Unauthorized
+from qualgent.errors import Forbidden, QualgentError, RateLimited, Unauthorized
 from qualgent.state import AppState
 
 log = logging.getLogger("qualgent.auth")
@@ -29,29 +30,37 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def authenticate(request: Request, state: AppState) -> Principal:
-    address = client_address(request)
-    limiter = state.limiter
-    blocked = await limiter.auth_failures_exceeded(address)
-    if blocked is not None:
+async def refuse_failed(request: Request, state: AppState, error: QualgentError) -> NoReturn:
+    """Answer a failed authentication with ``error``, or 429 once the client's address has failed too
+    often in the last minute; the failure is counted either way. Only failures come here: a valid key,
+    token or signature is never refused because of others' failures from the same address."""
+    verdict = await state.limiter.auth_failure(client_address(request))
+    if not verdict.allowed:
         raise RateLimited(
-            "Too many failed authentications from this address; wait and retry with a valid key.",
-            headers=blocked.headers(),
+            "Too many failed authentications from this address; wait and retry with valid credentials.",
+            headers=verdict.headers(),
         )
+    raise error
 
+
+async def authenticate(request: Request, state: AppState) -> Principal:
     raw = request.headers.get("x-api-key", "")
     principal = None
     if raw and looks_like_key(raw):
         principal = await _resolve(state, hash_key(raw))
     if principal is None:
-        await limiter.record_auth_failure(address)
         if not raw:
-            raise Unauthorized(
-                "Missing API key: send it in the X-Api-Key header (create one with `qualgent admin create-key`).",
-                code="missing_api_key",
+            await refuse_failed(
+                request,
+                state,
+                Unauthorized(
+                    "Missing API key: send it in the X-Api-Key header (create one with `qualgent admin create-key`).",
+                    code="missing_api_key",
+                ),
             )
-        raise Unauthorized("Invalid or revoked API key.", code="invalid_api_key")
+        await refuse_failed(request, state, Unauthorized("Invalid or revoked API key.", code="invalid_api_key"))
 
+    limiter = state.limiter
     verdict = await limiter.hit_key(principal.key_id, principal.rate_limit)
     request.scope.setdefault("state", {})["rate_limit_headers"] = verdict.headers()
     if not verdict.allowed:

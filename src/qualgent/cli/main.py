@@ -174,7 +174,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        proxy_headers=True,
+        # Forwarded headers are believed from QUALGENT_TRUSTED_PROXIES only (app.py), not from
+        # uvicorn's default of 127.0.0.1: behind a proxy on the same host every client would otherwise
+        # be whoever X-Forwarded-For names, and per-address limits nobody's.
+        proxy_headers=False,
         # Long polls end at once when the process is asked to stop (qualgent.shutdown); what else is
         # still open after a few seconds (an upload) is cut.
         timeout_graceful_shutdown=3,

@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from qualgent.auth.service import authenticate, client_address
+from qualgent.auth.service import authenticate, refuse_failed
 from qualgent.deps import PrincipalDep, SessionDep, StateDep, app_state
-from qualgent.errors import Forbidden, NotFound, RateLimited
+from qualgent.errors import Forbidden, NotFound
 from qualgent.ids import has_shape
 from qualgent.lenient_json import LenientJSONRoute
 from qualgent.pagination import PageDep, set_next_link
@@ -209,10 +209,9 @@ async def _check_signature(
     request: Request, state: AppState, path: str, org: str, expires: int, signature: str
 ) -> None:
     """A pre-signed link's own authorisation; failures count like failed API keys (429 past the limit)."""
-    address = client_address(request)
-    blocked = await state.limiter.auth_failures_exceeded(address)
-    if blocked is not None:
-        raise RateLimited("Too many failed attempts from this address; wait and retry.", headers=blocked.headers())
     if not verify_path(state.signing_key, org, path, expires, signature):
-        await state.limiter.record_auth_failure(address)
-        raise Forbidden("This link is invalid or has expired; fetch the report again.", code="invalid_signature")
+        await refuse_failed(
+            request,
+            state,
+            Forbidden("This link is invalid or has expired; fetch the report again.", code="invalid_signature"),
+        )

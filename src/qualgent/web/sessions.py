@@ -85,14 +85,12 @@ async def current_user(request: Request, session: AsyncSession, state: AppState)
 
 
 async def sign_in(request: Request, session: AsyncSession, state: AppState, email: str, password: str) -> str:
-    """Check the credentials and open a session; returns the cookie value. Failures count towards the
-    same per-address limit as failed API authentications."""
-    address = client_address(request)
-    blocked = await state.limiter.auth_failures_exceeded(address)
-    if blocked is not None:
-        raise RateLimited(
-            "Too many failed sign-ins from this address; wait a minute and retry.", headers=blocked.headers()
-        )
+    """Check the credentials and open a session; returns the cookie value. Every attempt is counted
+    before its password is checked (auth/ratelimit.sign_in_attempt): past the limit, 429 without
+    Argon2's work, whether or not the password is right."""
+    verdict = await state.limiter.sign_in_attempt(client_address(request), email)
+    if not verdict.allowed:
+        raise RateLimited("Too many sign-in attempts; wait a minute and retry.", headers=verdict.headers())
     user = await OrganisationRepository(session).user_by_email(email.strip().lower())
     if user is None:
         # Emails are stored as given; try the exact spelling too before giving up.
@@ -100,7 +98,6 @@ async def sign_in(request: Request, session: AsyncSession, state: AppState, emai
     # Argon2 takes tens of milliseconds of CPU by design: off the event loop, so API requests keep flowing.
     verified = await anyio.to_thread.run_sync(verify_password, user.password_hash if user else None, password)
     if not verified or user is None:
-        await state.limiter.record_auth_failure(address)
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
     token = secrets.token_urlsafe(32)
     sessions = WebSessionRepository(session)
