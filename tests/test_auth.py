@@ -61,6 +61,7 @@ def populate(tenant: Tenant) -> dict[str, str]:
         "cat": category["id"],
         "tc": case["id"],
         "run": queued.json()["jobs"][0]["id"],
+        "batch": queued.json()["batch_id"],
         "upload": upload.headers["Location"].rsplit("/", 1)[-1],
         "secret": "AUTH_SECRET",
         "file": "sub/login.yaml",
@@ -82,6 +83,7 @@ def fill(path: str, ids: dict[str, str]) -> str:
         category_id=ids["cat"],
         test_run_id=ids["run"],
         run_id=ids["run"],
+        batch_id=ids["batch"],
         upload_id=ids.get("upload", ""),
         name=ids.get("secret", "NO_SUCH_SECRET"),
     )
@@ -94,6 +96,7 @@ def ghost_ids() -> dict[str, str]:
         "tc": new_id("tc"),
         "cat": new_id("cat"),
         "run": new_id("run"),
+        "batch": new_id("batch"),
         "upload": new_id("upload"),
     }
 
@@ -256,6 +259,9 @@ def _read_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/v1/apps/uploads/{upload_id}"): {"contains": ids["upload"]},
         ("GET", "/v1/test-cases/{test_case_id}/files/{file_path:path}"): {"contains": "- back"},
         ("GET", "/v1/secrets"): {"contains": ids["secret"]},
+        ("GET", "/v1/batches/{batch_id}"): {"contains": ids["run"], "params": {"runs": "true"}},
+        ("GET", "/v1/test-cases/{test_case_id}/history"): {"contains": ids["tc"]},
+        ("GET", "/v1/organization/settings"): {"contains": "default_retries"},
     }
 
 
@@ -290,6 +296,9 @@ def _write_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("DELETE", "/v1/apps/uploads/{upload_id}"): {"headers": {"Tus-Resumable": "1.0.0"}},
         ("PUT", "/v1/secrets/{name}"): {"json": {"value": "set by read-only"}},
         ("DELETE", "/v1/secrets/{name}"): {},
+        ("PUT", "/v1/test-cases/{test_case_id}/quarantine"): {"json": {"reason": "by read-only"}},
+        ("DELETE", "/v1/test-cases/{test_case_id}/quarantine"): {},
+        ("PATCH", "/v1/organization/settings"): {"json": {"default_retries": 3}},
     }
 
 
@@ -300,11 +309,12 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
         "apps": sorted((a["id"], a["app_name"], a["version"]) for a in apps),
         "categories": client.get("/v1/categories/list").json(),
         "test_cases": sorted(
-            (c["id"], c["name"], c["status"], (c["category"] or {}).get("id"))
+            (c["id"], c["name"], c["status"], (c["category"] or {}).get("id"), c["quarantined"])
             for c in client.get("/v1/test-cases/list").json()
         ),
         "runs": sorted((r["id"], r["status"]) for r in client.get("/v1/jobs/list").json()["test_runs"]),
         "secrets": client.get("/v1/secrets").json(),
+        "settings": client.get("/v1/organization/settings").json(),
     }
 
 
