@@ -170,6 +170,13 @@ class _Limiter:
     async def _ping(self) -> None:
         """Whether Redis answers now; notes it either way."""
         if await self.storage.check():  # a PING; False on any error
+            if self._down_since is not None:
+                # The pool's other connections are to the Redis that went away: each would fail once
+                # more (and count as a new outage). Nothing else uses them meanwhile: drop them all.
+                client = self._client()
+                if client is not None:
+                    with contextlib.suppress(*_REDIS_ERRORS):
+                        await client.connection_pool.disconnect()
             self._reachable()
         else:
             self._unreachable(ConnectionError("no answer to PING"))
@@ -207,11 +214,14 @@ class _Limiter:
         if self._async is not None:
             await self.storage.reset()
 
+    def _client(self) -> Any:
+        """The redis-py client under the ``limits`` storage, which has no close of its own."""
+        return getattr(getattr(self.storage, "bridge", None), "storage", None)
+
     async def close(self) -> None:
         if self._probe is not None:
             self._probe.cancel()
-        # The ``limits`` storage has no close of its own: close its redis-py client's connections.
-        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        client = self._client()
         if client is not None:
             with contextlib.suppress(*_REDIS_ERRORS):
                 await client.aclose()
