@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def queue(dash: Dashboard, test_case: str, **extra: Any) -> dict[str, Any]:
     job = {"test_case_id": dash.ids[test_case], "app_file_id": dash.ids["app"], "device": IPHONE_14_PRO, **extra}
     response = dash.api.post("/v1/test-cases/run", json={"jobs": [job]})
     assert response.status_code == 200, response.text
-    queued: dict[str, Any] = response.json()["jobs"][0]
+    queued: dict[str, Any] = {**response.json()["jobs"][0], "batch_id": response.json()["batch_id"]}
     return queued
 
 
@@ -400,6 +401,71 @@ def test_devices_are_grouped_by_type_with_online_and_busy(page: Page, dash: Dash
     shot(page, "devices")
 
 
+# ------------------------------------------------------------- history, quarantine, batches (issue 7)
+
+
+def _wait_finished(dash: Dashboard, batch_id: str) -> dict[str, Any]:
+    for _ in range(600):
+        batch: dict[str, Any] = dash.api.get(f"/v1/batches/{batch_id}").json()
+        if batch["finished"]:
+            return batch
+        time.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} did not finish")
+
+
+def test_history_chart_quarantine_switch_batch_and_settings(page: Page, dash: Dashboard) -> None:
+    """A suite run twice with a test retry: the failing test case is tried again and fails; its page shows
+    the history chart and is put in quarantine with the switch; the batch page lists the runs with their
+    retries; the organisation's settings change."""
+    jobs = [
+        {"test_case_id": dash.ids[name], "app_file_id": dash.ids["app"], "device": IPHONE_14_PRO}
+        for name in ("Login Flow Test", "Checkout Flow Test")
+    ]
+    batch_id = ""
+    for _ in range(2):
+        queued = dash.api.post("/v1/test-cases/run", json={"jobs": jobs, "retries": 1})
+        assert queued.status_code == 200, queued.text
+        batch_id = queued.json()["batch_id"]
+        batch = _wait_finished(dash, batch_id)
+        assert batch["verdict"] == "failed" and batch["test_retries"] == 1
+
+    sign_in(page, dash, f"/test-cases/{dash.ids['Checkout Flow Test']}")
+    chart = page.locator("svg.history-chart")
+    expect(chart).to_be_visible()
+    expect(chart.locator("rect.bar.failed")).to_have_count(2)
+    expect(page.locator("#history-stats")).to_contain_text("0 %")
+    page.get_by_label("Reason (optional)").fill("Checkout backend is down in staging")
+    page.get_by_role("button", name="Put in quarantine").click()
+    expect(page.locator("#quarantine-badge")).to_be_visible()
+    expect(page.locator("#quarantine-state")).to_contain_text("Checkout backend is down in staging")
+    shot(page, "test-case-history")
+
+    page.goto(f"{dash.url}/batches/{batch_id}")
+    expect(page.locator("#batch-verdict")).to_have_text("failed")
+    expect(page.locator("#batch-runs tbody tr")).to_have_count(2)
+    expect(page.locator("#batch-runs")).to_contain_text("1 / 1")  # the failing run used its retry
+    shot(page, "batch")
+    page.get_by_role("link", name="Checkout Flow Test").click()
+    expect(page.locator("#quarantine-badge")).to_be_visible()
+
+    # Again with the test case in quarantine: its failure no longer fails the gate.
+    queued = dash.api.post("/v1/test-cases/run", json={"jobs": jobs, "retries": 0})
+    assert _wait_finished(dash, queued.json()["batch_id"])["verdict"] == "passed"
+    page.goto(f"{dash.url}/test-runs/{queued.json()['jobs'][1]['id']}")
+    expect(page.locator("#run-quarantined")).to_be_visible()
+
+    page.goto(f"{dash.url}/settings/organization")
+    page.get_by_label("Test retries by default").fill("2")
+    page.get_by_label("Quarantine flaky test cases automatically").check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_label("Test retries by default")).to_have_value("2")
+    expect(page.get_by_label("Quarantine flaky test cases automatically")).to_be_checked()
+    shot(page, "organization")
+    settings = dash.api.get("/v1/organization/settings").json()
+    assert (settings["default_retries"], settings["auto_quarantine"]) == (2, True)
+    dash.api.patch("/v1/organization/settings", json={"default_retries": 0, "auto_quarantine": False})
+
+
 # ---------------------------------------------------------------------------------------- tenancy
 
 
@@ -454,6 +520,8 @@ def test_every_page_fits_a_phone(browser: Browser, dash: Dashboard) -> None:
             "test-case": f"/test-cases/{dash.ids['Login Flow Test']}",
             "devices": "/devices",
             "developer": "/settings/developer",
+            "organization": "/settings/organization",
+            "batch": f"/batches/{run['batch_id']}",
         }
         for name, path in pages.items():
             page.goto(f"{dash.url}{path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,6 +79,12 @@ def _selector(row: Any) -> dict[str, Any] | None:
     return parsed
 
 
+@cache
+def _retries(allowed: int, used: int) -> RetriesOut:
+    # A few dozen pairs at most (0–5 each): built once, not on every status request. Never mutated.
+    return RetriesOut(allowed=allowed, used=used)
+
+
 def to_out(state: AppState, row: Any) -> RunOut:
     """A run row from ``RunRepository.view*`` as the API shows it. A late-bound run that no device holds
     (queued, or queued again after its agent was lost) shows what it asked for as its device."""
@@ -102,7 +109,7 @@ def to_out(state: AppState, row: Any) -> RunOut:
         started_at=row.started_at,
         finished_at=row.finished_at,
         device_selector=selector,
-        retries=RetriesOut(allowed=row.test_retries, used=row.test_retries_used),
+        retries=_retries(row.test_retries, row.test_retries_used),
         flaky=row.status == "passed" and row.test_retries_used > 0,
         quarantined=bool(row.quarantined),
         batch_id=row.batch_id,

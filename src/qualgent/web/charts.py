@@ -12,6 +12,7 @@ from qualgent.quality.schemas import HistoryRun
 WIDTH, HEIGHT = 600, 120
 GAP = 2
 MIN_BAR = 3  # a run with no duration (cancelled before it started) still shows
+MIN_SLOTS = 30
 
 
 def _result(run: HistoryRun) -> str:
@@ -30,7 +31,7 @@ def history_chart(runs: Sequence[HistoryRun]) -> Markup:
     if not shown:
         return Markup("")
     longest = max((r.duration_seconds or 0.0) for r in shown) or 1.0
-    slot = WIDTH / max(len(shown), 1)
+    slot = WIDTH / max(len(shown), MIN_SLOTS)  # a few runs make narrow bars, not a wall
     bar = max(1.0, slot - GAP)
     parts = [
         f'<svg class="history-chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
