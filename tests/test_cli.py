@@ -32,6 +32,7 @@ ADMIN_COMMANDS = (
     "set-rate-limit",
     "set-password",
     "set-parallel-runs",
+    "org-settings",
     "add-category",
     "add-test-case",
 )
@@ -275,6 +276,20 @@ def test_admin_set_parallel_runs(cli: Cli, db: Database) -> None:
     assert cap() == 5
     cli("admin", "set-parallel-runs", "0", "--org", org)
     assert cap() is None
+
+
+def test_admin_org_settings_shows_and_changes_test_retries_and_quarantine(cli: Cli) -> None:
+    org = cli("admin", "create-org", "Settings Org").stdout.strip()
+    shown = cli("admin", "org-settings", "--org", org).stdout
+    assert "default_retries: 0" in shown and "auto_quarantine: False" in shown and "quarantine_exit_passes: 5" in shown
+    changed = cli(
+        "admin", "org-settings", "--org", org, "--default-retries", "2", "--auto-quarantine",
+        "--quarantine-exit-passes", "0",
+    ).stdout  # fmt: skip
+    assert "default_retries: 2" in changed and "auto_quarantine: True" in changed
+    assert "quarantine_exit_passes: 0" in changed
+    assert "auto_quarantine: False" in cli("admin", "org-settings", "--org", org, "--no-auto-quarantine").stdout
+    cli("admin", "org-settings", "--org", org, "--default-retries", "9", code=2)  # out of 0–5: a usage error
 
 
 def test_admin_add_category_and_test_case_with_flow(cli: Cli, server: LiveServer, tmp_path: Path) -> None:
