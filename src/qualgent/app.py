@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from qualgent import __version__
+from qualgent import __version__, openapi
 from qualgent.agents.endpoints import MAX_SCREENSHOT_BYTES
 from qualgent.agents.endpoints import router as agents_router
 from qualgent.apps.endpoints import download_router
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_error_handlers(app, html=render_error_page)
+    openapi.install(app)
 
     # Requests are matched against routes in order: the hottest (run status and lists, agents' claims
     # and reports) come first.

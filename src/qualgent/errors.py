@@ -6,7 +6,7 @@ Body of every 4xx/5xx: ``{"success": false, "error": {"code", "message", "detail
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("qualgent")
 
@@ -109,6 +110,38 @@ _STATUS_CODES = {
 }
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource at this path. Starlette's 405 names only the methods of the first
+    route whose path matched, and several routes share a path here (GET, PATCH and DELETE of a test case).
+    Where a literal path and a template both match (``/v1/test-cases/run`` and ``/v1/test-cases/{id}``),
+    the literal one is the resource: a GET there would look for a test case called "run" and find none."""
+    by_specificity: dict[int, set[str]] = {}
+    # Without the parameters of the route that refused the method: a match adds its own to those.
+    scope = {**request.scope, "path_params": {}}
+    for route in _flatten(request.app.router.routes):
+        methods = getattr(route, "methods", None)
+        if not methods:
+            continue
+        match, child = route.matches(scope)
+        if match is not Match.NONE:  # PARTIAL: the path matched, the method did not
+            by_specificity.setdefault(len(child.get("path_params", {})), set()).update(methods)
+    allowed = by_specificity[min(by_specificity)] if by_specificity else set()
+    return [method for method in _METHODS if method in allowed]
+
+
+def _flatten(routes: Iterable[Any]) -> Iterator[Any]:
+    for route in routes:
+        # Recent FastAPI keeps an included router as one entry; its effective routes are inside.
+        contexts = getattr(route, "effective_route_contexts", None)
+        if callable(contexts):
+            yield from contexts()
+        else:
+            yield route
+
+
 def _first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error)
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:300]
@@ -191,9 +224,14 @@ def install_error_handlers(app: FastAPI, html: HtmlErrorRenderer | None = None) 
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = str(exc.detail) if exc.detail else code.replace("_", " ")
+        headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 404 and message == "Not Found":
             message = f"No route {request.method} {request.url.path}; see /docs for the API."
-        return respond(request, exc.status_code, code, message, headers=dict(exc.headers) if exc.headers else None)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            message = f"{request.method} is not a method of {request.url.path}; it takes {', '.join(allowed)}."
+        return respond(request, exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> Response:

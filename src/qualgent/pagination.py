@@ -14,6 +14,8 @@ from fastapi import Depends, Query, Request, Response
 from qualgent.errors import BadRequest
 
 MAX_LIMIT = 1000
+# A cursor is an ID: ASCII letters, digits and underscores.
+CURSOR_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,20 @@ class PageParams:
     cursor: str | None
 
 
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="Opaque cursor from the previous page's Link header; another is 400 `invalid_cursor`.",
+        # Documented, not enforced by FastAPI: a bad cursor is our own 400, not a validation 422.
+        json_schema_extra={"pattern": CURSOR_PATTERN},
+    ),
+]
+
+
 async def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1–1000).")] = 100,
-    cursor: Annotated[
-        str | None, Query(max_length=64, description="Opaque cursor from the previous page's Link header.")
-    ] = None,
+    cursor: CursorQuery = None,
 ) -> PageParams:
     if cursor is not None and not (cursor.isascii() and cursor.replace("_", "").isalnum()):
         raise BadRequest("Invalid cursor: use the one given in the previous page's Link header.", code="invalid_cursor")

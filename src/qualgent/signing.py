@@ -11,6 +11,9 @@ import hmac
 import time
 from urllib.parse import urlencode
 
+# The latest expiry a link can carry (Unix seconds, the year 2100): a larger one was never signed here.
+MAX_EXPIRES = 4_102_444_800
+
 
 def _hmac(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from qualgent.agents import service
 from qualgent.agents.schemas import (
     INT32_MAX,
+    MAX_STEP_INDEX,
     Ack,
     ArtifactKind,
     ArtifactStored,
@@ -28,10 +29,13 @@ from qualgent.agents.schemas import (
 from qualgent.deps import SessionDep, StateDep, app_state
 from qualgent.errors import BadRequest, PayloadTooLarge
 from qualgent.lenient_json import LenientJSONRoute, authenticated_before, authenticates
+from qualgent.openapi import errors
 
 router = APIRouter(prefix="/v1/agent", tags=["Agents"], route_class=LenientJSONRoute)
 
 MAX_SCREENSHOT_BYTES = 20 * 1024 * 1024
+# A report for a run the agent no longer holds (finished, cancelled, requeued, another attempt).
+MOVED_ON = errors((409, "The run moved on (`run_moved_on`): drop it."))
 
 
 @authenticates
@@ -59,7 +63,7 @@ async def claim(body: ClaimIn, request: Request, state: StateDep, agent: AgentDe
     return ClaimOut(run=runs[0] if runs else None, runs=runs)
 
 
-@router.post("/runs/{run_id}/heartbeat", response_model=HeartbeatOut)
+@router.post("/runs/{run_id}/heartbeat", response_model=HeartbeatOut, responses=MOVED_ON)
 async def heartbeat(
     run_id: str, body: HeartbeatIn, session: SessionDep, state: StateDep, agent: AgentDep
 ) -> HeartbeatOut:
@@ -68,7 +72,7 @@ async def heartbeat(
     return HeartbeatOut(cancel=cancel, lease_expires_at=lease)
 
 
-@router.post("/runs/{run_id}/steps", response_model=Ack)
+@router.post("/runs/{run_id}/steps", response_model=Ack, responses=MOVED_ON)
 async def steps(run_id: str, body: StepsIn, session: SessionDep, state: StateDep, agent: AgentDep) -> Ack:
     """Report step results (repeating a report is harmless)."""
     await service.record_steps(session, state, agent, run_id, body.attempt, body.steps, body.step_count, body.progress)
@@ -80,7 +84,7 @@ async def steps(run_id: str, body: StepsIn, session: SessionDep, state: StateDep
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."},
-        409: {"description": "The run moved on."},
+        **MOVED_ON,
     },
 )
 async def run_file(
@@ -98,6 +102,7 @@ async def run_file(
 @router.put(
     "/runs/{run_id}/steps/{attempt}/{index}/screenshot",
     response_model=Ack,
+    responses=MOVED_ON,
     openapi_extra={
         "requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
     },
@@ -105,7 +110,7 @@ async def run_file(
 async def screenshot(
     run_id: str,
     attempt: Annotated[int, Path(ge=0, le=INT32_MAX, description="The attempt the agent holds.")],
-    index: Annotated[int, Path(ge=0, le=100_000, description="The step's index.")],
+    index: Annotated[int, Path(ge=0, le=MAX_STEP_INDEX, description="The step's index.")],
     request: Request,
     session: SessionDep,
     state: StateDep,
@@ -127,9 +132,11 @@ async def screenshot(
     "/runs/{run_id}/artifacts/{name}",
     response_model=ArtifactStored,
     responses={
-        409: {"description": "The run moved on."},
-        413: {"description": "Over the limit for its kind."},
-        422: {"description": "Not a safe file name, or the wrong content type."},
+        **MOVED_ON,
+        **errors(
+            (413, "Over the limit for its kind."),
+            (422, "Not a safe file name, the wrong content type, or invalid values."),
+        ),
     },
     openapi_extra={
         "requestBody": {
@@ -151,7 +158,7 @@ async def artifact(
     attempt: Annotated[int, Query(ge=1, le=INT32_MAX, description="The attempt the agent holds.")],
     kind: Annotated[ArtifactKind, Query(description="A screen recording or the device's log.")],
     step: Annotated[
-        int | None, Query(ge=0, le=100_000, description="The step that produced it (a flow's stopRecording).")
+        int | None, Query(ge=0, le=MAX_STEP_INDEX, description="The step that produced it (a flow's stopRecording).")
     ] = None,
 ) -> ArtifactStored:
     """Upload an attempt's video or device log (the raw bytes, streamed to storage); replaces one of the same name."""
@@ -171,7 +178,7 @@ async def artifact(
     )
 
 
-@router.post("/runs/{run_id}/finish", response_model=FinishOut, responses={409: {"description": "The run moved on."}})
+@router.post("/runs/{run_id}/finish", response_model=FinishOut, responses=MOVED_ON)
 async def finish(
     run_id: str, body: FinishIn, request: Request, session: SessionDep, state: StateDep, agent: AgentDep
 ) -> FinishOut:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictFloat, StringConstraints
 
 # Integers the database keeps in 32 bits; larger ones (or booleans, which JSON validation would
 # otherwise take as 0 and 1) are refused as invalid rather than reaching a column that cannot hold them.
 INT32_MAX = 2**31 - 1
+# Steps of one attempt (a run stops after 10,000; nested steps are numbered in one list).
+MAX_STEP_INDEX = 100_000
 Attempt = Annotated[int, Strict(), Field(ge=0, le=INT32_MAX, description="The attempt the agent holds.")]
 
 
@@ -47,7 +49,7 @@ class RegisterOut(BaseModel):
 
 class ClaimIn(BaseModel):
     device_ids: list[str] = Field(min_length=1, max_length=500, description="Free devices (server dev_… ids).")
-    wait_seconds: float = Field(default=20, ge=0, le=60, description="Long-poll: wait this long for work.")
+    wait_seconds: StrictFloat = Field(default=20, ge=0, le=60, description="Long-poll: wait this long for work.")
     max_runs: Annotated[int, Strict()] = Field(
         default=1, ge=1, le=500, description="Claim up to this many runs at once, at most one per device."
     )

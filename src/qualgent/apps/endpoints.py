@@ -14,8 +14,10 @@ from qualgent.errors import Forbidden, NotFound
 from qualgent.idempotency import service as idempotency
 from qualgent.idempotency.service import IdempotencyKeyDep
 from qualgent.lenient_json import LenientJSONRoute
+from qualgent.openapi import errors
+from qualgent.packages.inspect import MIME_TYPES
 from qualgent.pagination import PageDep, set_next_link
-from qualgent.signing import verify
+from qualgent.signing import MAX_EXPIRES, verify
 
 router = APIRouter(prefix="/v1/apps", tags=["Apps"], route_class=LenientJSONRoute)
 # Pre-signed downloads carry their own authorisation and take no API key.
@@ -46,7 +48,12 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("/upload", response_model=UploadOut, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "/upload",
+    response_model=UploadOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses=idempotency.RESPONSES,
+)
 async def upload_app(
     request: Request, session: SessionDep, state: StateDep, principal: PrincipalDep, key: IdempotencyKeyDep
 ) -> UploadOut | Response:
@@ -84,7 +91,7 @@ async def list_apps(
     return [service.to_out(state, app) for app in items]
 
 
-@router.get("/latest", response_model=AppOut)
+@router.get("/latest", response_model=AppOut, responses=errors((404, "No app (of this OS) uploaded yet.")))
 async def latest_app(
     session: SessionDep,
     state: StateDep,
@@ -107,27 +114,44 @@ async def get_app(app_id: str, session: SessionDep, state: StateDep, principal: 
     return service.to_out(state, app)
 
 
-@router.delete("", response_model=DeleteOut)
+_UNKNOWN_FILES = errors((404, "Some of the files do not exist or were deleted already; nothing was deleted."))
+
+
+@router.delete("", response_model=DeleteOut, responses=_UNKNOWN_FILES)
 async def delete_apps(body: DeleteIn, session: SessionDep, principal: PrincipalDep) -> DeleteOut:
     """Delete files by ID (soft: runs that used them keep their reference)."""
     return DeleteOut(deleted=await service.delete_apps(session, principal, body.files))
 
 
-@router.post("/delete", response_model=DeleteOut)
+@router.post("/delete", response_model=DeleteOut, responses=_UNKNOWN_FILES)
 async def delete_apps_post(body: DeleteIn, session: SessionDep, principal: PrincipalDep) -> DeleteOut:
     """Delete files by ID, for clients that cannot send a body with DELETE."""
     return DeleteOut(deleted=await service.delete_apps(session, principal, body.files))
 
 
-@download_router.get("/{app_id}/download", response_class=Response, responses={403: {}, 404: {}})
+@download_router.get(
+    "/{app_id}/download",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {media_type: {} for media_type in dict.fromkeys(MIME_TYPES.values())},
+            "description": "The app's file, with its original name in Content-Disposition.",
+        },
+        307: {"description": "On object storage: the store's own pre-signed URL."},
+        **errors(
+            (403, "The link's signature is wrong or it has expired (`invalid_signature`)."),
+            (429, "Too many failed signatures from this address; wait `Retry-After` seconds."),
+        ),
+    },
+)
 async def download_app(
     app_id: str,
     request: Request,
     session: SessionDep,
     state: StateDep,
-    org: Annotated[str, Query(max_length=40)],
-    expires: Annotated[int, Query()],
-    signature: Annotated[str, Query(max_length=128)],
+    org: Annotated[str, Query(max_length=40, description="The organisation the link was signed for.")],
+    expires: Annotated[int, Query(ge=0, le=MAX_EXPIRES, description="When the link expires (Unix seconds).")],
+    signature: Annotated[str, Query(max_length=128, description="The link's signature.")],
 ) -> Response:
     """Download an app's file through a pre-signed link (valid 5 minutes)."""
     if not verify(state.signing_key, org, app_id, expires, signature):

@@ -28,8 +28,12 @@ def _name(value: str) -> str:
     return value
 
 
+# What _name accepts, for the document: at least one character that is not white space, none that is a
+# control character. (Checked by _name, which says which rule a name broke.)
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+
 # A name: stripped, not blank, without control characters.
-Name = Annotated[str, AfterValidator(_name)]
+Name = Annotated[str, AfterValidator(_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
 
 _EXAMPLE: dict[str, Any] = {
     "id": "cat_01jd2f3g4h5j6k7m8n9p0q1r2s",

@@ -27,12 +27,14 @@ from qualgent.auth.principal import Principal
 from qualgent.db.base import utcnow
 from qualgent.errors import BadRequest, Conflict, Unprocessable
 from qualgent.idempotency.repository import IdempotencyRepository
+from qualgent.openapi import errors
 
 Out = TypeVar("Out", bound=BaseModel)
 HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
 # Printable ASCII without spaces, as the IETF draft and Stripe's keys: UUIDs and the like.
-_VALID = re.compile(r"[\x21-\x7e]{1,255}")
+PATTERN = r"^[\x21-\x7e]{1,255}$"
+_VALID = re.compile(PATTERN)
 
 
 def _header(
@@ -40,8 +42,11 @@ def _header(
         str | None,
         Header(
             alias=HEADER,
-            description="Any unique string (1-255 printable characters, e.g. a UUID). A repeat within "
-            "24 hours returns the first response and queues nothing new.",
+            description="Any unique string (1-255 printable ASCII characters without spaces, e.g. a UUID). "
+            "A repeat within 24 hours returns the first response and queues nothing new; a key of another "
+            "shape is 400 `invalid_idempotency_key`.",
+            # Documented, not enforced by FastAPI: a bad key is our own 400, not a validation 422.
+            json_schema_extra={"pattern": PATTERN, "minLength": 1, "maxLength": 255},
         ),
     ] = None,
 ) -> str | None:
@@ -56,6 +61,8 @@ def _header(
 
 
 IdempotencyKeyDep = Annotated[str | None, Depends(_header)]
+# ``responses=`` of the routes that take the key: a repeat while the first is still at work.
+RESPONSES = errors((409, f"A request with this {HEADER} is still in progress (`idempotency_key_in_use`)."))
 
 
 def fingerprint(method: str, path: str, body_digest: str) -> str:

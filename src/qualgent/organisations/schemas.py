@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
+from pydantic.json_schema import SkipJsonSchema
 
+from qualgent.openapi import omittable
 from qualgent.runs.schemas import Retries
 
 
@@ -22,6 +24,7 @@ class OrganizationSettings(BaseModel):
 class OrganizationSettingsPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    default_retries: Retries | None = None
-    auto_quarantine: bool | None = None
-    quarantine_exit_passes: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=100)
+    # Each setting has a value: it may be left out, not sent as null (422).
+    default_retries: Retries | SkipJsonSchema[None] = omittable()
+    auto_quarantine: StrictBool | SkipJsonSchema[None] = omittable()
+    quarantine_exit_passes: Annotated[int, Strict(), Field(ge=0, le=100)] | SkipJsonSchema[None] = omittable()

@@ -2,19 +2,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
+from qualgent.agents.schemas import INT32_MAX, MAX_STEP_INDEX
 from qualgent.auth.service import authenticate, refuse_failed
 from qualgent.deps import PrincipalDep, SessionDep, StateDep, app_state
 from qualgent.errors import Forbidden, NotFound
 from qualgent.ids import has_shape
 from qualgent.lenient_json import LenientJSONRoute
+from qualgent.openapi import API_KEY_SECURITY, errors
 from qualgent.pagination import PageDep, set_next_link
 from qualgent.runs import artifacts, reports, service
 from qualgent.runs.repository import RunRepository
 from qualgent.runs.schemas import CancelOut, QueueInfo, RunListOut, RunOut, RunReport, RunStatus
-from qualgent.signing import verify_path
+from qualgent.signing import MAX_EXPIRES, verify_path
 from qualgent.state import AppState
 
 router = APIRouter(prefix="/v1/jobs", tags=["Jobs"], route_class=LenientJSONRoute)
@@ -34,7 +36,9 @@ async def list_jobs(
         str | None,
         Query(
             max_length=64 * 1000,
-            description="Comma-separated run IDs: the state of many runs in one request.",
+            # IDs are ASCII: a URL stays within the HTTP server's 80 KiB for a request's head.
+            pattern=r"^[A-Za-z0-9_,]*$",
+            description="Comma-separated run IDs (up to 1000): the state of many runs in one request.",
         ),
     ] = None,
     queue: Annotated[
@@ -79,7 +83,8 @@ async def list_jobs(
     return RunListOut(test_runs=out)
 
 
-@router.get("/status/{test_run_id}", response_model=RunOut)
+# It authenticates inside (the hot-route middleware serves it without FastAPI's dependencies).
+@router.get("/status/{test_run_id}", response_model=RunOut, openapi_extra=API_KEY_SECURITY)
 async def job_status(test_run_id: str, request: Request) -> Response:
     """Get the status of a specific test run."""
     return await status_response(request, test_run_id)
@@ -112,7 +117,8 @@ async def job_report(
     state: StateDep,
     principal: PrincipalDep,
     attempt: Annotated[
-        int | None, Query(ge=1, description="List this attempt's steps and artifacts (default: the latest).")
+        int | None,
+        Query(ge=1, le=INT32_MAX, description="List this attempt's steps and artifacts (default: the latest)."),
     ] = None,
 ) -> RunReport:
     """A run's report: its attempts and each step with status, duration, log lines and screenshot link."""
@@ -143,23 +149,31 @@ async def cancel_job(test_run_id: str, session: SessionDep, principal: Principal
 
 # Pre-signed screenshot links carry their own authorisation, like app downloads.
 artifacts_router = APIRouter(prefix="/v1/jobs", tags=["Jobs"], route_class=LenientJSONRoute)
+_SIGNED = errors(
+    (403, "The link's signature is wrong or it has expired (`invalid_signature`)."),
+    (429, "Too many failed signatures from this address; wait `Retry-After` seconds."),
+)
+AttemptPath = Annotated[int, Path(ge=0, le=INT32_MAX, description="The run's attempt.")]
+OrgQuery = Annotated[str, Query(max_length=40, description="The organisation the link was signed for.")]
+ExpiresQuery = Annotated[int, Query(ge=0, le=MAX_EXPIRES, description="When the link expires (Unix seconds).")]
+SignatureQuery = Annotated[str, Query(max_length=128, description="The link's signature.")]
 
 
 @artifacts_router.get(
     "/{test_run_id}/screenshots/{attempt}/{index}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 403: {}, 404: {}},
+    responses={200: {"content": {"image/png": {}}, "description": "The screenshot."}, **_SIGNED},
 )
 async def screenshot(
     test_run_id: str,
-    attempt: int,
-    index: int,
+    attempt: AttemptPath,
+    index: Annotated[int, Path(ge=0, le=MAX_STEP_INDEX, description="The step's index.")],
     request: Request,
     session: SessionDep,
     state: StateDep,
-    org: Annotated[str, Query(max_length=40)],
-    expires: Annotated[int, Query()],
-    signature: Annotated[str, Query(max_length=128)],
+    org: OrgQuery,
+    expires: ExpiresQuery,
+    signature: SignatureQuery,
 ) -> Response:
     """A step's screenshot through a pre-signed link (valid 5 minutes)."""
     await _check_signature(
@@ -182,20 +196,20 @@ async def screenshot(
         200: {"content": {"video/mp4": {}, "text/plain": {}}, "description": "The artifact's bytes."},
         206: {"description": "The range asked for (`Range: bytes=…`)."},
         307: {"description": "On object storage: the store's own pre-signed URL."},
-        403: {},
-        404: {},
+        **_SIGNED,
+        **errors(416),
     },
 )
 async def artifact(
     test_run_id: str,
-    attempt: int,
+    attempt: AttemptPath,
     name: str,
     request: Request,
     session: SessionDep,
     state: StateDep,
-    org: Annotated[str, Query(max_length=40)],
-    expires: Annotated[int, Query()],
-    signature: Annotated[str, Query(max_length=128)],
+    org: OrgQuery,
+    expires: ExpiresQuery,
+    signature: SignatureQuery,
 ) -> Response:
     """A run's video or device log through a pre-signed link (valid 5 minutes); answers Range requests."""
     await _check_signature(request, state, reports.artifact_path(test_run_id, attempt, name), org, expires, signature)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool, StringConstraints
 
 RunStatus = Literal["queued", "running", "passed", "failed", "cancelled"]
 Priority = Literal["low", "medium", "high"]
@@ -208,7 +208,7 @@ class DeviceSelector(BaseModel):
         default=None, description="A pool the device's agent puts it in (the device tag `pool:NAME`)."
     )
     device_type: Literal["phone", "tablet"] | None = None
-    any: bool = Field(default=False, description="Any device of the platform (no other criterion with it).")
+    any: StrictBool = Field(default=False, description="Any device of the platform (no other criterion with it).")
 
 
 class JobIn(BaseModel):
@@ -227,7 +227,7 @@ class JobIn(BaseModel):
     priority: Priority = "medium"
     timeout_seconds: Seconds | None = None
     env: Env | None = None
-    record_video: bool = Field(
+    record_video: StrictBool = Field(
         default=False,
         description="Record a video of the device's screen for the run (a test case may always record one).",
     )
@@ -252,7 +252,7 @@ class RunIn(BaseModel):
     jobs: list[JobIn] = Field(min_length=1, max_length=500)
     retries: Retries | None = Field(default=None, description=_BATCH_RETRIES)
     group: Group | None = Field(default=None, description=_GROUP)
-    cancel_previous: bool = Field(default=False, description=_CANCEL_PREVIOUS)
+    cancel_previous: StrictBool = Field(default=False, description=_CANCEL_PREVIOUS)
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -305,13 +305,13 @@ class RunAllIn(BaseModel):
     exclude_tags: list[Tag] | None = Field(
         default=None, max_length=100, description="Skip test cases with any of these tags."
     )
-    record_video: bool = Field(
+    record_video: StrictBool = Field(
         default=False,
         description="Record a video of the device's screen for every run (a test case may always record one).",
     )
     retries: Retries | None = Field(default=None, description=_BATCH_RETRIES)
     group: Group | None = Field(default=None, description=_GROUP)
-    cancel_previous: bool = Field(default=False, description=_CANCEL_PREVIOUS)
+    cancel_previous: StrictBool = Field(default=False, description=_CANCEL_PREVIOUS)
 
 
 class QueuedJob(BaseModel):

@@ -10,7 +10,7 @@ from qualgent.deps import PrincipalDep, SessionDep, StateDep
 from qualgent.idempotency import service as idempotency
 from qualgent.idempotency.service import IdempotencyKeyDep
 from qualgent.lenient_json import LenientJSONRoute
-from qualgent.pagination import PageDep, PageParams, page_params, set_next_link
+from qualgent.pagination import CursorQuery, PageDep, PageParams, page_params, set_next_link
 from qualgent.quality import service as quality
 from qualgent.quality.schemas import HistoryOut, QuarantineIn
 from qualgent.runs import service as runs
@@ -40,7 +40,7 @@ async def list_test_cases(
     return await service.list_out(session, state, org, items)
 
 
-@router.post("/run", response_model=QueuedOut)
+@router.post("/run", response_model=QueuedOut, responses=idempotency.RESPONSES)
 async def run_test_cases(
     body: RunIn, session: SessionDep, state: StateDep, principal: PrincipalDep, key: IdempotencyKeyDep
 ) -> QueuedOut | Response:
@@ -54,7 +54,7 @@ async def run_test_cases(
     return await idempotency.once(session, principal, key, fingerprint, queue)
 
 
-@router.post("/run-all", response_model=QueuedOut)
+@router.post("/run-all", response_model=QueuedOut, responses=idempotency.RESPONSES)
 async def run_all_test_cases(
     body: RunAllIn, session: SessionDep, state: StateDep, principal: PrincipalDep, key: IdempotencyKeyDep
 ) -> QueuedOut | Response:
@@ -129,7 +129,7 @@ async def test_case_history(
     state: StateDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200, description="Runs per page (1–200).")] = 50,
-    cursor: Annotated[str | None, Query(max_length=64, description="From the previous page's Link header.")] = None,
+    cursor: CursorQuery = None,
 ) -> HistoryOut:
     """A test case's recent runs (app version and SHA-256, device, duration, attempts, result), flakiness and figures."""
     page = PageParams(limit, cursor) if cursor is None else await page_params(limit, cursor)

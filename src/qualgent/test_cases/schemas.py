@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from qualgent.categories.schemas import Name, Text
+from qualgent.openapi import omittable
 from qualgent.quality.schemas import QuarantineOut, TestCaseStats
 from qualgent.runs.schemas import LatestRunOut, Ref, Retries, Seconds
 
@@ -128,7 +130,7 @@ class TestCaseIn(BaseModel):
     files: list[FileIn] | None = Field(
         default=None, description="Files the flow uses (subflows, scripts, media); see docs/api.md for limits."
     )
-    record_video: bool = Field(
+    record_video: StrictBool = Field(
         default=False, description="Every run of this test case records a video of the device's screen."
     )
     retries: Retries | None = Field(
@@ -140,17 +142,19 @@ class TestCasePatch(BaseModel):
     __test__ = False
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = Field(default=None, min_length=1, max_length=200)
-    description: Text | None = Field(default=None, max_length=10_000)
-    category_id: str | None = Field(default=None, max_length=64)
-    status: TestCaseStatus | None = None
-    flow: Text | None = Field(default=None, max_length=256 * 1024)
-    timeout_seconds: Seconds | None = None
-    files: list[FileIn] | None = Field(
-        default=None, description="Replaces every file of the test case (the flow and its files are one unit)."
+    # Fields that always have a value may be left out but not sent as null (422); the others take null
+    # to clear them.
+    name: Annotated[Name, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = omittable()
+    description: Annotated[Text, Field(max_length=10_000)] | SkipJsonSchema[None] = omittable()
+    category_id: str | None = Field(default=None, max_length=64, description="null: no category.")
+    status: TestCaseStatus | SkipJsonSchema[None] = omittable()
+    flow: Annotated[Text, Field(max_length=256 * 1024)] | SkipJsonSchema[None] = omittable()
+    timeout_seconds: Seconds | None = Field(default=None, description="null: the server's default.")
+    files: list[FileIn] | SkipJsonSchema[None] = omittable(
+        "Replaces every file of the test case (the flow and its files are one unit); [] for none."
     )
-    record_video: bool | None = Field(
-        default=None, description="Every run of this test case records a video of the device's screen."
+    record_video: StrictBool | SkipJsonSchema[None] = omittable(
+        "Every run of this test case records a video of the device's screen."
     )
     retries: Retries | None = Field(
         default=None, description="Test retries of its runs when a request says none; null: the organisation's."
