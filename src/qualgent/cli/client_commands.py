@@ -29,6 +29,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from qualgent.cli import waiting
+from qualgent.cli.text import add_row, describe_detail, escaped, plain
 from qualgent.cli.waiting import EXIT_INFRASTRUCTURE, EXIT_USAGE, SignalGuard
 from qualgent.client import (
     APIError,
@@ -41,6 +42,7 @@ from qualgent.client import (
 )
 from qualgent.client.junit import render_runs
 from qualgent.client.models import App, Device, QueuedJob, Run, RunReport
+from qualgent.reports.junit import step_link
 
 MIB = 1024 * 1024
 
@@ -100,7 +102,7 @@ ThresholdOpt = Annotated[
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escaped(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -116,7 +118,7 @@ def _describe(exc: QualgentClientError) -> str:
     if isinstance(exc, APIError):
         text = f"{exc.message} ({exc.status_code} {exc.code})"
         for detail in exc.details[:10]:
-            text += f"\n  - {detail}"
+            text += f"\n  - {describe_detail(detail)}"
         return text
     return str(exc)
 
@@ -231,7 +233,7 @@ def apps_list(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = No
         return
     table = Table("id", "app", "version", "os", "size", "uploaded")
     for a in apps:
-        table.add_row(a.id, a.app_name, a.version, a.os, str(a.file_size), str(a.created_at or ""))
+        add_row(table, a.id, a.app_name, a.version, a.os, str(a.file_size), str(a.created_at or ""))
     _print_table(table)
 
 
@@ -488,13 +490,14 @@ def queue_and_wait(
     # A server with batches waits on them (their runs and the gate's verdict, one request each per poll).
     batch_ids = list(dict.fromkeys(j.batch_id for j in jobs if j.batch_id)) if all(j.batch_id for j in jobs) else []
     console = err if options.as_json else out
-    console.print(f"Queued {len(run_ids)} run(s)" + (f" (batch {', '.join(batch_ids)})." if batch_ids else "."))
+    batches = f" (batch {', '.join(batch_ids)})." if batch_ids else "."
+    console.print(plain(f"Queued {len(run_ids)} run(s){batches}"), highlight=False)
     if not options.wait:  # queued and reported: nothing to cancel, whatever signal came meanwhile
         if options.as_json:
             _print_json({"runs": [j.model_dump(mode="json") for j in jobs]})
         else:
             for job in jobs:
-                out.print(f"{job.id}  {job.link}", highlight=False)
+                out.print(plain(f"{job.id}  {job.link}"), highlight=False, soft_wrap=True)
         return 0
     result = waiting.wait(
         client,
@@ -518,11 +521,11 @@ def queue_and_wait(
                 try:
                     reports[run.id] = client.run_report(run.id)
                 except APIError as exc:
-                    console.print(f"no report for {run.id}: {exc}", markup=False, highlight=False)
+                    console.print(plain(f"no report for {run.id}: {exc}"), highlight=False)
     if options.junit is not None:
         options.junit.parent.mkdir(parents=True, exist_ok=True)
-        options.junit.write_bytes(render_runs(runs, reports, note=result.note))
-        console.print(f"JUnit report: {options.junit}", highlight=False)
+        options.junit.write_bytes(render_runs(runs, reports, note=result.note, stopped=result.stopped or "timeout"))
+        console.print(plain(f"JUnit report: {options.junit}"), highlight=False, soft_wrap=True)
     _summarise(runs, reports, code, result, options, console, client.pacer.rate_limited)
     return code
 
@@ -538,7 +541,9 @@ def _summarise(
 ) -> None:
     counts: dict[str, int] = {}
     for run in runs:
-        counts[run.status] = counts.get(run.status, 0) + 1
+        # A run the CLI cancelled that its agent has not stopped yet (it stops at its next heartbeat).
+        status = "cancelling" if run.id in result.cancelled and not run.finished else run.status
+        counts[status] = counts.get(status, 0) + 1
     for run in runs:
         if run.flaky:
             report = reports.get(run.id)
@@ -549,8 +554,7 @@ def _summarise(
                 else ""
             )
             console.print(
-                f"FLAKY {run.test_case.name} on {run.device}: passed on a test retry{first}\n  {run.link}",
-                markup=False,
+                plain(f"FLAKY {run.test_case.name} on {run.device}: passed on a test retry{first}\n  {run.link}"),
                 highlight=False,
                 soft_wrap=True,
             )
@@ -558,19 +562,22 @@ def _summarise(
         if run.status == "failed" and run.failure is not None:
             label = "QUARANTINED (not gating), FAILED" if run.quarantined else "FAILED"
             console.print(
-                f"{label} {run.test_case.name} on {run.device} [{run.failure.kind}]: {run.failure.message}\n  {run.link}",
-                markup=False,
+                plain(f"{label} {run.test_case.name} on {run.device} [{run.failure.kind}]: {run.failure.message}"),
                 highlight=False,
                 soft_wrap=True,
             )
-            for step in reports[run.id].steps if run.id in reports else []:
+            console.print(plain(f"  {run.link}"), highlight=False, soft_wrap=True)
+            report = reports.get(run.id)
+            if report is None:
+                continue
+            for step in report.steps:
                 if step.status == "failed":
                     for line in step.logs[-20:]:
-                        console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+                        console.print(plain(f"    {line}"), highlight=False, soft_wrap=True)
                     if step.screenshot:
-                        console.print(
-                            f"    screenshot: {step.screenshot}", markup=False, highlight=False, soft_wrap=True
-                        )
+                        # The run page's place of the step, not the screenshot's own link (signed for minutes).
+                        link = step_link(run.link, report.attempt, step.index)
+                        console.print(plain(f"    screenshot: {link}"), highlight=False, soft_wrap=True)
     flaky = [r for r in runs if r.flaky]
     quarantined = [r for r in runs if r.quarantined]
     extra = []
@@ -585,7 +592,7 @@ def _summarise(
         verdict = "[green]PASSED[/green] [yellow](flaky)[/yellow]"
     superseded = sorted({b.superseded_by for b in result.batches if b.superseded_by})
     if superseded:
-        console.print(f"superseded by batch {', '.join(superseded)} of the same group", highlight=False)
+        console.print(plain(f"superseded by batch {', '.join(superseded)} of the same group"), highlight=False)
     console.print(f"{verdict} {len(runs)} run(s): {summary} (exit {code})", highlight=False)
     if options.as_json:
         _print_json(
@@ -868,7 +875,7 @@ def _run_rows(runs: list[Run]) -> Table:
     table = Table("id", "test case", "device", "status", "progress", "failure", "created")
     for r in runs:
         failure = f"{r.failure.kind}: {r.failure.message}" if r.failure else ""
-        table.add_row(r.id, r.test_case.name, r.device, r.status, f"{r.progress}%", failure, str(r.created_at or ""))
+        add_row(table, r.id, r.test_case.name, r.device, r.status, f"{r.progress}%", failure, r.created_at or "")
     return table
 
 
@@ -918,7 +925,7 @@ def jobs_cancel(
     with _client(url, api_key) as client:
         for run_id in run_ids:
             result = client.cancel_run(run_id)
-            out.print(f"{result.id}  {result.status}", highlight=False)
+            out.print(plain(f"{result.id}  {result.status}"), highlight=False)
 
 
 @jobs_app.command("report", cls=ClientCommand)
@@ -939,16 +946,22 @@ def jobs_report(
         return
     for report in reports.values():
         run = report.run
-        out.print(f"[bold]{run.id}[/bold] {run.test_case.name} on {run.device}: {run.status}", highlight=False)
+        out.print(
+            f"[bold]{escaped(run.id)}[/bold] {escaped(run.test_case.name)} on {escaped(run.device)}: {escaped(run.status)}",
+            highlight=False,
+        )
         if run.failure:
-            out.print(f"  {run.failure.kind}: {run.failure.message}", markup=False, highlight=False)
-        out.print(f"  {run.link}", highlight=False)
+            out.print(plain(f"  {run.failure.kind}: {run.failure.message}"), highlight=False)
+        out.print(plain(f"  {run.link}"), highlight=False, soft_wrap=True)
         for step in report.steps:
-            out.print(f"  [{step.status}] {step.index + 1}. {step.description} {step.message}", markup=False)
+            out.print(
+                f"  [{step.status}] {step.index + 1}. {step.description} {step.message}", markup=False, highlight=False
+            )
             for line in step.logs:
-                out.print(f"      {line}", markup=False, highlight=False)
+                out.print(plain(f"      {line}"), highlight=False)
             if step.screenshot:
-                out.print(f"      screenshot: {step.screenshot}", markup=False, highlight=False)
+                link = step_link(run.link, report.attempt, step.index)
+                out.print(plain(f"      screenshot: {link}"), highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------- catalogue listings
@@ -963,7 +976,7 @@ def devices(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = None
         return
     table = Table("id", "name", "platform", "os", "type")
     for d in found:
-        table.add_row(d.id, d.name, d.platform, d.os_version, d.device_type)
+        add_row(table, d.id, d.name, d.platform, d.os_version, d.device_type)
     _print_table(table)
 
 
@@ -976,7 +989,7 @@ def categories(as_json: JsonOpt = False, url: UrlOpt = None, api_key: KeyOpt = N
         return
     table = Table("id", "name", "description")
     for c in found:
-        table.add_row(c.id, c.name, c.description)
+        add_row(table, c.id, c.name, c.description)
     _print_table(table)
 
 
@@ -998,7 +1011,8 @@ def test_cases_list(
     for t in found:
         last = (t.latest_completed_run or {}).get("status", "")
         rate = t.stats.pass_rate if t.stats is not None else None
-        table.add_row(
+        add_row(
+            table,
             t.id,
             t.name,
             t.status,
@@ -1035,12 +1049,20 @@ def test_cases_history(
         return
     stats = history.stats
     flags = _flags(history.flaky, history.quarantine is not None)
-    out.print(f"[bold]{history.test_case.name}[/bold] {history.test_case.id}" + (f" ({flags})" if flags else ""))
+    out.print(
+        f"[bold]{escaped(history.test_case.name)}[/bold] {escaped(history.test_case.id)}"
+        + (f" ({flags})" if flags else ""),
+        highlight=False,
+    )
     if history.flaky_reason:
-        out.print(f"  flaky: {history.flaky_reason}", markup=False, highlight=False)
+        out.print(plain(f"  flaky: {history.flaky_reason}"), highlight=False)
     if history.quarantine is not None:
         why = f": {history.quarantine.reason}" if history.quarantine.reason else ""
-        out.print(f"  quarantined since {history.quarantine.since} ({history.quarantine.source}){why}", markup=False)
+        out.print(
+            f"  quarantined since {history.quarantine.since} ({history.quarantine.source}){why}",
+            markup=False,
+            highlight=False,
+        )
     if stats.runs:
         out.print(
             f"  {stats.runs} runs: pass rate {stats.pass_rate:.0%}, flaky rate {stats.flaky_rate:.0%}, "
@@ -1052,7 +1074,8 @@ def test_cases_history(
         result = run.status + (" (flaky)" if run.flaky else "") + (" (quarantined)" if run.quarantined else "")
         if run.failure is not None:
             result += f" [{run.failure.kind}]"
-        table.add_row(
+        add_row(
+            table,
             run.id,
             result,
             run.app.name,
@@ -1083,7 +1106,7 @@ def test_cases_quarantine(
         _print_json(case.model_dump(mode="json"))
         return
     state = "in quarantine" if case.quarantined else "out of quarantine"
-    out.print(f"{case.id} {case.name}: {state}", highlight=False)
+    out.print(plain(f"{case.id} {case.name}: {state}"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

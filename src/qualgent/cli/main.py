@@ -10,17 +10,29 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from typer.core import TyperOption
 
 from qualgent.cli import client_commands
+from qualgent.cli.text import add_row, escaped
 from qualgent.config import Settings, get_settings
 from qualgent.errors import QualgentError
 
 T = TypeVar("T")
+
+
+def _type_unless_flag(self: TyperOption, ctx: click.Context) -> str | None:
+    """Typer's help writes a value's type after each option, and `<bool>` after a flag, which takes none."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _type_unless_flag  # type: ignore[method-assign]
 
 app = typer.Typer(
     help="qualgent: run automated mobile-app tests from CI/CD pipelines (the QualGent API).",
@@ -61,7 +73,7 @@ def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]], settings: Settin
     try:
         return asyncio.run(main())
     except QualgentError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
+        err.print(f"[red]error:[/red] {escaped(exc.message)}", highlight=False)
         raise typer.Exit(1) from None
     except DBAPIError as exc:
         text = str(exc.orig).lower()
@@ -380,7 +392,7 @@ def list_orgs() -> None:
     orgs = _run_in_session(lambda s: OrganisationRepository(s).list())
     table = Table("id", "name", "parallel runs")
     for org in orgs:
-        table.add_row(org.id, org.name, str(org.max_parallel_runs or "default"))
+        add_row(table, org.id, org.name, org.max_parallel_runs or "default")
     _print_table(table)
 
 
@@ -435,7 +447,8 @@ def list_keys(org: Annotated[str | None, typer.Option(help="Organisation ID (def
 
     table = Table("id", "prefix", "user", "scopes", "rate limit", "created", "last used", "revoked")
     for key in _run_in_session(work):
-        table.add_row(
+        add_row(
+            table,
             key.id,
             key.prefix + "…",
             key.user_id,

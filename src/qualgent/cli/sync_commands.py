@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from qualgent.cli.text import plain
 from qualgent.cli.waiting import EXIT_USAGE
 from qualgent.client import testsync
 
@@ -71,7 +72,7 @@ def _notes(workspace: testsync.Workspace) -> None:
     config = workspace.config
     if workspace.left_out:
         shown = ", ".join(f.path for f in workspace.left_out[:5]) + (" …" if len(workspace.left_out) > 5 else "")
-        err.print(f"Left out by the tags of {config.file}: {shown}", markup=False, highlight=False)
+        err.print(plain(f"Left out by the tags of {config.file}: {shown}"), highlight=False)
     nested = [p for p in workspace.unused if "/" in p]
     if nested and config.file is None:
         err.print(
@@ -124,7 +125,7 @@ def _report(workspace: testsync.Workspace, changes: list[testsync.Change], dry_r
         line = f"{action:<16} {change.path}{where} → {change.name}{extra}{tags}"
         if change.error:
             line += f"\n    error: {change.error}"
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
+        out.print(plain(line), highlight=False, soft_wrap=True)
     order = workspace.config.execution_order
     if workspace.order and order is not None:
         names = {c.path: c.name for c in changes}

@@ -24,7 +24,9 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
+from qualgent.cli.text import add_row, clean, plain
 from qualgent.client import Client, QualgentClientError, WaitTimeout
 from qualgent.client.models import Batch, Run
 
@@ -32,6 +34,9 @@ EXIT_PASSED = 0
 EXIT_TEST_FAILED = 1
 EXIT_INFRASTRUCTURE = 2
 EXIT_USAGE = 3
+# A running run that the CLI cancelled stops at its agent's next heartbeat (5 s by default): the CLI
+# waits up to this long for the server to say so, rather than report it as still running.
+CANCEL_SETTLE_SECONDS = 15.0
 
 
 class Interrupted(Exception):
@@ -142,11 +147,12 @@ def runs_table(runs: list[Run]) -> Table:
             colour = "red"
         if run.flaky or (run.quarantined and run.status == "failed"):
             colour = "yellow"
-        table.add_row(
+        add_row(
+            table,
             run.id,
             run.test_case.name,
             run.device,
-            f"[{colour}]{_outcome(run)}[/{colour}]",
+            Text(clean(_outcome(run)), style=colour),
             f"{run.progress}%",
             _duration(run),
         )
@@ -185,7 +191,7 @@ class Display:
                     line += f"  {_duration(run)}"
                     if run.failure is not None:
                         line += f"  [{run.failure.kind}] {run.failure.message}"
-                self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+                self.console.print(plain(line), highlight=False, soft_wrap=True)
             self.seen[run.id] = state
 
 
@@ -193,6 +199,7 @@ class Display:
 class WaitResult:
     runs: list[Run]
     note: str | None = None  # why some runs did not finish (timeout, interrupted, no device)
+    stopped: str | None = None  # what stopped the wait: timeout, interrupted or no_device
     cancelled: list[str] = field(default_factory=list)
     no_device: bool = False  # stopped because runs could run on no online device
     batches: list[Batch] = field(default_factory=list)  # their last states, when the CLI waited on batches
@@ -258,7 +265,7 @@ def wait(
         runs = [r for b in batches for r in b.runs or [] if r.id in place]
         remember(sorted(runs, key=lambda r: place[r.id]))
 
-    note = None
+    note = stopped = None
     no_device = False
     with Display(console) as display:
         try:
@@ -274,18 +281,38 @@ def wait(
             return WaitResult(runs)
         except WaitTimeout as exc:
             last[:] = exc.runs
-            note = f"not finished within --timeout {timeout:g} s; cancelled by the CLI"
+            note, stopped = f"not finished within --timeout {timeout:g} s; cancelled by the CLI", "timeout"
         except Interrupted as exc:
-            note = f"the CLI received {exc} while waiting; cancelled by the CLI"
+            note, stopped = f"the CLI received {exc} while waiting; cancelled by the CLI", "interrupted"
         except NoDevice as exc:
-            note, no_device = str(exc), True
+            note, stopped, no_device = str(exc), "no_device", True
         finally:
             guard.armed = False  # a second signal must not interrupt the cancellation
     console.print(note, style="yellow", markup=False, highlight=False)
     cancelled = cancel_unfinished(client, run_ids, last, console)
-    with contextlib.suppress(QualgentClientError):
-        last = client.get_runs(run_ids)
-    return WaitResult(last, note=note, cancelled=cancelled, no_device=no_device)
+    last = settle(client, run_ids, cancelled, last, poll_interval)
+    return WaitResult(last, note=note, stopped=stopped, cancelled=cancelled, no_device=no_device)
+
+
+def settle(
+    client: Client,
+    run_ids: list[str],
+    cancelled: list[str],
+    known: list[Run],
+    poll_interval: float,
+    timeout: float = CANCEL_SETTLE_SECONDS,
+) -> list[Run]:
+    """The runs' states once those the CLI cancelled have ended (a running one ends at its agent's next
+    heartbeat), or after ``timeout``: what the server shows, not a run "still running" that is not."""
+    deadline = time.monotonic() + timeout
+    runs = known
+    while True:
+        with contextlib.suppress(QualgentClientError):
+            runs = client.get_runs(run_ids)
+        pending = [r for r in runs if r.id in cancelled and not r.finished]
+        if not pending or time.monotonic() >= deadline:
+            return runs
+        time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
 
 def cancel_unfinished(client: Client, run_ids: list[str], known: list[Run], console: Console) -> list[str]:
@@ -299,7 +326,7 @@ def cancel_unfinished(client: Client, run_ids: list[str], known: list[Run], cons
             client.cancel_run(run_id)
             cancelled.append(run_id)
         except QualgentClientError as exc:  # finished meanwhile, or the server is gone: keep cancelling
-            console.print(f"could not cancel {run_id}: {exc}", markup=False, highlight=False)
+            console.print(plain(f"could not cancel {run_id}: {exc}"), highlight=False)
     if cancelled:
         console.print(f"cancelled {len(cancelled)} run(s)", highlight=False)
     return cancelled

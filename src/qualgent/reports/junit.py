@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+# Characters XML 1.0 does not allow in a document (C0 controls but tab and line breaks, lone surrogates,
+# U+FFFE and U+FFFF): ElementTree writes them as they are, and the file is then not well-formed.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with each character XML 1.0 forbids replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
 
 
 @dataclass
@@ -16,6 +26,15 @@ class JUnitStep:
     screenshot: str | None
     index: int | None = None  # the step's number in the run's report (0-based)
     parent: int | None = None  # the enclosing step's index: a runFlow, a repeat iteration, a hook, …
+    attempt: int | None = None  # the run's attempt the step belongs to
+
+
+def step_link(run_link: str, attempt: int | None, index: int | None) -> str:
+    """Where a person finds a step (its screenshot, its log and the device's): its place on the run page.
+    The screenshot's own link is signed for minutes and dead by the time anyone reads a CI log."""
+    if attempt is None or index is None:
+        return run_link
+    return f"{run_link}#step-{attempt}-{index}"
 
 
 @dataclass
@@ -102,6 +121,12 @@ def render(suites: dict[str, Sequence[JUnitCase]], name: str = "qualgent") -> by
     # No "skipped" on <testsuites>: the Jenkins junit-10.xsd that CI systems validate against allows
     # it on <testsuite> only.
     root.set("time", f"{total_time:.3f}")
+    # Names, messages and logs come from test cases, flows and devices: any character may be in them.
+    for element in root.iter():
+        if element.text:
+            element.text = xml_safe(element.text)
+        for key, value in element.attrib.items():
+            element.set(key, xml_safe(value))
     ET.indent(root)
     xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return xml
@@ -127,7 +152,7 @@ def _reruns(element: ET.Element, tag: str, case: JUnitCase) -> None:
     for rerun in case.reruns:
         problem = ET.SubElement(element, tag, message=rerun.message or "failed", type=rerun.kind)
         trace = ET.SubElement(problem, "stackTrace")
-        trace.text = _rerun_log(rerun)
+        trace.text = _rerun_log(rerun, case.link)
         out = ET.SubElement(problem, "system-out")
         out.text = f"Attempt {rerun.attempt} on {rerun.device}: {rerun.message}"
 
@@ -140,7 +165,7 @@ def _attempts_note(case: JUnitCase) -> str:
     return f"Test retries: {outcome}; failed first: {tried}\n"
 
 
-def _rerun_log(rerun: JUnitRerun) -> str:
+def _rerun_log(rerun: JUnitRerun, run_link: str) -> str:
     step = rerun.step
     if step is None:
         return rerun.message
@@ -148,7 +173,7 @@ def _rerun_log(rerun: JUnitRerun) -> str:
     lines = [f"[{step.status}] step {number}: {step.description}" + (f" — {step.message}" if step.message else "")]
     lines.extend(f"    {line}" for line in step.logs)
     if step.screenshot:
-        lines.append(f"    screenshot: {step.screenshot}")
+        lines.append(f"    screenshot: {step_link(run_link, step.attempt, step.index)}")
     return "\n".join(lines)
 
 
@@ -161,5 +186,5 @@ def _step_log(case: JUnitCase, failing_only: bool = False) -> str:
         lines.append(f"[{step.status}] step {number}: {name}" + (f" — {step.message}" if step.message else ""))
         lines.extend(f"    {line}" for line in step.logs)
         if step.screenshot:
-            lines.append(f"    screenshot: {step.screenshot}")
+            lines.append(f"    screenshot: {step_link(case.link, step.attempt, step.index)}")
     return "\n".join(lines)

@@ -120,8 +120,8 @@ async def build(
     )
 
 
-def junit_step(s: StepReport) -> junit.JUnitStep:
-    return junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot, s.index, s.parent)
+def junit_step(s: StepReport, attempt: int | None) -> junit.JUnitStep:
+    return junit.JUnitStep(s.description, s.status, s.message, s.logs, s.screenshot, s.index, s.parent, attempt)
 
 
 def reruns(report: RunReport) -> list[junit.JUnitRerun]:
@@ -132,7 +132,7 @@ def reruns(report: RunReport) -> list[junit.JUnitRerun]:
             device=a.device,
             kind=a.failure.kind,
             message=a.failure.message,
-            step=junit_step(a.failing_step) if a.failing_step is not None else None,
+            step=junit_step(a.failing_step, a.number) if a.failing_step is not None else None,
         )
         for a in report.attempts[:-1]
         if a.outcome == "failed" and a.failure is not None and a.failure.kind == "test"
@@ -152,7 +152,7 @@ def to_junit(report: RunReport) -> bytes:
         link=run.link,
         failure_kind=run.failure.kind if run.failure else None,
         failure_message=run.failure.message if run.failure else None,
-        steps=[junit_step(s) for s in report.steps],
+        steps=[junit_step(s, report.attempt) for s in report.steps],
         reruns=reruns(report),
         quarantined=run.quarantined,
     )
