@@ -312,13 +312,18 @@ def test_latest_and_latest_by_os(tenant: Tenant) -> None:
         "tc_00000000000000000000000000",
         "FILE_00000000000000000000000000",
         "file_0000000000000000000000000%27%20OR%201=1--",
-        "%00",
         "file_" + "0" * 500,
     ],
 )
 def test_get_unknown_or_malformed_id_is_404(tenant: Tenant, app_id: str) -> None:
     upload_app(tenant)  # the organisation has an app; the ID still must not find it
     assert_error(tenant.client.get(f"/v1/apps/{app_id}"), 404, "not_found")
+
+
+def test_nul_in_an_app_id_is_400(tenant: Tenant) -> None:
+    upload_app(tenant)
+    error = assert_error(tenant.client.get("/v1/apps/%00"), 400, "bad_request")
+    assert "NUL" in error["message"]
 
 
 # ------------------------------------------------------------------------------------------ delete

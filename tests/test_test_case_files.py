@@ -89,11 +89,12 @@ def test_unknown_and_hostile_download_paths_are_404(tenant: Tenant) -> None:
         "subflows",
         "%2E%2E/%2E%2E/etc/passwd",
         "/etc/passwd",
-        "subflows%2Flogin.yaml%00",
         "C:/Windows/win.ini",
         "a%5Cb",
     ):
         assert_error(download(tenant, case["id"], path), 404, "not_found")
+    # A NUL anywhere in a URL is refused as malformed.
+    assert_error(download(tenant, case["id"], "subflows%2Flogin.yaml%00"), 400, "bad_request")
     assert_error(download(tenant, plain["id"], "subflows/login.yaml"), 404, "not_found")
     assert_error(download(tenant, new_id("tc"), "subflows/login.yaml"), 404, "not_found")
 
@@ -174,7 +175,7 @@ def test_bad_paths_are_refused_naming_each_file(tenant: Tenant) -> None:
         ("/etc/passwd", "relative"),
         ("C:/Windows/win.ini", "relative"),
         ("sub\\flow.yaml", "`/`"),
-        ("sub/\x00.yaml", "control characters"),
+        ("sub/\x01.yaml", "control characters"),
         ("", "non-empty"),
         ("sub/..", "folder"),
         ("x" * 301 + ".yaml", "at most 300"),
@@ -190,6 +191,13 @@ def test_bad_paths_are_refused_naming_each_file(tenant: Tenant) -> None:
     for detail, (path, reason) in zip(details, hostile, strict=True):
         assert detail["field"] == "files" and detail["path"] == path
         assert reason in detail["issue"], detail
+    assert tenant.client.get("/v1/test-cases/list").json() == []
+
+
+def test_a_nul_in_a_file_path_is_refused_and_nothing_is_stored(tenant: Tenant) -> None:
+    files = [{"path": "sub/\x00.yaml", "content": "x"}]
+    error = assert_error(tenant.client.post("/v1/test-cases", json={"name": "nul", "flow": FLOW, "files": files}), 422)
+    assert "NUL" in error["message"] or any("NUL" in str(d) for d in error.get("details") or []), error
     assert tenant.client.get("/v1/test-cases/list").json() == []
 
 
