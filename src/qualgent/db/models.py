@@ -513,3 +513,70 @@ class Secret(TimestampMixin, Base):
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# ------------------------------------------------------------------------ issue 15: webhooks and Slack
+
+
+class WebhookEndpoint(TimestampMixin, Base):
+    """Where an organisation's run events are pushed: a URL signed for (Standard Webhooks) or a Slack
+    incoming webhook. ``secret_ciphertext`` is the signing secret, sealed like organisation secrets
+    (secrets/crypto.py) since it must be read back to sign; for Slack the URL is the secret and is
+    sealed in it too."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="webhook")  # webhook | slack
+    # For Slack, only the host and the first characters of the path (the rest is the secret).
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    events: Mapped[str] = mapped_column(String(200))  # space-separated event types
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    # Why the server disabled it (a day of failed deliveries); NULL when a person did, or when enabled.
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # The first failed delivery since the last one that succeeded.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookEvent(Base):
+    """The outbox: a run's change, written in the transaction that made it (runs/transitions.py) when its
+    organisation has an enabled endpoint. The delivery worker turns each into deliveries, then deletes it."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(30))
+    run_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookDelivery(TimestampMixin, Base):
+    """One message to one endpoint, and its delivery log: ``pending`` until an attempt succeeds
+    (``delivered``) or attempts stop (``failed``). ``id`` is the message's ``webhook-id``."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # batch.finished once per endpoint and batch, however many of its runs' ends saw it finished.
+        UniqueConstraint("endpoint_id", "dedupe_key"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(30))
+    subject_id: Mapped[str | None] = mapped_column(String(40))  # the run or batch
+    dedupe_key: Mapped[str | None] = mapped_column(String(80))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
