@@ -1,32 +1,44 @@
-"""The ``qualgent`` command: serve the API, migrate the database, administer organisations and keys."""
+"""The ``qualgent`` command: serve the API, migrate the database, administer organisations and keys.
+
+The client commands (apps, run, run-all, jobs, …) need only the base install. The server's commands
+(serve, db, admin) and the device agent's import their dependencies when they run, so `qualgent --help`
+and a CI step never load the server's, and each says in one line which extra to install when its own
+are missing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 from typer.core import TyperOption
 
 from qualgent.cli import client_commands
 from qualgent.cli.text import add_row, escaped
-from qualgent.config import Settings, get_settings
-from qualgent.errors import QualgentError
+from qualgent.cli.waiting import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from qualgent.config import Settings
+
+_IMPORTED = time.monotonic()
 
 T = TypeVar("T")
 
 
-def _type_unless_flag(self: TyperOption, ctx: click.Context) -> str | None:
+def _type_unless_flag(self: TyperOption, ctx: Any) -> str | None:
     """Typer's help writes a value's type after each option, and `<bool>` after a flag, which takes none."""
     return None if self.is_flag else _option_type(self, ctx)
 
@@ -51,11 +63,55 @@ client_commands.register(app)  # apps, run, run-all, jobs, devices, categories, 
 console = Console()
 err = Console(stderr=True)
 
+# What each extra brings, by the modules its commands import first.
+SERVER_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "aiosqlite", "jsbox")
+AGENT_MODULES = ("jsbox", "PIL", "av")
+
+
+def _missing(modules: tuple[str, ...]) -> bool:
+    return any(find_spec(name) is None for name in modules)
+
+
+def _require(command: str, what: str, extra: str, modules: tuple[str, ...]) -> None:
+    """Exit 3 with one line naming the extra to install when ``command``'s dependencies are absent."""
+    if _missing(modules):
+        err.print(f"{command} needs {what}: pip install 'qualgent[{extra}]'", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _require_server(command: str) -> None:
+    _require(command, "the server", "server", SERVER_MODULES)
+
+
+@db_app.callback()
+def _db_needs_server() -> None:
+    _require_server("qualgent db")
+
+
+@admin_app.callback()
+def _admin_needs_server() -> None:
+    _require_server("qualgent admin")
+
+
+def _seconds_since_start() -> float:
+    """Seconds since this process started (Linux's /proc), else since this module was imported."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            # Field 22 is the start in clock ticks after boot; the name in parentheses may hold spaces.
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return float(uptime.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
 
 def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]], settings: Settings | None = None) -> T:
     """Run one unit of work against the configured database and commit it."""
+    from sqlalchemy.exc import DBAPIError
+
+    from qualgent.config import get_settings
     from qualgent.db.dialect import writer
     from qualgent.db.session import make_engine, make_sessionmaker, transaction
+    from qualgent.errors import QualgentError
 
     settings = settings or get_settings()
     url = settings.resolved_database_url
@@ -108,6 +164,7 @@ def _print_table(table: Table) -> None:
 
 
 def _default_org(session: AsyncSession, org: str | None) -> Awaitable[str]:
+    from qualgent.errors import QualgentError
     from qualgent.organisations.repository import OrganisationRepository
 
     async def pick() -> str:
@@ -136,8 +193,10 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Start the API server (the embedded default: SQLite and files under the data directory)."""
+    _require_server("qualgent serve")
     import uvicorn
 
+    from qualgent.config import get_settings
     from qualgent.db.migrations import upgrade
     from qualgent.organisations.service import bootstrap
 
@@ -155,7 +214,17 @@ def serve(
         _require_current_schema(settings)
 
     first = _run_in_session(bootstrap, settings)
-    agent_thread = _start_embedded_agent(settings, host, port) if settings.embedded_agent else None
+    agent_thread = None
+    if settings.embedded_agent and _missing(AGENT_MODULES):
+        err.print(
+            "No simulated devices: the embedded agent needs the agent extra: pip install 'qualgent[agent]' "
+            "(QUALGENT_EMBEDDED_AGENT=false to serve remote agents only)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif settings.embedded_agent:
+        agent_thread = _start_embedded_agent(settings, host, port)
     base = settings.public_base_url.rstrip("/")
     if first is not None:
         console.print(
@@ -179,8 +248,7 @@ def serve(
     else:
         console.print(f"Dashboard: {base}/sign-in", highlight=False)
     console.print(f"API docs: {base}/docs", highlight=False)
-    uvicorn.run(
-        "qualgent.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=host,
         port=port,
@@ -194,8 +262,33 @@ def serve(
         # still open after a few seconds (an upload) is cut.
         timeout_graceful_shutdown=3,
     )
+    if workers > 1:
+        uvicorn.run("qualgent.app:create_app", **options)
+    else:
+        _serve_one(uvicorn.Config("qualgent.app:create_app", **options))
     if agent_thread is not None:
         agent_thread.join(timeout=5)  # it was told to stop with the server; its runs' leases expire
+
+
+def _serve_one(config: Any) -> None:
+    """uvicorn.run for one process, logging when the server listens: "Ready in N s" since the process started."""
+    import logging
+
+    import uvicorn
+
+    class ReadyServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                logging.getLogger("uvicorn.error").info(
+                    "Ready in %.2f s since qualgent serve started", _seconds_since_start()
+                )
+
+    server = ReadyServer(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C before its handlers are installed
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE: the port is taken, the app did not start, …
 
 
 def _start_embedded_agent(settings: Settings, host: str, port: int) -> threading.Thread:
@@ -293,6 +386,7 @@ def agent(
     ] = 0.2,
 ) -> None:
     """Run a device agent: serve devices and execute the runs the server hands out."""
+    _require("qualgent agent", "the agent extra", "agent", AGENT_MODULES)
     import logging
     import signal
 
@@ -324,6 +418,7 @@ def agent(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
+    from qualgent.config import get_settings
     from qualgent.db.migrations import upgrade
 
     settings = get_settings()
@@ -335,6 +430,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision ('base' = empty).")]) -> None:
     """Revert migrations down to REVISION."""
+    from qualgent.config import get_settings
     from qualgent.db.migrations import downgrade
 
     downgrade(get_settings().resolved_database_url, revision)
@@ -420,6 +516,7 @@ def create_key(
     name: Annotated[str, typer.Option(help="A label to tell keys apart.")] = "",
 ) -> None:
     """Create an API key and print it. It is shown once and stored only as a hash."""
+    from qualgent.errors import QualgentError
     from qualgent.organisations.repository import OrganisationRepository
     from qualgent.organisations.service import create_key as create
 
@@ -469,6 +566,7 @@ def set_password(
     ] = False,
 ) -> None:
     """Set a user's dashboard password (asked twice unless --password-stdin); signs the user out everywhere."""
+    from qualgent.config import get_settings
     from qualgent.organisations.service import set_password as set_it
 
     if password_stdin:
@@ -540,6 +638,7 @@ def org_settings(
     ] = None,
 ) -> None:
     """Show an organisation's settings (test retries, quarantine of flaky tests); change those given."""
+    from qualgent.config import get_settings
     from qualgent.organisations.schemas import OrganizationSettingsPatch
     from qualgent.organisations.service import change_settings
 
@@ -619,6 +718,7 @@ def purge_cmd(
     """Purge now: deleted apps' content past retention, expired resumable uploads, crashed uploads' data, and
     old runs' videos, device logs and screenshots."""
     from qualgent.apps.purge import purge
+    from qualgent.config import get_settings
     from qualgent.db.dialect import write_sessionmaker
     from qualgent.db.session import make_engine
     from qualgent.state import make_storage
