@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
-from qualgent.cli import waiting
+from qualgent.cli import ci_output, waiting
 from qualgent.cli.text import add_row, describe_detail, escaped, plain
 from qualgent.cli.waiting import EXIT_INFRASTRUCTURE, EXIT_USAGE, SignalGuard
 from qualgent.client import (
@@ -527,6 +527,9 @@ def queue_and_wait(
         options.junit.write_bytes(render_runs(runs, reports, note=result.note, stopped=result.stopped or "timeout"))
         console.print(plain(f"JUnit report: {options.junit}"), highlight=False, soft_wrap=True)
     _summarise(runs, reports, code, result, options, console, client.pacer.rate_limited)
+    ci_output.publish(
+        client, runs, reports, code, note=result.note, stopped=result.stopped, junit=options.junit, stream=console.file
+    )
     return code
 
 
