@@ -576,7 +576,33 @@ class WebhookDelivery(TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Failed attempts are retried until then (a day after the event, or after a redelivery).
+    retry_until: Mapped[datetime] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     response_status: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class RunEvent(Base):
+    """A run's change of status, for the live event stream (GET /v1/jobs/events). Written by database
+    triggers on ``test_runs`` (migration 0014) in the transaction that made the change, whatever made it,
+    so nothing can change a run without its event. ``id`` only grows (SQLite: AUTOINCREMENT, never
+    reused after the purge) and is the stream's event ID, which a client resumes from."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (
+        Index("ix_run_events_organization_id_id", "organization_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(String(40))
+    batch_id: Mapped[str | None] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(20))  # run.queued | run.started | run.finished
+    status: Mapped[str] = mapped_column(String(20))
+    attempt: Mapped[int] = mapped_column(Integer)
+    failure_kind: Mapped[str | None] = mapped_column(String(20))
+    # The run's updated_at as the change set it (the purge deletes by it).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
