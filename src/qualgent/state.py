@@ -13,6 +13,7 @@ from qualgent.config import Settings
 from qualgent.db.dialect import Reader, write_sessionmaker
 from qualgent.db.session import make_engine, make_sessionmaker
 from qualgent.devices.catalogue import Catalogue, load_catalogue
+from qualgent.events.hub import EventHub
 from qualgent.runs.scheduler import Reaper, Wakeup
 from qualgent.secrets.crypto import derive_key
 from qualgent.storage.base import Storage
@@ -44,6 +45,8 @@ class AppState:
     read_sessions: async_sessionmaker[AsyncSession]
     write_sessions: async_sessionmaker[AsyncSession]
     reader: Reader
+    # The live event stream's poller and fan-out (events/hub.py).
+    events: EventHub
     limiter: RateLimiter
     storage: Storage
     devices: Catalogue
@@ -62,12 +65,14 @@ class AppState:
         wakeup = Wakeup()
         write_sessions = write_sessionmaker(engine)
         storage = make_storage(settings)
+        reader = Reader(settings.resolved_database_url)
         return cls(
             settings=settings,
             engine=engine,
             read_sessions=make_sessionmaker(engine),
             write_sessions=write_sessions,
-            reader=Reader(settings.resolved_database_url),
+            reader=reader,
+            events=EventHub(settings, reader),
             limiter=RateLimiter(settings.redis_url, settings.auth_failure_limit),
             storage=storage,
             devices=load_catalogue(settings.devices_file),
@@ -83,6 +88,7 @@ class AppState:
         await self.reaper.stop()
         await self.purger.stop()
         await self.storage.close()
+        await self.events.close()
         await self.reader.close()
         await self.limiter.close()
         await self.engine.dispose()
