@@ -22,6 +22,7 @@ from qualgent.config import Settings, get_settings
 from qualgent.deps import StateDep
 from qualgent.devices.endpoints import router as devices_router
 from qualgent.errors import QualgentError, install_error_handlers, log
+from qualgent.events.endpoints import router as events_router
 from qualgent.guards import RequestGuardMiddleware
 from qualgent.middleware import (
     BodyLimitMiddleware,
@@ -78,11 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # then cancel them.
         loop = asyncio.get_running_loop()
         forget = on_shutdown(lambda: _call_soon(loop, state.wakeup.stop))
+        # And event streams end at once: uvicorn waits for open responses before it stops.
+        forget_streams = on_shutdown(lambda: _call_soon(loop, state.events.stop))
         try:
             with signals_begin_shutdown():
                 yield
         finally:
             forget()
+            forget_streams()
             await state.close()
 
     app = FastAPI(
@@ -112,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Requests are matched against routes in order: the hottest (run status and lists, agents' claims
     # and reports) come first.
     for router in (
+        events_router,
         jobs_router,
         agents_router,
         # Before the apps router: /v1/apps/uploads/… must not be read as /v1/apps/{app_id}.

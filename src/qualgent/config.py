@@ -171,6 +171,33 @@ class Settings(BaseSettings):
         "(the run, its steps and their logs stay).",
     )
 
+    # The live event stream (GET /v1/jobs/events)
+    events_poll_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        description="Seconds between a process's reads of new run events while it has streams open (one "
+        "query per tick for all of them). On PostgreSQL a change wakes the reader at once (LISTEN/NOTIFY); "
+        "this is then the pace only while a gap in event IDs is being waited out.",
+    )
+    events_heartbeat_seconds: float = Field(
+        default=15,
+        gt=0,
+        description="Seconds a live event stream may stay silent before it sends a heartbeat comment, so "
+        "proxies keep it open (a client may ask for another pace with ?heartbeat=).",
+    )
+    events_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Events a stream may have waiting to be sent; a client that falls further behind is "
+        "disconnected and resumes with Last-Event-ID.",
+    )
+    events_retention_hours: float = Field(
+        default=24,
+        gt=0,
+        description="Hours run events are kept for streams that resume with Last-Event-ID (the purge "
+        "deletes older ones).",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -1,0 +1,72 @@
+"""A live event stream: what a client missed since its Last-Event-ID, then the hub's events as they
+come, with heartbeats between."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from qualgent.db.dialect import Reader
+from qualgent.events import repository
+from qualgent.events.hub import EventHub
+from qualgent.events.schemas import EventFilter
+
+REPLAY_PAGE = 500
+# Sent first: the browser's EventSource reconnects after this many milliseconds, sending Last-Event-ID.
+OPENING = b"retry: 2000\n: run events\n\n"
+HEARTBEAT = b": heartbeat\n\n"
+
+
+async def stream(
+    hub: EventHub,
+    reader: Reader,
+    organization_id: str,
+    wanted: EventFilter,
+    *,
+    last_event_id: int | None,
+    heartbeat: float,
+    max_seconds: float | None = None,
+) -> AsyncIterator[bytes]:
+    """SSE bytes until the client goes (the server cancels the generator), the process stops, the
+    client falls too far behind, or ``max_seconds`` pass."""
+    subscriber = await hub.subscribe(organization_id, wanted)
+    ends = None if max_seconds is None else time.monotonic() + max_seconds
+    try:
+        yield OPENING
+        if last_event_id is not None:
+            # The hub hands this stream events after subscriber.start; the rest are read from the table.
+            after = last_event_id
+            while after < subscriber.start:
+                missed = await repository.replay(
+                    reader,
+                    organization_id,
+                    after,
+                    subscriber.start,
+                    run_ids=wanted.run_ids,
+                    batch_id=wanted.batch_id,
+                    statuses=wanted.statuses,
+                    limit=REPLAY_PAGE,
+                )
+                for event in missed:
+                    yield hub.frame(event)
+                if len(missed) < REPLAY_PAGE:
+                    break
+                after = missed[-1].id
+        while True:
+            wait = heartbeat
+            if ends is not None:
+                left = ends - time.monotonic()
+                if left <= 0:
+                    return
+                wait = min(wait, left)
+            try:
+                got = await subscriber.next(wait)
+            except TimeoutError:
+                if ends is None or time.monotonic() < ends:
+                    yield HEARTBEAT
+                continue
+            if got is None:
+                return
+            yield hub.frame(got)
+    finally:
+        hub.unsubscribe(subscriber)
