@@ -957,9 +957,7 @@ def jobs_report(
             out.print(plain(f"  {run.failure.kind}: {run.failure.message}"), highlight=False)
         out.print(plain(f"  {run.link}"), highlight=False, soft_wrap=True)
         for step in report.steps:
-            out.print(
-                f"  [{step.status}] {step.index + 1}. {step.description} {step.message}", markup=False, highlight=False
-            )
+            out.print(plain(f"  [{step.status}] {step.index + 1}. {step.description} {step.message}"), highlight=False)
             for line in step.logs:
                 out.print(plain(f"      {line}"), highlight=False)
             if step.screenshot:
@@ -1062,9 +1060,7 @@ def test_cases_history(
     if history.quarantine is not None:
         why = f": {history.quarantine.reason}" if history.quarantine.reason else ""
         out.print(
-            f"  quarantined since {history.quarantine.since} ({history.quarantine.source}){why}",
-            markup=False,
-            highlight=False,
+            plain(f"  quarantined since {history.quarantine.since} ({history.quarantine.source}){why}"), highlight=False
         )
     if stats.runs:
         out.print(

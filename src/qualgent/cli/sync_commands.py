@@ -76,16 +76,16 @@ def _notes(workspace: testsync.Workspace) -> None:
     nested = [p for p in workspace.unused if "/" in p]
     if nested and config.file is None:
         err.print(
-            f"note: {len(nested)} flow file(s) in sub-folders are neither test cases nor used by one "
-            f"(e.g. {nested[0]}): without a config.yaml only the top-level flows are test cases "
-            '(Maestro\'s default); for <category>/<test>.yaml add a config.yaml with flows: ["*/*"]',
-            markup=False,
+            plain(
+                f"note: {len(nested)} flow file(s) in sub-folders are neither test cases nor used by one "
+                f"(e.g. {nested[0]}): without a config.yaml only the top-level flows are test cases "
+                '(Maestro\'s default); for <category>/<test>.yaml add a config.yaml with flows: ["*/*"]'
+            ),
             highlight=False,
         )
     if workspace.missing_order:
         err.print(
-            f"warning: executionOrder.flowsOrder names no synced flow: {', '.join(workspace.missing_order)}",
-            markup=False,
+            plain(f"warning: executionOrder.flowsOrder names no synced flow: {', '.join(workspace.missing_order)}"),
             highlight=False,
         )
 
@@ -131,8 +131,7 @@ def _report(workspace: testsync.Workspace, changes: list[testsync.Change], dry_r
         names = {c.path: c.name for c in changes}
         sequence = ", ".join(f"{n}. {names.get(p, p)} ({p})" for n, p in enumerate(workspace.order, 1))
         out.print(
-            f"Execution order (continueOnFailure: {str(order.continue_on_failure).lower()}): {sequence}",
-            markup=False,
+            plain(f"Execution order (continueOnFailure: {str(order.continue_on_failure).lower()}): {sequence}"),
             highlight=False,
             soft_wrap=True,
         )

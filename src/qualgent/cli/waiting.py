@@ -288,7 +288,7 @@ def wait(
             note, stopped, no_device = str(exc), "no_device", True
         finally:
             guard.armed = False  # a second signal must not interrupt the cancellation
-    console.print(note, style="yellow", markup=False, highlight=False)
+    console.print(Text(clean(note), style="yellow"), highlight=False)
     cancelled = cancel_unfinished(client, run_ids, last, console)
     last = settle(client, run_ids, cancelled, last, poll_interval)
     return WaitResult(last, note=note, stopped=stopped, cancelled=cancelled, no_device=no_device)

@@ -637,7 +637,12 @@ def refusal(exc: APIError, root: Path, path: str) -> str:
             where = _shown(root, (root / path).parent, str(detail["path"]))
         line = detail.get("line")
         return f"{where}{_line(line if isinstance(line, int) else None)}: {detail.get('issue') or exc.message}"
-    extra = "; ".join(
-        " ".join(str(d[k]) for k in ("path", "issue") if d.get(k) is not None) or str(d) for d in details[:5]
-    )
+    extra = "; ".join(_reason(d) for d in details[:5])
     return f"{path}: {exc.message}{' (' + extra + ')' if extra else ''}"
+
+
+def _reason(detail: Mapping[str, Any]) -> str:
+    """One entry of an error's details as a sentence (``name: must not …``), never the raw mapping."""
+    where = detail.get("path") or detail.get("field")
+    issue = detail.get("issue") or "invalid"
+    return f"{where}: {issue}" if where else str(issue)
