@@ -50,6 +50,10 @@ def populate(tenant: Tenant) -> dict[str, str]:
         tenant, name="Auth Login", category_id=category["id"], files=[{"path": "sub/login.yaml", "content": "- back\n"}]
     )
     assert tenant.client.put("/v1/secrets/AUTH_SECRET", json={"value": "v"}).status_code == 200
+    webhook = tenant.client.post(
+        "/v1/webhooks", json={"url": "https://hooks.example.com/auth", "events": ["run.finished"]}
+    )
+    assert webhook.status_code == 201, webhook.text
     queued = tenant.client.post(
         "/v1/test-cases/run", json={"jobs": [{"test_case_id": case["id"], "app_file_id": app_id, "device": PIXEL_7}]}
     )
@@ -65,6 +69,7 @@ def populate(tenant: Tenant) -> dict[str, str]:
         "upload": upload.headers["Location"].rsplit("/", 1)[-1],
         "secret": "AUTH_SECRET",
         "file": "sub/login.yaml",
+        "webhook": webhook.json()["id"],
     }
 
 
@@ -86,6 +91,8 @@ def fill(path: str, ids: dict[str, str]) -> str:
         batch_id=ids["batch"],
         upload_id=ids.get("upload", ""),
         name=ids.get("secret", "NO_SUCH_SECRET"),
+        webhook_id=ids.get("webhook", new_id("whk")),
+        delivery_id=ids.get("delivery", new_id("msg")),
     )
 
 
@@ -264,6 +271,9 @@ def _read_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/v1/batches/{batch_id}"): {"contains": ids["run"], "params": {"runs": "true"}},
         ("GET", "/v1/test-cases/{test_case_id}/history"): {"contains": ids["tc"]},
         ("GET", "/v1/organization/settings"): {"contains": "default_retries"},
+        ("GET", "/v1/webhooks"): {"contains": ids["webhook"]},
+        ("GET", "/v1/webhooks/{webhook_id}"): {"contains": ids["webhook"]},
+        ("GET", "/v1/webhooks/{webhook_id}/deliveries"): {"contains": "deliveries"},
     }
 
 
@@ -301,6 +311,10 @@ def _write_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("PUT", "/v1/test-cases/{test_case_id}/quarantine"): {"json": {"reason": "by read-only"}},
         ("DELETE", "/v1/test-cases/{test_case_id}/quarantine"): {},
         ("PATCH", "/v1/organization/settings"): {"json": {"default_retries": 3}},
+        ("POST", "/v1/webhooks"): {"json": {"url": "https://hooks.example.com/ro", "events": ["run.finished"]}},
+        ("PATCH", "/v1/webhooks/{webhook_id}"): {"json": {"enabled": False}},
+        ("DELETE", "/v1/webhooks/{webhook_id}"): {},
+        ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {},
     }
 
 
@@ -317,6 +331,7 @@ def _snapshot(tenant: Tenant) -> dict[str, Any]:
         "runs": sorted((r["id"], r["status"]) for r in client.get("/v1/jobs/list").json()["test_runs"]),
         "secrets": client.get("/v1/secrets").json(),
         "settings": client.get("/v1/organization/settings").json(),
+        "webhooks": client.get("/v1/webhooks").json(),
     }
 
 

@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ PREFIXES = {
     "upload": "upload",
     "secret": "secret",
     "batch": "batch",
+    "webhook": "whk",
+    "delivery": "msg",
 }
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -78,6 +81,7 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
     )
     secret_name, secret_value = f"SECRET_{tag.upper()}_{secrets.token_hex(3)}", f"Value-{tag}-{secrets.token_hex(3)}"
     assert tenant.client.put(f"/v1/secrets/{secret_name}", json={"value": secret_value}).status_code == 200
+    webhook = _webhook(tenant, tag)
     queued = tenant.client.post(
         "/v1/test-cases/run",
         json={"jobs": [{"test_case_id": case["id"], "app_file_id": file["id"], "device": PIXEL_7}]},
@@ -91,6 +95,7 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
     upload_id = created.headers["Location"].rsplit("/", 1)[-1]
     sent = tenant.client.patch(f"/v1/apps/uploads/{upload_id}", content=b"u" * 100, headers=_tus_patch(0))
     assert sent.status_code == 204, sent.text
+    delivery = _first_delivery(tenant, webhook["id"])
     ids = {
         "app": file["id"],
         "cat": category["id"],
@@ -100,8 +105,13 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
         "upload": upload_id,
         "secret": secret_name,
         "batch": batch_id,
+        "webhook": webhook["id"],
+        "delivery": delivery,
     }
     names = {
+        webhook["url"],
+        webhook["secret"],
+        webhook["description"],
         app_name,
         file["filename"],
         file["file_path"],
@@ -113,6 +123,30 @@ def _populate(tenant: Tenant, tag: str) -> tuple[dict[str, str], set[str]]:
         secret_value,
     }
     return ids, names
+
+
+def _webhook(tenant: Tenant, tag: str) -> dict[str, Any]:
+    """A webhook endpoint (issue 15), of the run events to come."""
+    url = f"https://hooks.example.com/{tag}-{secrets.token_hex(4)}"
+    description = f"Hook-{tag}-{secrets.token_hex(3)}"
+    created = tenant.client.post(
+        "/v1/webhooks", json={"url": url, "events": ["run.queued"], "description": description}
+    )
+    assert created.status_code == 201, created.text
+    webhook: dict[str, Any] = created.json()
+    return webhook
+
+
+def _first_delivery(tenant: Tenant, webhook_id: str) -> str:
+    """The endpoint's delivery of the run queued since, once the server's worker has made it (its
+    attempts fail: the host does not resolve)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = tenant.client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["deliveries"]
+        if found:
+            return str(found[0]["id"])
+        assert time.monotonic() < deadline, "the webhook never got a delivery"
+        time.sleep(0.05)
 
 
 def _tus_creation(app_name: str, length: int) -> dict[str, str]:
@@ -369,6 +403,46 @@ def dashboard_set_secret(w: World) -> None:
     assert response.status_code == 303, response.text
     w.b_secrets.discard(b_name)
     assert f'data-secret="{b_name}"' in probe(w, "GET", "/settings/secrets").text
+
+
+def list_webhooks(w: World) -> None:
+    _list_only_own(w, "/v1/webhooks", {w.a_ids["webhook"]})
+
+
+def create_webhook_like_b(w: World) -> None:
+    # A may point an endpoint of its own at B's URL: the answer is A's endpoint, with nothing of B's.
+    b_url = next(s for s in w.b_secrets if s.startswith("https://hooks.example.com/bbb"))
+    response = probe(w, "POST", "/v1/webhooks", json={"url": b_url, "events": ["run.finished"]})
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] != w.b_ids["webhook"]
+    assert probe(w, "DELETE", f"/v1/webhooks/{response.json()['id']}").status_code == 200
+
+
+def get_webhook(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/webhooks/<webhook>", ("webhook",), status=404, code="not_found")
+
+
+def patch_webhook(w: World) -> None:
+    indistinguishable(w, "PATCH", "/v1/webhooks/<webhook>", ("webhook",), status=404, json={"enabled": False})
+    indistinguishable(
+        w, "PATCH", "/v1/webhooks/<webhook>", ("webhook",), status=404, json={"url": "https://hooks.example.com/a"}
+    )
+
+
+def delete_webhook(w: World) -> None:
+    indistinguishable(w, "DELETE", "/v1/webhooks/<webhook>", ("webhook",), status=404, code="not_found")
+
+
+def webhook_deliveries(w: World) -> None:
+    indistinguishable(w, "GET", "/v1/webhooks/<webhook>/deliveries", ("webhook",), status=404, code="not_found")
+
+
+def redeliver(w: World) -> None:
+    path = "/v1/webhooks/<webhook>/deliveries/<delivery>/redeliver"
+    indistinguishable(w, "POST", path, ("webhook", "delivery"), status=404, code="not_found")
+    # B's delivery through A's own endpoint: as unknown.
+    own = "/v1/webhooks/<a:webhook>/deliveries/<delivery>/redeliver"
+    indistinguishable(w, "POST", own, ("delivery",), status=404, code="not_found")
 
 
 def delete_test_case(w: World) -> None:
@@ -761,6 +835,13 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/v1/apps/uploads/{upload_id}"): upload_status,
     ("PATCH", "/v1/apps/uploads/{upload_id}"): patch_upload,
     ("DELETE", "/v1/apps/uploads/{upload_id}"): delete_upload,
+    ("GET", "/v1/webhooks"): list_webhooks,
+    ("POST", "/v1/webhooks"): create_webhook_like_b,
+    ("GET", "/v1/webhooks/{webhook_id}"): get_webhook,
+    ("PATCH", "/v1/webhooks/{webhook_id}"): patch_webhook,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): delete_webhook,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): webhook_deliveries,
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): redeliver,
     # Late: A names secrets like B's, which the checks above must not find.
     ("PUT", "/v1/secrets/{name}"): put_secret_named_like_b,
     ("POST", "/settings/secrets"): dashboard_set_secret,
@@ -804,6 +885,9 @@ def _b_view(b: Tenant, ids: dict[str, str]) -> dict[str, Any]:
         "batch": batch,
         "history": client.get(f"/v1/test-cases/{ids['tc']}/history").json(),
         "settings": client.get("/v1/organization/settings").json(),
+        # failing_since: set by the worker's first failed delivery, whenever it comes.
+        "webhooks": [{k: v for k, v in h.items() if k != "failing_since"} for h in client.get("/v1/webhooks").json()],
+        "deliveries": [d["id"] for d in client.get(f"/v1/webhooks/{ids['webhook']}/deliveries").json()["deliveries"]],
     }
 
 

@@ -41,6 +41,7 @@ from qualgent.uploads.endpoints import router as uploads_router
 from qualgent.web.errors import render_error_page
 from qualgent.web.routes import router as web_router
 from qualgent.web.templating import STATIC_DIR
+from qualgent.webhooks.endpoints import router as webhooks_router
 
 # Store-side leftovers of uploads that never finished (S3 multipart uploads) are removed at start once
 # this old; local staging files are removed as soon as no live process holds them.
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.qg = state
         state.reaper.start()
         state.purger.start()
+        if settings.webhook_worker and state.webhooks is not None:
+            state.webhooks.start()
         # Asked to stop, long polls end at once with an empty answer: uvicorn would wait for them,
         # then cancel them.
         loop = asyncio.get_running_loop()
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Batches",
                 "Organization",
                 "Secrets",
+                "Webhooks",
                 "Devices",
                 "Agents",
             )
@@ -131,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         devices_router,
         batches_router,
         organization_router,
+        webhooks_router,
     ):
         app.include_router(router)
     app.include_router(web_router)

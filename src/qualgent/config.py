@@ -171,6 +171,49 @@ class Settings(BaseSettings):
         "(the run, its steps and their logs stay).",
     )
 
+    # Issue 15: webhooks, Slack and metrics
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Deliver webhooks to loopback, private, link-local and other non-public addresses (checked "
+        "on the address the host resolves to at each delivery). Off: such endpoints are refused.",
+    )
+    webhook_timeout: float = Field(
+        default=10, gt=0, description="Seconds a webhook delivery may take, connection to last byte read."
+    )
+    webhook_max_response_bytes: int = Field(
+        default=64 * 1024, ge=0, description="Bytes of a receiver's answer read at most; the rest is not read."
+    )
+    webhook_retry_base: float = Field(
+        default=5,
+        gt=0,
+        description="Seconds before the first retry of a failed webhook delivery; each retry waits twice as "
+        "long as the one before (at most 6 hours).",
+    )
+    webhook_retry_window: float = Field(
+        default=86_400, gt=0, description="Seconds after an event during which its delivery is retried."
+    )
+    webhook_disable_after: float = Field(
+        default=86_400,
+        gt=0,
+        description="Seconds of failed deliveries in a row (no success between) after which an endpoint is "
+        "disabled, with the reason on the endpoint.",
+    )
+    webhook_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between the delivery worker's looks for new events and due retries (events "
+        "made by the same process are sent at once).",
+    )
+    webhook_worker: bool = Field(
+        default=True,
+        description="This server process delivers webhooks. Any number of processes may; turn it off where "
+        "a process should only answer requests.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token GET /metrics requires. Unset: /metrics is open to anyone who reaches it.",
+    )
+
     # The live event stream (GET /v1/jobs/events)
     events_poll_seconds: float = Field(
         default=0.1,

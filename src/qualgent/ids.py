@@ -15,7 +15,7 @@ import time
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _SHAPE = re.compile(r"^[a-z]+_[0-9a-hjkmnp-tv-z]{26}$")
 
-PREFIXES = ("org", "user", "key", "file", "tc", "cat", "run", "dev", "agent", "sess", "upload", "batch")
+PREFIXES = ("org", "user", "key", "file", "tc", "cat", "run", "dev", "agent", "sess", "upload", "batch", "whk", "msg")
 
 
 _last = [0, 0]  # (milliseconds, random part) of the last ID made by this process

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -18,6 +19,9 @@ from qualgent.runs.scheduler import Reaper, Wakeup
 from qualgent.secrets.crypto import derive_key
 from qualgent.storage.base import Storage
 from qualgent.storage.local import LocalStorage
+
+if TYPE_CHECKING:
+    from qualgent.webhooks.worker import WebhookWorker
 
 
 def make_storage(settings: Settings) -> Storage:
@@ -57,6 +61,8 @@ class AppState:
     reaper: Reaper
     claim_lock: asyncio.Lock
     purger: Purger
+    # Delivers webhooks (issue 15); built with the state it reads.
+    webhooks: WebhookWorker | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -66,7 +72,9 @@ class AppState:
         write_sessions = write_sessionmaker(engine)
         storage = make_storage(settings)
         reader = Reader(settings.resolved_database_url)
-        return cls(
+        from qualgent.webhooks.worker import WebhookWorker  # it builds payloads with services that import this
+
+        state = cls(
             settings=settings,
             engine=engine,
             read_sessions=make_sessionmaker(engine),
@@ -83,10 +91,14 @@ class AppState:
             claim_lock=asyncio.Lock(),
             purger=Purger(settings, write_sessions, storage),
         )
+        state.webhooks = WebhookWorker(state)
+        return state
 
     async def close(self) -> None:
         await self.reaper.stop()
         await self.purger.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.storage.close()
         await self.events.close()
         await self.reader.close()

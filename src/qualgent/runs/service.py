@@ -44,6 +44,7 @@ from qualgent.runs.schemas import (
 )
 from qualgent.state import AppState
 from qualgent.test_cases.repository import TestCaseRepository
+from qualgent.webhooks.repository import record_events
 
 
 def run_link(state: AppState, run_id: str) -> str:
@@ -373,6 +374,7 @@ async def _queue(
     await TargetRepository(session).ensure([plan.target.spec for plan in plans])
     runs = _build_runs(principal, plans, state.settings.max_attempts, order, org, batch.id)
     await RunRepository(session, principal.organization_id).add_all(runs)
+    await record_events(session, "run.queued", [(run.organization_id, run.id) for run in runs])
     on_commit(session, lambda: state.wakeup.wake(len(runs)))
     return QueuedOut(
         jobs=[QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs], batch_id=batch.id

@@ -9,6 +9,9 @@ States: queued → running → passed | failed | cancelled; running → queued a
 expires and attempts remain (an infrastructure retry), or when its attempt failed as `test` and test
 retries remain (a test retry, ahead of the queue and preferring another device); queued → failed (queue
 timeout) | cancelled.
+
+A run that starts or ends writes its webhook event (``run.started``, ``run.finished``) to the outbox in
+the same transaction (webhooks/repository.py: nothing when its organisation has no enabled endpoint).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qualgent.db.base import UTCDateTime, utcnow
 from qualgent.db.models import Device, DeviceMatch, Organization, RunAttempt, TestRun
 from qualgent.db.session import execute_prebuilt
+from qualgent.webhooks.repository import record_events
 
 TERMINAL = frozenset({"passed", "failed", "cancelled"})
 FailureKind = Literal["test", "timeout", "infrastructure"]
@@ -337,6 +341,7 @@ async def claim(
                 for c in claimed
             ],
         )
+        await record_events(session, "run.started", [(c.organization_id, c.run_id) for c in claimed])
     return claimed
 
 
@@ -682,6 +687,7 @@ async def finish(
             continue
         outcomes[index] = await _repeat_or_moved_on(session, current_stmt, attempt_stmt, report, agent_id)
     await _leave_running(session, left, now)
+    await record_events(session, "run.finished", [(e.organization_id, e.run_id) for e in ended if not e.retried])
     return Finished([outcomes[i] for i in range(len(reports))], ended)
 
 
@@ -717,6 +723,7 @@ async def cancel(session: AsyncSession, organization_id: str, run_id: str) -> st
         execution_options=NO_SYNC,
     )
     if queued.first() is not None:
+        await record_events(session, "run.finished", [(organization_id, run_id)])
         return "cancelled"
     running = await session.execute(
         update(TestRun)
@@ -764,7 +771,9 @@ async def cancel_batches(session: AsyncSession, organization_id: str, batch_ids:
             .returning(TestRun.id),
             execution_options=NO_SYNC,
         )
-        changed += len(result.all())
+        cancelled = [row[0] for row in result.all()]
+        changed += len(cancelled)
+        await record_events(session, "run.finished", [(organization_id, run_id) for run_id in cancelled])
     if running:
         result = await session.execute(
             update(TestRun)
@@ -804,6 +813,7 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
         )
     ).all()
     left: list[_Left] = []
+    ended: list[tuple[str, str]] = []
     for run_id, attempt, max_attempts, cancel_requested, device_id, test_retries_used in rows:
         lost = f"Lost contact with the device agent during attempt {attempt} (its lease expired)."
         values: dict[str, Any]
@@ -837,7 +847,10 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
         ).first()
         if row is not None:
             left.append(_Left(run_id, attempt, row[0], device_id, "lost", lost, "infrastructure"))
+            if values["status"] != "queued":
+                ended.append((row[0], run_id))
     await _leave_running(session, left, now)
+    await record_events(session, "run.finished", ended)
     return len(left)
 
 
@@ -856,10 +869,11 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
             failure_kind="timeout",
             failure_message=f"Waited in the queue longer than {int(queue_timeout)} s without a free device.",
         )
-        .returning(TestRun.id),
+        .returning(TestRun.organization_id, TestRun.id),
         execution_options=NO_SYNC,
     )
-    changed += len(stale.all())
+    timed_out = [(org_id, run_id) for org_id, run_id in stale.all()]
+    changed += len(timed_out)
 
     running = (
         await session.execute(
@@ -909,5 +923,7 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
         ).first()
         if row is not None:
             left.append(_Left(run_id, attempt, row[0], row[1], "timeout", message, "timeout"))
+            timed_out.append((row[0], run_id))
     await _leave_running(session, left, now)
+    await record_events(session, "run.finished", timed_out)
     return changed + len(left)

@@ -72,6 +72,7 @@ def upgrade() -> None:
         sa.Column('status', sa.String(length=10), nullable=False),
         sa.Column('attempts', sa.Integer(), nullable=False),
         sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('retry_until', sa.DateTime(timezone=True), nullable=False),
         sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=True),
         sa.Column('response_status', sa.Integer(), nullable=True),
         sa.Column('duration_ms', sa.Integer(), nullable=True),
