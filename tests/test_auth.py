@@ -259,6 +259,11 @@ def _read_calls(ids: dict[str, str]) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/v1/categories"): {"contains": ids["cat"]},
         ("GET", "/v1/categories/list"): {"contains": ids["cat"]},
         ("GET", "/v1/jobs/list"): {"contains": ids["run"]},
+        # A stream, replayed from its first event and ended after a second.
+        ("GET", "/v1/jobs/events"): {
+            "contains": ids["run"],
+            "params": {"ids": ids["run"], "last_event_id": "0", "max_seconds": "1"},
+        },
         ("GET", "/v1/jobs/status/{test_run_id}"): {"contains": ids["run"]},
         ("GET", "/v1/jobs/{test_run_id}/report"): {"contains": ids["run"]},
         ("GET", "/v1/jobs/{test_run_id}/junit"): {"contains": "testsuites"},

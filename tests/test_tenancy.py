@@ -519,6 +519,25 @@ def get_batch(w: World) -> None:
     assert own.status_code == 200 and [r["id"] for r in own.json()["runs"]] == [w.a_ids["run"]]
 
 
+def job_events(w: World) -> None:
+    # Replayed from the first event on: A's stream has A's run's events and never B's, whether it asks
+    # for everything, for B's run, for B's batch, or for A's run and B's together.
+    for params in (
+        {},
+        {"ids": w.b_ids["run"]},
+        {"batch_id": w.b_ids["batch"]},
+        {"ids": f"{w.a_ids['run']},{w.b_ids['run']}"},
+    ):
+        response = probe(w, "GET", "/v1/jobs/events", params={**params, "last_event_id": 0, "max_seconds": 1})
+        assert response.status_code == 200, response.text
+        assert w.b_ids["run"] not in response.text and w.b_ids["batch"] not in response.text, params
+        events = [line for line in response.text.splitlines() if line.startswith("data:")]
+        if params and w.a_ids["run"] not in params.get("ids", ""):
+            assert events == [], params
+        else:
+            assert events and all(w.a_ids["run"] in line for line in events), params
+
+
 def list_jobs_of_batch(w: World) -> None:
     body = indistinguishable(w, "GET", "/v1/jobs/list", ("batch",), status=200, params={"batch_id": "<batch>"})
     assert body == {"test_runs": []}
@@ -817,6 +836,7 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/v1/secrets"): list_secrets,
     ("DELETE", "/v1/secrets/{name}"): delete_secret,
     ("GET", "/v1/jobs/list"): list_jobs,
+    ("GET", "/v1/jobs/events"): job_events,
     ("GET", "/v1/jobs/status/{test_run_id}"): job_status,
     ("GET", "/v1/jobs/{test_run_id}/report"): job_report,
     ("GET", "/v1/batches/{batch_id}"): get_batch,

@@ -1,0 +1,242 @@
+"""The live event stream (GET /v1/jobs/events) against real servers on SQLite and PostgreSQL: events for
+queued, started and finished runs (the agent protocol spoken by hand), filters, resuming with
+Last-Event-ID, tenancy, heartbeats, and two `qualgent serve` processes on one database (a change made
+through one reaches a stream held by the other)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qualgent.events.schemas import RunEventOut
+from tests.fixtures.factories import Database, Tenant, create_test_case, make_tenant, upload_app
+from tests.fixtures.hand_agent import HandAgent, phone, tag
+from tests.fixtures.processes import processes, serve_env
+from tests.fixtures.servers import LiveServer
+from tests.fixtures.sse import EventStream
+
+FLOW = "appId: com.example.app\n---\n- launchApp\n"
+
+
+def _queue(tenant: Tenant, device_tag: str, n: int = 1) -> tuple[list[str], str]:
+    """``n`` runs for a device tagged ``device_tag`` (only a test's own hand agent takes them)."""
+    app = upload_app(tenant)
+    assert app.status_code == 200, app.text
+    case = create_test_case(tenant, name=f"Events {uuid.uuid4().hex[:6]}", flow=FLOW)
+    jobs = [
+        {"test_case_id": case["id"], "app_file_id": app.json()["file"]["id"], "device_selector": {"tags": [device_tag]}}
+        for _ in range(n)
+    ]
+    response = tenant.client.post("/v1/test-cases/run", json={"jobs": jobs})
+    assert response.status_code == 200, response.text
+    return [j["id"] for j in response.json()["jobs"]], response.json()["batch_id"]
+
+
+def _stream(server: LiveServer | str, tenant: Tenant, **params: Any) -> EventStream:
+    url = server if isinstance(server, str) else server.url
+    headers = params.pop("headers", {})
+    return EventStream(url, tenant.key, params=params, headers=headers)
+
+
+def _cancel(tenant: Tenant, run_id: str) -> None:
+    response = tenant.client.post(f"/v1/jobs/{run_id}/cancel")
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def agent(server: LiveServer, db: Database) -> Iterator[tuple[HandAgent, str]]:
+    t = tag()
+    hand = HandAgent(server, db, [phone("a", t)])
+    yield hand, t
+    hand.close()
+
+
+def test_queued_started_and_finished_arrive_in_order(
+    server: LiveServer, tenant: Tenant, agent: tuple[HandAgent, str]
+) -> None:
+    hand, device_tag = agent
+    with _stream(server, tenant) as stream:
+        assert stream.response_headers["content-type"].startswith("text/event-stream")
+        assert stream.response_headers["cache-control"] == "no-cache"
+        [run_id], batch_id = _queue(tenant, device_tag)
+        stream.wait_for(lambda: stream.of_run(run_id), "run.queued")
+        claimed = hand.claim("a")
+        assert claimed is not None and claimed["id"] == run_id
+        stream.wait_for(lambda: len(stream.of_run(run_id)) >= 2, "run.started")
+        hand.fail(claimed)
+        stream.wait_for(lambda: len(stream.of_run(run_id)) >= 3, "run.finished")
+
+    events = stream.of_run(run_id)
+    assert [(e.event, e.data["status"]) for e in events] == [
+        ("run.queued", "queued"),
+        ("run.started", "running"),
+        ("run.finished", "failed"),
+    ]
+    ids = [e.id for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    for event in events:
+        body = RunEventOut.model_validate(event.data)  # the documented shape
+        assert body.id == event.id and body.type == event.event
+        assert body.batch_id == batch_id
+        assert body.link == f"{server.url}/test-runs/{run_id}"
+    assert [e.data["attempt"] for e in events] == [0, 1, 1]
+    assert events[-1].data["failure_kind"] == "test"
+    # Every event is its run's: nothing of another run of this organisation came.
+    assert {e.data["run_id"] for e in stream.events} == {run_id}
+
+
+def test_filters_by_runs_batch_and_status(server: LiveServer, tenant: Tenant) -> None:
+    device_tag = tag()  # no device has it: the runs stay queued until cancelled
+    with (
+        _stream(server, tenant) as everything,
+        _stream(server, tenant, status=["cancelled"]) as cancelled_only,
+    ):
+        (first, second), batch = _queue(tenant, device_tag, n=2)
+        (third,), other_batch = _queue(tenant, device_tag)
+        with (
+            _stream(server, tenant, ids=f"{second},run_nothing") as by_id,
+            _stream(server, tenant, batch_id=other_batch) as by_batch,
+        ):
+            for run_id in (first, second, third):
+                _cancel(tenant, run_id)
+            everything.wait_for(lambda: len(everything.events) >= 6, "every event")
+            by_id.wait_for(lambda: by_id.events, "the second run's cancellation")
+            by_batch.wait_for(lambda: by_batch.events, "the third run's cancellation")
+            cancelled_only.wait_for(lambda: len(cancelled_only.events) >= 3, "three cancellations")
+            time.sleep(0.5)  # anything else would have come by now
+
+    assert sorted((e.data["run_id"], e.data["status"]) for e in everything.events) == sorted(
+        [(r, s) for r in (first, second, third) for s in ("queued", "cancelled")]
+    )
+    # Opened after the runs were queued: only the cancellations.
+    assert [(e.data["run_id"], e.event) for e in by_id.events] == [(second, "run.finished")]
+    assert [(e.data["run_id"], e.data["batch_id"]) for e in by_batch.events] == [(third, other_batch)]
+    assert sorted(e.data["run_id"] for e in cancelled_only.events) == sorted([first, second, third])
+    assert {e.data["status"] for e in cancelled_only.events} == {"cancelled"}
+    assert batch != other_batch
+
+
+def test_last_event_id_replays_what_was_missed(server: LiveServer, tenant: Tenant) -> None:
+    device_tag = tag()
+    with _stream(server, tenant) as first:
+        (a, b), _ = _queue(tenant, device_tag, n=2)
+        first.wait_for(lambda: len(first.events) >= 2, "both runs queued")
+    seen = first.events[-1].id
+    assert seen is not None
+    # While no stream is open: both runs cancelled.
+    _cancel(tenant, a)
+    _cancel(tenant, b)
+
+    for how in ({"headers": {"Last-Event-ID": str(seen)}}, {"last_event_id": seen}):
+        with _stream(server, tenant, **how) as resumed:
+            resumed.wait_for(lambda: len(resumed.events) >= 2, "the missed cancellations")
+            time.sleep(0.3)
+        assert [(e.data["run_id"], e.data["status"]) for e in resumed.events] == [(a, "cancelled"), (b, "cancelled")]
+        assert all(e.id is not None and e.id > seen for e in resumed.events)
+
+    # Resumed from before the first, with a filter: the same filter applies to what is replayed; then
+    # live events follow the replay.
+    start = first.events[0].id
+    assert start is not None
+    (c,), _ = _queue(tenant, device_tag)
+    with _stream(server, tenant, ids=f"{b},{c}", headers={"Last-Event-ID": str(start - 1)}) as filtered:
+        filtered.wait_for(lambda: len(filtered.events) >= 3, "b's two events and c's queueing")
+        _cancel(tenant, c)
+        filtered.wait_for(lambda: len(filtered.events) >= 4, "c's cancellation, live")
+    assert [(e.data["run_id"], e.data["status"]) for e in filtered.events] == [
+        (b, "queued"),
+        (b, "cancelled"),
+        (c, "queued"),
+        (c, "cancelled"),
+    ]
+    ids = [e.id for e in filtered.events]
+    assert ids == sorted(ids)
+
+
+def test_another_organisation_sees_none(server: LiveServer, tenant: Tenant, other_tenant: Tenant) -> None:
+    device_tag = tag()
+    with (
+        _stream(server, other_tenant) as theirs,
+        _stream(server, tenant) as ours,
+    ):
+        (run_id,), batch_id = _queue(tenant, device_tag)
+        with (
+            _stream(server, other_tenant, ids=run_id, headers={"Last-Event-ID": "0"}) as by_id,
+            _stream(server, other_tenant, batch_id=batch_id, last_event_id=0) as by_batch,
+        ):
+            _cancel(tenant, run_id)
+            ours.wait_for(lambda: len(ours.events) >= 2, "our own events")
+            time.sleep(0.5)
+    assert [e.data["run_id"] for e in ours.events] == [run_id, run_id]
+    assert theirs.events == [] and by_id.events == [] and by_batch.events == []
+
+
+def test_heartbeats_keep_a_quiet_stream_open(server: LiveServer, tenant: Tenant) -> None:
+    with _stream(server, tenant, heartbeat=1) as stream:
+        stream.wait_for(lambda: len([c for c, _ in stream.comments if c == "heartbeat"]) >= 2, "two heartbeats", 5)
+    beats = [at for text, at in stream.comments if text == "heartbeat"]
+    assert 0.7 < beats[1] - beats[0] < 1.6
+    assert stream.events == []
+
+
+def test_max_seconds_ends_the_stream(server: LiveServer, tenant: Tenant) -> None:
+    started = time.monotonic()
+    stream = _stream(server, tenant, max_seconds=1).start()
+    stream.wait_for(lambda: stream.ended, "the end of the stream", 5)
+    stream.close()
+    assert 0.9 < time.monotonic() - started < 4
+    assert stream.error is None
+
+
+def test_bad_requests(server: LiveServer, tenant: Tenant) -> None:
+    url = f"{server.url}/v1/jobs/events"
+    assert httpx.get(url).status_code == 401
+    for params, headers in (
+        ({}, {"Last-Event-ID": "abc"}),
+        ({"last_event_id": "-1"}, {}),
+        ({"status": "finished"}, {}),
+        ({"heartbeat": "0"}, {}),
+    ):
+        response = httpx.get(url, params=params, headers={"X-Api-Key": tenant.key, **headers})
+        assert response.status_code == 422, (params, headers, response.text)
+        assert response.json()["success"] is False
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
+def test_a_change_through_one_process_reaches_a_stream_on_another(backend_name: str, tmp_path: Path) -> None:
+    """Two `qualgent serve` processes on one database: the database carries the events, not memory."""
+    settings = {"embedded_agent": "false", "events_poll_seconds": "0.05"}
+    with serve_env(backend_name, tmp_path, **settings) as (env, url), processes() as procs:
+        first = procs.serve(env, tmp_path / "first.log")
+        second = procs.serve(env, tmp_path / "second.log")
+        db = Database(url)
+        tenant = make_tenant(db, first.url)
+        try:
+            with _stream(second.url, tenant) as stream:
+                (run_id,), _ = _queue(tenant, tag())  # through the first process
+                stream.wait_for(lambda: stream.of_run(run_id), "run.queued from the other process")
+                queued_at = time.monotonic()
+                _cancel(tenant, run_id)
+                stream.wait_for(lambda: len(stream.of_run(run_id)) >= 2, "run.finished from the other process")
+                delay = stream.of_run(run_id)[1].at - queued_at
+            assert [e.data["status"] for e in stream.of_run(run_id)] == ["queued", "cancelled"]
+            assert delay < 1.0, delay
+            # And back: a stream on the first sees a change made through the second.
+            other = httpx.Client(base_url=second.url, headers={"X-Api-Key": tenant.key}, timeout=30)
+            with _stream(first.url, tenant) as back:
+                (again,), _ = _queue(tenant, tag())
+                response = other.post(f"/v1/jobs/{again}/cancel")
+                assert response.status_code == 200, response.text
+                back.wait_for(lambda: len(back.of_run(again)) >= 2, "the second process's change")
+            other.close()
+        finally:
+            tenant.client.close()
+            db.close()
+        for server in (first, second):
+            assert "Traceback" not in server.output(), server.output()
