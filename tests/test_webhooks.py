@@ -34,8 +34,8 @@ FAST = {
     "webhooks_allow_private": True,
     "webhook_retry_base": 0.2,
     "webhook_poll_interval": 0.1,
-    "webhook_timeout": 1.0,
-    "webhook_disable_after": 2.0,
+    "webhook_timeout": 0.5,
+    "webhook_disable_after": 1.0,
 }
 
 
@@ -323,7 +323,7 @@ def test_failed_deliveries_are_retried_with_backoff(org: Tenant, hook: Receiver)
 
 def test_a_timeout_is_a_failure_and_retried(org: Tenant, hook: Receiver, wh_server: LiveServer) -> None:
     endpoint = create(org, f"{hook.url}/hook", ["run.queued"])
-    hook.delay = wh_server.settings.webhook_timeout + 0.5
+    hook.delay = wh_server.settings.webhook_timeout + 0.3
     queue(org)
     hook.wait_for(lambda seen: len(seen) >= 1)
 

@@ -24,6 +24,8 @@ from qualgent.devices.endpoints import router as devices_router
 from qualgent.errors import QualgentError, install_error_handlers, log
 from qualgent.events.endpoints import router as events_router
 from qualgent.guards import RequestGuardMiddleware
+from qualgent.metrics.endpoints import router as metrics_router
+from qualgent.metrics.middleware import MetricsMiddleware
 from qualgent.middleware import (
     BodyLimitMiddleware,
     HotRoutesMiddleware,
@@ -141,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(_health_router())
+    app.include_router(metrics_router)
 
     # Innermost: the middleware below still wraps the hot routes (request ID, rate-limit headers).
     app.add_middleware(HotRoutesMiddleware, routes={STATUS_PREFIX: status_response})
@@ -166,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(TusHeaderMiddleware, prefix="/v1/apps/uploads")
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(MetricsMiddleware, fixed={STATUS_PREFIX: STATUS_PREFIX + "{test_run_id}"})
     if settings.trusted_proxies:
         # Outermost: the client's address is settled before anything reads it. Only the configured
         # proxies are believed; `qualgent serve` turns uvicorn's own handling (which believes

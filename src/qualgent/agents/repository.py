@@ -203,6 +203,7 @@ def _run_details_statement() -> Any:
             TestRun.env,
             TestRun.record_video,
             TestRun.test_case_id,
+            TestRun.queued_at,
             TestCase.flow,
             TestCase.name.label("test_case_name"),
             # Whether the claim needs more reads (files, secrets): most runs need neither, and a probe of

@@ -50,6 +50,7 @@ from qualgent.errors import (
 )
 from qualgent.flows.paths import normalize_path
 from qualgent.ids import new_id
+from qualgent.metrics.instruments import CLAIM_SECONDS, QUEUE_WAIT_SECONDS
 from qualgent.quality import service as quality
 from qualgent.runs import transitions
 from qualgent.secrets import crypto
@@ -274,6 +275,7 @@ async def _claim_once(
         # (that is what keeps the cap exact), and queuing here costs nothing while contending in the
         # database costs lock waits for every claimer.
         async with state.claim_lock, transaction(state.write_sessions) as session:
+            started = time.monotonic()
             repo = AgentRepository(session)
             free_now = await repo.free_devices(agent.agent_id, device_ids)
             claimed = await transitions.claim(
@@ -290,7 +292,9 @@ async def _claim_once(
             # A claim can wait for the write lock; if the agent hung up meanwhile, nobody would run it.
             if await disconnected():
                 raise _HungUp
-            return await _payloads(session, state, claimed)
+            payloads = await _payloads(session, state, claimed)
+        CLAIM_SECONDS.observe(time.monotonic() - started)
+        return payloads
     except (transitions.DeviceBusy, _HungUp):
         return []
 
@@ -310,8 +314,11 @@ async def _payloads(session: AsyncSession, state: AppState, claimed: list[transi
     if with_secrets:
         secrets = _decrypted(state, await repo.secrets_of(with_secrets))
     out = []
+    now = utcnow()
     for c in claimed:
         run = app = rows[c.run_id]
+        if run.queued_at is not None:
+            QUEUE_WAIT_SECONDS.labels(app.os).observe(max(0.0, (now - run.queued_at).total_seconds()))
         out.append(
             RunPayload(
                 id=run.run_id,

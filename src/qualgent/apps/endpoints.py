@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -14,6 +15,7 @@ from qualgent.errors import Forbidden, NotFound
 from qualgent.idempotency import service as idempotency
 from qualgent.idempotency.service import IdempotencyKeyDep
 from qualgent.lenient_json import LenientJSONRoute
+from qualgent.metrics.instruments import UPLOAD_SECONDS
 from qualgent.openapi import errors
 from qualgent.packages.inspect import MIME_TYPES
 from qualgent.pagination import PageDep, set_next_link
@@ -58,7 +60,9 @@ async def upload_app(
     request: Request, session: SessionDep, state: StateDep, principal: PrincipalDep, key: IdempotencyKeyDep
 ) -> UploadOut | Response:
     """Upload an application file (streamed; any size up to the server's limit)."""
+    started = time.monotonic()
     out = await service.receive_upload(request, session, state, principal)
+    UPLOAD_SECONDS.observe(time.monotonic() - started)
     if key is None:
         return out
     # The fingerprint needs the file's SHA-256, known once the body has streamed in; a repeat therefore

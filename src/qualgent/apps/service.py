@@ -22,6 +22,7 @@ from qualgent.db.models import AppFile
 from qualgent.db.session import on_rollback
 from qualgent.errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from qualgent.ids import new_id
+from qualgent.metrics.instruments import UPLOAD_BYTES, UPLOADS
 from qualgent.packages.inspect import PackageError, inspect_package, kind_from_name
 from qualgent.signing import signed_download_url
 from qualgent.state import AppState
@@ -341,6 +342,8 @@ async def store_app(
             package_metadata=info.metadata,
         )
         await AppRepository(session, principal.organization_id).add(app)
+        UPLOADS.labels(info.platform).inc()
+        UPLOAD_BYTES.labels(info.platform).inc(stored.size)
     except BaseException:
         # This request's key is its own (it names the new app's ID): the rolled-back blob row was
         # the only thing that could refer to it.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import threading
 import time
@@ -263,11 +264,24 @@ def serve(
         timeout_graceful_shutdown=3,
     )
     if workers > 1:
+        _metrics_across_workers(settings)
         uvicorn.run("qualgent.app:create_app", **options)
     else:
         _serve_one(uvicorn.Config("qualgent.app:create_app", **options))
     if agent_thread is not None:
         agent_thread.join(timeout=5)  # it was told to stop with the server; its runs' leases expire
+
+
+def _metrics_across_workers(settings: Settings) -> None:
+    """Several workers: each writes its metrics to files in one directory that /metrics, in whichever
+    worker answers, adds up (prometheus-client's multiprocess mode). Emptied at each start: the files
+    of a previous run's processes would count again."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return  # the operator's own
+    folder = settings.data_dir / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder.resolve())
 
 
 def _serve_one(config: Any) -> None:

@@ -23,6 +23,7 @@ from qualgent.devices.repository import TargetRepository
 from qualgent.devices.selectors import TargetSpec
 from qualgent.errors import BadRequest, NotFound, Unprocessable
 from qualgent.ids import new_id
+from qualgent.metrics.instruments import RUNS_QUEUED
 from qualgent.organisations.repository import OrganisationRepository
 from qualgent.runs import transitions
 from qualgent.runs.repository import RunRepository
@@ -375,6 +376,8 @@ async def _queue(
     runs = _build_runs(principal, plans, state.settings.max_attempts, order, org, batch.id)
     await RunRepository(session, principal.organization_id).add_all(runs)
     await record_events(session, "run.queued", [(run.organization_id, run.id) for run in runs])
+    for run in runs:
+        RUNS_QUEUED.labels(run.device_platform.lower()).inc()
     on_commit(session, lambda: state.wakeup.wake(len(runs)))
     return QueuedOut(
         jobs=[QueuedJob(id=run.id, link=run_link(state, run.id), status="queued") for run in runs], batch_id=batch.id

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from qualgent.db.base import UTCDateTime, utcnow
 from qualgent.db.models import Device, DeviceMatch, Organization, RunAttempt, TestRun
 from qualgent.db.session import execute_prebuilt
+from qualgent.metrics.instruments import RUNS_FINISHED
 from qualgent.webhooks.repository import record_events
 
 TERMINAL = frozenset({"passed", "failed", "cancelled"})
@@ -678,6 +679,8 @@ async def finish(
             values = {"status_": report.status, "now": now, "kind_": kind, "message_": message, "step_": step}
             row = (await execute_prebuilt(session, finish_stmt, {**owned, **values})).first()
         if row is not None:
+            if status != "queued":
+                RUNS_FINISHED.labels(report.status, kind or "").inc()
             org_id, device_id, test_case_id, retries_used, quarantined, auto = row
             left.append(_Left(report.run_id, report.attempt, org_id, device_id, report.status, message, kind, step))
             ended.append(
@@ -724,6 +727,7 @@ async def cancel(session: AsyncSession, organization_id: str, run_id: str) -> st
     )
     if queued.first() is not None:
         await record_events(session, "run.finished", [(organization_id, run_id)])
+        RUNS_FINISHED.labels("cancelled", "").inc()
         return "cancelled"
     running = await session.execute(
         update(TestRun)
@@ -773,6 +777,7 @@ async def cancel_batches(session: AsyncSession, organization_id: str, batch_ids:
         )
         cancelled = [row[0] for row in result.all()]
         changed += len(cancelled)
+        RUNS_FINISHED.labels("cancelled", "").inc(len(cancelled))
         await record_events(session, "run.finished", [(organization_id, run_id) for run_id in cancelled])
     if running:
         result = await session.execute(
@@ -849,6 +854,7 @@ async def reap_expired_leases(session: AsyncSession, limit: int = 200) -> int:
             left.append(_Left(run_id, attempt, row[0], device_id, "lost", lost, "infrastructure"))
             if values["status"] != "queued":
                 ended.append((row[0], run_id))
+                RUNS_FINISHED.labels(values["status"], values.get("failure_kind", "")).inc()
     await _leave_running(session, left, now)
     await record_events(session, "run.finished", ended)
     return len(left)
@@ -926,4 +932,5 @@ async def reap_timeouts(session: AsyncSession, *, queue_timeout: float, default_
             timed_out.append((row[0], run_id))
     await _leave_running(session, left, now)
     await record_events(session, "run.finished", timed_out)
+    RUNS_FINISHED.labels("failed", "timeout").inc(len(timed_out))
     return changed + len(left)

@@ -28,6 +28,7 @@ from qualgent.auth.principal import Principal
 from qualgent.db.base import utcnow
 from qualgent.db.session import transaction
 from qualgent.ids import new_id
+from qualgent.metrics.instruments import WEBHOOK_DELIVERIES, WEBHOOK_SECONDS
 from qualgent.periodic import PeriodicTask
 from qualgent.secrets import crypto
 from qualgent.webhooks import repository as outbox
@@ -229,6 +230,8 @@ class WebhookWorker(PeriodicTask):
                 result = Result(None, 0, "The endpoint's secret does not decrypt with this server's key.")
             else:
                 result = await self._send(row, sealed)
+        WEBHOOK_DELIVERIES.labels(row.kind, "delivered" if result.ok else "failed").inc()
+        WEBHOOK_SECONDS.labels(row.kind).observe(result.duration_ms / 1000)
         await self._record(row, result)
 
     async def _send(self, row: Any, sealed: str) -> Result:
