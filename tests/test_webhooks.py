@@ -22,10 +22,12 @@ import pytest
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from qualgent.client import Client
 from qualgent.db.migrations import upgrade
 from qualgent.db.models import WebhookEvent
 from qualgent.webhooks.service import address_allowed
 from qualgent.webhooks.worker import backoff
+from tests.fixtures.cli import Cli
 from tests.fixtures.factories import PIXEL_7, Database, Tenant, create_test_case, make_tenant, upload_app
 from tests.fixtures.hand_agent import HandAgent, phone, tag
 from tests.fixtures.servers import LiveServer, database_url, live_server, make_settings
@@ -509,3 +511,33 @@ def test_backoff_doubles_up_to_six_hours() -> None:
         attempts += 1
         total += backoff(5, attempts)
     assert 12 <= attempts <= 20
+
+
+# ------------------------------------------------------------------------------------------ CLI and SDK
+
+
+def test_cli_and_sdk_manage_endpoints(org: Tenant, hook: Receiver, wh_server: LiveServer, tmp_path: Path) -> None:
+    cli = Cli(wh_server.url, org.key, tmp_path)
+    created = cli("webhooks", "create", f"{hook.url}/hook", "--event", "run.queued", "--json")
+    assert created.code == 0, created.stderr
+    endpoint = created.json()
+    assert endpoint["secret"].startswith("whsec_") and endpoint["events"] == ["run.queued"]
+    text = cli("webhooks", "list")
+    assert text.code == 0 and endpoint["id"] in text.stdout and "run.queued" in text.stdout
+
+    queue(org)
+    received = hook.wait_for(lambda seen: len(seen) == 1)[0]
+    assert verified(endpoint["secret"], received)["type"] == "run.queued"
+    with Client(api_key=org.key, base_url=wh_server.url) as client:
+        [delivery] = client.webhook_deliveries(endpoint["id"])
+        assert delivery.id == received.headers["webhook-id"] and delivery.event_type == "run.queued"
+        assert [w.id for w in client.list_webhooks()] == [endpoint["id"]]
+    log = cli("webhooks", "deliveries", endpoint["id"], "--json")
+    assert log.code == 0 and log.json()[0]["id"] == delivery.id
+
+    disabled = cli("webhooks", "disable", endpoint["id"], "--json")
+    assert disabled.code == 0 and disabled.json()["enabled"] is False
+    missing = cli("webhooks", "show", f"whk_{'0' * 26}")
+    assert missing.code == 3 and "404" in missing.stderr
+    assert cli("webhooks", "delete", endpoint["id"]).code == 0
+    assert org.client.get("/v1/webhooks").json() == []

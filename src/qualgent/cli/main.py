@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperOption
 
-from qualgent.cli import client_commands
+from qualgent.cli import client_commands, webhook_commands
 from qualgent.cli.text import add_row, escaped
 from qualgent.cli.waiting import EXIT_USAGE
 
@@ -60,6 +60,7 @@ admin_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 client_commands.register(app)  # apps, run, run-all, jobs, devices, categories, test-cases (issue 5)
+webhook_commands.register(app)  # webhooks (issue 15)
 
 console = Console()
 err = Console(stderr=True)

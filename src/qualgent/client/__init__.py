@@ -40,6 +40,8 @@ from qualgent.client.models import (
     TestCaseFile,
     TestCaseHistory,
     UploadedFile,
+    Webhook,
+    WebhookDelivery,
 )
 from qualgent.client.sync import Client
 
@@ -76,4 +78,6 @@ __all__ = [
     "UploadedFile",
     "ValidationError",
     "WaitTimeout",
+    "Webhook",
+    "WebhookDelivery",
 ]

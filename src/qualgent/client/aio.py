@@ -27,6 +27,8 @@ from qualgent.client.models import (
     TestCaseDetail,
     TestCaseHistory,
     UploadedFile,
+    Webhook,
+    WebhookDelivery,
 )
 
 
@@ -306,6 +308,38 @@ class AsyncClient:
     async def update_organization_settings(self, **fields: Any) -> OrganizationSettings:
         response = await self.request("PATCH", "/v1/organization/settings", json=fields, retryable=True)
         return _core.parse(OrganizationSettings, response)
+
+    # ------------------------------------------------------------------------------------- webhooks
+
+    async def create_webhook(
+        self, url: str, events: list[str], *, kind: str = "webhook", description: str = ""
+    ) -> Webhook:
+        """Add an endpoint; its ``secret`` (for ``standardwebhooks.Webhook``) is in this answer only."""
+        body = {"url": url, "events": events, "kind": kind, "description": description}
+        return _core.parse(Webhook, await self.request("POST", "/v1/webhooks", json=body))
+
+    async def list_webhooks(self) -> list[Webhook]:
+        return _core.parse_list(Webhook, (await self.request("GET", "/v1/webhooks")).json())
+
+    async def get_webhook(self, webhook_id: str) -> Webhook:
+        return _core.parse(Webhook, await self.request("GET", f"/v1/webhooks/{webhook_id}"))
+
+    async def update_webhook(self, webhook_id: str, **fields: Any) -> Webhook:
+        """``url``, ``events``, ``description``, ``enabled``."""
+        response = await self.request("PATCH", f"/v1/webhooks/{webhook_id}", json=fields, retryable=True)
+        return _core.parse(Webhook, response)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.request("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    async def webhook_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+        """The endpoint's latest deliveries, newest first."""
+        response = await self.request("GET", f"/v1/webhooks/{webhook_id}/deliveries", params={"limit": limit})
+        return _core.parse_list(WebhookDelivery, response.json()["deliveries"])
+
+    async def redeliver_webhook(self, webhook_id: str, delivery_id: str) -> WebhookDelivery:
+        path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+        return _core.parse(WebhookDelivery, await self.request("POST", path, retryable=True))
 
     async def run_junit(self, run_id: str) -> bytes:
         return (await self.request("GET", f"/v1/jobs/{run_id}/junit")).content

@@ -293,6 +293,34 @@ class OrganizationSettings(Model):
     max_parallel_runs: int | None = None
 
 
+class Webhook(Model):
+    """A webhook endpoint of the organisation; ``secret`` only in the answer that created it."""
+
+    id: str
+    kind: str = "webhook"
+    url: str
+    events: list[str]
+    description: str = ""
+    enabled: bool = True
+    disabled_reason: str | None = None
+    failing_since: datetime | None = None
+    secret: str | None = None
+
+
+class WebhookDelivery(Model):
+    id: str
+    event_type: str
+    subject_id: str | None = None
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int = 0
+    response_status: int | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+
 class CancelResult(Model):
     id: str
     status: RunStatus

@@ -26,6 +26,8 @@ from qualgent.client.models import (
     TestCaseDetail,
     TestCaseHistory,
     UploadedFile,
+    Webhook,
+    WebhookDelivery,
 )
 
 
@@ -359,6 +361,36 @@ class Client:
         """``default_retries``, ``auto_quarantine``, ``quarantine_exit_passes``."""
         response = self.request("PATCH", "/v1/organization/settings", json=fields, retryable=True)
         return _core.parse(OrganizationSettings, response)
+
+    # ------------------------------------------------------------------------------------- webhooks
+
+    def create_webhook(self, url: str, events: list[str], *, kind: str = "webhook", description: str = "") -> Webhook:
+        """Add an endpoint; its ``secret`` (for ``standardwebhooks.Webhook``) is in this answer only."""
+        body = {"url": url, "events": events, "kind": kind, "description": description}
+        return _core.parse(Webhook, self.request("POST", "/v1/webhooks", json=body))
+
+    def list_webhooks(self) -> list[Webhook]:
+        return _core.parse_list(Webhook, self.request("GET", "/v1/webhooks").json())
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        return _core.parse(Webhook, self.request("GET", f"/v1/webhooks/{webhook_id}"))
+
+    def update_webhook(self, webhook_id: str, **fields: Any) -> Webhook:
+        """``url``, ``events``, ``description``, ``enabled``."""
+        response = self.request("PATCH", f"/v1/webhooks/{webhook_id}", json=fields, retryable=True)
+        return _core.parse(Webhook, response)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self.request("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def webhook_deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+        """The endpoint's latest deliveries, newest first."""
+        response = self.request("GET", f"/v1/webhooks/{webhook_id}/deliveries", params={"limit": limit})
+        return _core.parse_list(WebhookDelivery, response.json()["deliveries"])
+
+    def redeliver_webhook(self, webhook_id: str, delivery_id: str) -> WebhookDelivery:
+        path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+        return _core.parse(WebhookDelivery, self.request("POST", path, retryable=True))
 
     def run_junit(self, run_id: str) -> bytes:
         return self.request("GET", f"/v1/jobs/{run_id}/junit").content
