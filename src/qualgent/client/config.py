@@ -1,23 +1,31 @@
-"""Client settings: arguments first, then ``QUALGENT_API_KEY`` / ``QUALGENT_URL`` from the environment or
-a ``.env`` file in the working directory (pydantic-settings, as the server's settings)."""
+"""Client settings: arguments first, then ``QUALGENT_API_KEY`` / ``QUALGENT_URL`` from the environment,
+then from a ``.env`` file in the working directory (names in any case, as the server's settings read
+them). Read by hand rather than with pydantic-settings, whose import is a third of a CI command's start."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+from pathlib import Path
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-class ClientSettings(BaseSettings):
-    # extra="ignore": the same .env file may hold the server's QUALGENT_ settings.
-    model_config = SettingsConfigDict(env_prefix="QUALGENT_", env_file=".env", extra="ignore")
+def setting(name: str) -> str | None:
+    """``QUALGENT_<NAME>`` from the environment, else from ./.env; None when neither has it."""
+    wanted = f"qualgent_{name}".lower()
+    for key, value in os.environ.items():
+        if key.lower() == wanted:
+            return value
+    env_file = Path(".env")
+    if env_file.is_file():
+        from dotenv import dotenv_values  # only when there is a file to read
 
-    api_key: str | None = Field(default=None, description="API key (qg_…) sent in X-Api-Key.")
-    url: str = Field(default=DEFAULT_URL, description="Base URL of the qualgent server.")
+        for key, found in dotenv_values(env_file).items():
+            if key.lower() == wanted and found is not None:
+                return found
+    return None
 
 
 def resolve(api_key: str | None, base_url: str | None) -> tuple[str | None, str]:
     """The API key and base URL to use: explicit arguments win over the environment and .env."""
-    settings = ClientSettings()
-    return api_key or settings.api_key, (base_url or settings.url).rstrip("/")
+    return api_key or setting("api_key"), (base_url or setting("url") or DEFAULT_URL).rstrip("/")
