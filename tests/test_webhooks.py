@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -30,7 +32,14 @@ from qualgent.webhooks.worker import backoff
 from tests.fixtures.cli import Cli
 from tests.fixtures.factories import PIXEL_7, Database, Tenant, create_test_case, make_tenant, upload_app
 from tests.fixtures.hand_agent import HandAgent, phone, tag
-from tests.fixtures.servers import LiveServer, database_url, live_server, make_settings
+from tests.fixtures.servers import (
+    LiveServer,
+    database_url,
+    free_port,
+    live_server,
+    make_settings,
+    start_serve_process,
+)
 
 FAST = {
     "webhooks_allow_private": True,
@@ -541,3 +550,43 @@ def test_cli_and_sdk_manage_endpoints(org: Tenant, hook: Receiver, wh_server: Li
     assert missing.code == 3 and "404" in missing.stderr
     assert cli("webhooks", "delete", endpoint["id"]).code == 0
     assert org.client.get("/v1/webhooks").json() == []
+
+
+def test_a_delivery_survives_the_server_being_killed(tmp_path: Path) -> None:
+    """`qualgent serve` SIGKILLed while a message waits for its retry: the next server sends it, as the
+    same message."""
+    env = {
+        "QUALGENT_DATA_DIR": str(tmp_path / "data"),
+        "QUALGENT_EMBEDDED_AGENT": "false",
+        "QUALGENT_SECRET_KEY": "test-secret-key",
+        "QUALGENT_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "QUALGENT_WEBHOOK_RETRY_BASE": "2",
+        "QUALGENT_WEBHOOK_POLL_INTERVAL": "0.1",
+    }
+    port = free_port()
+    with receiver() as rec:
+        rec.answers = [503] * 1000  # the receiver is down
+        first = start_serve_process(env, tmp_path / "first.log", port=port)
+        try:
+            [key] = set(re.findall(r"qg_[A-Za-z0-9_-]{43}", first.output()))
+            tenant = Tenant("", "", "", key, "", httpx.Client(base_url=first.url, headers={"X-Api-Key": key}))
+            endpoint = create(tenant, f"{rec.url}/hook", ["run.queued"])
+            run_id, _ = queue(tenant)
+            rec.wait_for(lambda seen: len(seen) >= 1)
+            # Killed once the failed attempt is recorded (its retry is 2 s away).
+            rec.wait_for(lambda _: deliveries(tenant, endpoint["id"])[0]["attempts"] == 1)
+        finally:
+            first.kill()
+        rec.answers = []
+        second = start_serve_process(env, tmp_path / "second.log", port=port)
+        try:
+            seen = rec.wait_for(lambda seen: len(seen) >= 2, timeout=30)
+            assert seen[0].headers["webhook-id"] == seen[-1].headers["webhook-id"]
+            body = verified(endpoint["secret"], seen[-1])
+            assert body["type"] == "run.queued" and body["data"]["id"] == run_id
+            rec.wait_for(lambda _: deliveries(tenant, endpoint["id"])[0]["status"] == "delivered")
+            [delivery] = deliveries(tenant, endpoint["id"])
+            assert delivery["attempts"] >= 2 and delivery["response_status"] == 200
+        finally:
+            second.stop()
+            tenant.client.close()

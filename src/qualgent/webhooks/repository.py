@@ -121,6 +121,20 @@ async def record_events(session: AsyncSession, event_type: str, runs: Sequence[t
         on_commit(session, _wake_workers)
 
 
+async def has_events(session: AsyncSession) -> bool:
+    return (await session.scalar(select(EVENTS.c.id).limit(1))) is not None
+
+
+async def has_due(session: AsyncSession, now: datetime) -> bool:
+    """Whether a pending delivery of an enabled endpoint is due."""
+    stmt = (
+        select(DELIVERIES.c.id)
+        .join(ENDPOINTS, ENDPOINTS.c.id == DELIVERIES.c.endpoint_id)
+        .where(DELIVERIES.c.status == "pending", DELIVERIES.c.next_attempt_at <= now, ENDPOINTS.c.enabled.is_(True))
+    )
+    return (await session.scalar(stmt.limit(1))) is not None
+
+
 async def take_events(session: AsyncSession, limit: int) -> list[Any]:
     """The oldest events of the outbox, locked (PostgreSQL: others skip them) until this transaction
     deletes them; (id, organization_id, type, run_id, created_at)."""

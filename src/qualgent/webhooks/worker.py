@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from qualgent import __version__
 from qualgent.auth.principal import Principal
 from qualgent.db.base import utcnow
+from qualgent.db.dialect import database_unavailable
 from qualgent.db.session import transaction
 from qualgent.ids import new_id
 from qualgent.metrics.instruments import WEBHOOK_DELIVERIES, WEBHOOK_SECONDS
@@ -98,8 +99,14 @@ class WebhookWorker(PeriodicTask):
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.log.warning("webhook delivery pass failed; retrying", exc_info=True)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    self.log.warning(
+                        "webhook delivery pass failed, the database is unavailable (%s); retrying",
+                        exc.__class__.__name__,
+                    )
+                else:
+                    self.log.exception("webhook delivery pass failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.interval)
 
@@ -137,6 +144,10 @@ class WebhookWorker(PeriodicTask):
     async def fan_out(self) -> int:
         """Turn the oldest outbox events into deliveries to the endpoints that want them; returns how
         many events were taken."""
+        # Read-only first: most looks find nothing, and a write transaction on SQLite locks the database.
+        async with self.state.read_sessions() as session:
+            if not await outbox.has_events(session):
+                return 0
         async with transaction(self.state.write_sessions) as session:
             events = await outbox.take_events(session, EVENTS_PER_PASS)
             if not events:
@@ -214,6 +225,9 @@ class WebhookWorker(PeriodicTask):
     async def deliver_due(self) -> int:
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.webhook_timeout + 30)
+        async with self.state.read_sessions() as session:
+            if not await outbox.has_due(session, now):
+                return 0
         async with transaction(self.state.write_sessions) as session:
             due = await outbox.claim_due(session, now, lease, DELIVERIES_PER_PASS)
         if due:
