@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from qualgent.deps import PrincipalDep, StateDep
 from qualgent.events import service
-from qualgent.events.schemas import EventFilter
+from qualgent.events.schemas import EventFilter, RunEventOut
 from qualgent.ids import has_shape
 from qualgent.runs.schemas import RunStatus
 
@@ -21,7 +21,24 @@ _STREAM: dict[int | str, dict[str, Any]] = {
         "description": "A stream of Server-Sent Events, one per change of a run's status: `id` (the event's "
         "ID), `event` (`run.queued`, `run.started` or `run.finished`) and `data` (RunEventOut as JSON); "
         "comment lines (`: heartbeat`) keep it open while nothing happens.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # Each event of the stream (OpenAPI 3.2's way of describing one): its data is JSON.
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["id", "event", "data"],
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^[0-9]+$"},
+                        "event": {"type": "string", "enum": ["run.queued", "run.started", "run.finished"]},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": RunEventOut.model_json_schema(),
+                        },
+                    },
+                }
+            }
+        },
     }
 }
 
@@ -64,7 +81,12 @@ async def job_events(
         Query(ge=1, le=300, description="Seconds between heartbeat comments while nothing happens."),
     ] = None,
     max_seconds: Annotated[
-        float | None, Query(ge=1, le=86_400, description="End the stream after this many seconds.")
+        float | None,
+        Query(
+            ge=0,
+            le=86_400,
+            description="End the stream after this many seconds; 0 sends what was missed since Last-Event-ID and ends.",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """Stream the organisation's run changes (Server-Sent Events), resumable with Last-Event-ID."""
