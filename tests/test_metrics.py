@@ -4,6 +4,8 @@ values checked against the actions a test takes; the bearer token; several worke
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +207,16 @@ def test_workers_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
         assert list((tmp_path / "data" / "metrics").glob("*.db")), "no multiprocess files were written"
     finally:
         serve.stop()
+
+
+def test_the_example_grafana_dashboard_uses_only_metrics_the_server_has(m_server: LiveServer) -> None:
+    response = httpx.get(f"{m_server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    families = {f.name for f in text_string_to_metric_families(response.text)}
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    used = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"qualgent_[a-z_]+", target["expr"])
+    }
+    assert len(used) >= 12 and used <= families, used - families
