@@ -8,7 +8,6 @@ are missing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -30,6 +29,8 @@ from qualgent.cli.text import add_row, escaped
 from qualgent.cli.waiting import EXIT_USAGE
 
 if TYPE_CHECKING:
+    import asyncio
+
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from qualgent.config import Settings
@@ -108,6 +109,8 @@ def _seconds_since_start() -> float:
 
 def _run_in_session(fn: Callable[[AsyncSession], Awaitable[T]], settings: Settings | None = None) -> T:
     """Run one unit of work against the configured database and commit it."""
+    import asyncio
+
     from sqlalchemy.exc import DBAPIError
 
     from qualgent.config import get_settings
@@ -316,6 +319,8 @@ def _start_embedded_agent(settings: Settings, host: str, port: int) -> threading
     It talks to this server over HTTP, like any agent; it starts polling once the server answers, and
     stops as soon as the process is asked to stop.
     """
+    import asyncio
+
     from qualgent.agent.config import load_devices
     from qualgent.agent.loop import Agent
     from qualgent.agents.service import create_agent
@@ -355,6 +360,8 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
 
 
 def _require_current_schema(settings: Settings) -> None:
+    import asyncio
+
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from sqlalchemy import Connection
@@ -406,6 +413,7 @@ def agent(
 ) -> None:
     """Run a device agent: serve devices and execute the runs the server hands out."""
     _require("qualgent agent", "the agent extra", "agent", AGENT_MODULES)
+    import asyncio
     import logging
     import signal
 
@@ -736,6 +744,8 @@ def purge_cmd(
 ) -> None:
     """Purge now: deleted apps' content past retention, expired resumable uploads, crashed uploads' data, and
     old runs' videos, device logs and screenshots."""
+    import asyncio
+
     from qualgent.apps.purge import purge
     from qualgent.config import get_settings
     from qualgent.db.dialect import write_sessionmaker

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from qualgent.cli.text import plain
 from qualgent.cli.waiting import EXIT_USAGE
-from qualgent.client import testsync
+
+if TYPE_CHECKING:
+    from qualgent.client import testsync
 
 out = Console()
 err = Console(stderr=True)
@@ -42,6 +44,7 @@ def sync(
     """Make the flows of a Maestro workspace the organisation's test cases (create and update by file path).
     Exits 3 when a flow was refused (the others are synced)."""
     from qualgent.cli.client_commands import _client
+    from qualgent.client import testsync  # the flow parser and PyYAML: loaded by this command only
 
     try:
         workspace = testsync.read_workspace(folder)

@@ -7,8 +7,9 @@ with Client() as qg:                      # QUALGENT_API_KEY / QUALGENT_URL, or 
     runs = qg.wait_for_runs([j.id for j in jobs], timeout=1800)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from qualgent.client._core import RetryPolicy, WaitTimeout
-from qualgent.client.aio import AsyncClient
 from qualgent.client.errors import (
     APIError,
     AuthenticationError,
@@ -44,6 +45,19 @@ from qualgent.client.models import (
     WebhookDelivery,
 )
 from qualgent.client.sync import Client
+
+if TYPE_CHECKING:
+    from qualgent.client.aio import AsyncClient
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncClient imports asyncio, a tenth of a CLI command's start-up, which the CLI never uses.
+    if name == "AsyncClient":
+        from qualgent.client.aio import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "APIError",
