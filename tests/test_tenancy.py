@@ -445,6 +445,40 @@ def redeliver(w: World) -> None:
     indistinguishable(w, "POST", own, ("delivery",), status=404, code="not_found")
 
 
+def dashboard_webhooks(w: World) -> None:
+    response = probe(w, "GET", "/settings/webhooks")
+    assert response.status_code == 200 and f'data-webhook="{w.a_ids["webhook"]}"' in response.text
+
+
+def dashboard_create_webhook(w: World) -> None:
+    b_url = next(s for s in w.b_secrets if s.startswith("https://hooks.example.com/bbb"))
+    response = probe(w, "POST", "/settings/webhooks", **_form(w, url=b_url, events="run.finished"))
+    assert response.status_code == 200, response.text
+    created = re.search(r'id="new-webhook" data-webhook="(whk_[0-9a-z]+)"', response.text)
+    assert created and created.group(1) != w.b_ids["webhook"]
+    assert probe(w, "DELETE", f"/v1/webhooks/{created.group(1)}").status_code == 200
+
+
+def dashboard_webhook(w: World) -> None:
+    indistinguishable(w, "GET", "/settings/webhooks/<webhook>", ("webhook",), status=404)
+
+
+def dashboard_webhook_enabled(w: World) -> None:
+    path = "/settings/webhooks/<webhook>/enabled"
+    indistinguishable(w, "POST", path, ("webhook",), status=404, **_form(w, enabled="false"))
+
+
+def dashboard_delete_webhook(w: World) -> None:
+    indistinguishable(w, "POST", "/settings/webhooks/<webhook>/delete", ("webhook",), status=404, **_form(w))
+
+
+def dashboard_redeliver(w: World) -> None:
+    path = "/settings/webhooks/<webhook>/deliveries/<delivery>/redeliver"
+    indistinguishable(w, "POST", path, ("webhook", "delivery"), status=404, **_form(w))
+    own = "/settings/webhooks/<a:webhook>/deliveries/<delivery>/redeliver"
+    indistinguishable(w, "POST", own, ("delivery",), status=404, **_form(w))
+
+
 def delete_test_case(w: World) -> None:
     indistinguishable(w, "DELETE", "/v1/test-cases/<tc>", ("tc",), status=404, code="not_found")
 
@@ -856,6 +890,12 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("PATCH", "/v1/apps/uploads/{upload_id}"): patch_upload,
     ("DELETE", "/v1/apps/uploads/{upload_id}"): delete_upload,
     ("GET", "/v1/webhooks"): list_webhooks,
+    ("GET", "/settings/webhooks"): dashboard_webhooks,
+    ("POST", "/settings/webhooks"): dashboard_create_webhook,
+    ("GET", "/settings/webhooks/{webhook_id}"): dashboard_webhook,
+    ("POST", "/settings/webhooks/{webhook_id}/enabled"): dashboard_webhook_enabled,
+    ("POST", "/settings/webhooks/{webhook_id}/delete"): dashboard_delete_webhook,
+    ("POST", "/settings/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): dashboard_redeliver,
     ("POST", "/v1/webhooks"): create_webhook_like_b,
     ("GET", "/v1/webhooks/{webhook_id}"): get_webhook,
     ("PATCH", "/v1/webhooks/{webhook_id}"): patch_webhook,

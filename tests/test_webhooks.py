@@ -40,6 +40,7 @@ from tests.fixtures.servers import (
     make_settings,
     start_serve_process,
 )
+from tests.fixtures.web import signed_in_tenant
 
 FAST = {
     "webhooks_allow_private": True,
@@ -590,3 +591,49 @@ def test_a_delivery_survives_the_server_being_killed(tmp_path: Path) -> None:
         finally:
             second.stop()
             tenant.client.close()
+
+
+# ------------------------------------------------------------------------------------------ dashboard
+
+
+def test_dashboard_adds_shows_disables_redelivers_and_deletes(org: Tenant, hook: Receiver, wh_db: Database) -> None:
+    csrf = signed_in_tenant(wh_db, org)
+    page = org.client.post(
+        "/settings/webhooks",
+        data={"csrf_token": csrf, "url": f"{hook.url}/hook", "events": ["run.queued", "run.finished"]},
+    )
+    assert page.status_code == 200, page.text
+    found = re.search(r'id="new-webhook" data-webhook="(whk_[0-9a-z]+)"', page.text)
+    secret = re.search(r'id="new-secret-value" readonly value="(whsec_[^"]+)"', page.text)
+    assert found and secret
+    webhook_id = found.group(1)
+    listed = org.client.get("/settings/webhooks")
+    assert f'data-webhook="{webhook_id}"' in listed.text and secret.group(1) not in listed.text
+    refused = org.client.post(
+        "/settings/webhooks", data={"csrf_token": csrf, "url": "ftp://x.example.com/", "events": ["run.queued"]}
+    )
+    assert refused.status_code == 422 and 'id="webhook-error"' in refused.text
+
+    queue(org)
+    first = hook.wait_for(lambda seen: len(seen) == 1)[0]
+    assert Webhook(secret.group(1)).verify(first.body, first.headers)["type"] == "run.queued"
+    hook.wait_for(lambda _: deliveries(org, webhook_id)[0]["status"] == "delivered")
+    delivery_id = first.headers["webhook-id"]
+    detail = org.client.get(f"/settings/webhooks/{webhook_id}")
+    assert detail.status_code == 200 and f'data-delivery="{delivery_id}"' in detail.text
+
+    again = org.client.post(
+        f"/settings/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        data={"csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert again.status_code == 303, again.text
+    hook.wait_for(lambda seen: len(seen) == 2)
+    off = org.client.post(
+        f"/settings/webhooks/{webhook_id}/enabled",
+        data={"csrf_token": csrf, "enabled": "false"},
+        follow_redirects=False,
+    )
+    assert off.status_code == 303 and org.client.get(f"/v1/webhooks/{webhook_id}").json()["enabled"] is False
+    gone = org.client.post(f"/settings/webhooks/{webhook_id}/delete", data={"csrf_token": csrf}, follow_redirects=False)
+    assert gone.status_code == 303 and org.client.get(f"/v1/webhooks/{webhook_id}").status_code == 404

@@ -43,6 +43,7 @@ from qualgent.uploads.endpoints import router as uploads_router
 from qualgent.web.errors import render_error_page
 from qualgent.web.routes import router as web_router
 from qualgent.web.templating import STATIC_DIR
+from qualgent.web.webhook_pages import router as webhook_pages_router
 from qualgent.webhooks.endpoints import router as webhooks_router
 
 # Store-side leftovers of uploads that never finished (S3 multipart uploads) are removed at start once
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(web_router)
+    app.include_router(webhook_pages_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(_health_router())
     app.include_router(metrics_router)

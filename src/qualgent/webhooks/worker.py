@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 from standardwebhooks.webhooks import Webhook
 
 from qualgent import __version__
@@ -159,8 +160,15 @@ class WebhookWorker(PeriodicTask):
             rows: list[dict[str, Any]] = []
             for event in events:
                 targets = by_org.get(event.organization_id, [])
-                if targets:
+                if not targets:
+                    continue
+                try:
                     rows += await self._deliveries_for(session, event, targets)
+                except SQLAlchemyError:
+                    raise  # the pass is tried again
+                except Exception:
+                    # A bug in building one payload must not hold up every event behind it.
+                    log.exception("webhook event %s (%s of %s) dropped", event.id, event.type, event.run_id)
             await outbox.add_deliveries(session, rows)
             await outbox.delete_events(session, [e.id for e in events])
         return len(events)
