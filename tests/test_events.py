@@ -240,3 +240,30 @@ def test_a_change_through_one_process_reaches_a_stream_on_another(backend_name: 
             db.close()
         for server in (first, second):
             assert "Traceback" not in server.output(), server.output()
+
+
+def test_the_purge_deletes_old_events_and_ids_are_never_reused(
+    server: LiveServer, db: Database, tenant: Tenant
+) -> None:
+    from qualgent.db.base import utcnow
+    from qualgent.events.repository import delete_before
+
+    (old,), _ = _queue(tenant, tag())
+    catch_up = {"last_event_id": 0, "max_seconds": 0, "ids": old}
+    with _stream(server, tenant, **catch_up) as before:
+        before.wait_for(lambda: before.ended, "the end of the catch-up")
+    [queued] = before.events
+    assert queued.data["run_id"] == old
+
+    # As the purge does once events are older than QUALGENT_EVENTS_RETENTION_HOURS.
+    assert db.run(lambda session: delete_before(session, utcnow())) >= 1
+    with _stream(server, tenant, **catch_up) as after:
+        after.wait_for(lambda: after.ended, "the end of the catch-up")
+    assert after.events == []
+
+    # The next event's ID is above every ID given before (SQLite: AUTOINCREMENT, not max + 1).
+    (new,), _ = _queue(tenant, tag())
+    with _stream(server, tenant, last_event_id=0, max_seconds=0, ids=new) as latest:
+        latest.wait_for(lambda: latest.ended, "the end of the catch-up")
+    [event] = latest.events
+    assert queued.id is not None and event.id is not None and event.id > queued.id

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from qualgent.apps.repository import PurgeRepository
 from qualgent.config import Settings
 from qualgent.db.base import utcnow
+from qualgent.events import repository as events_repository
 from qualgent.periodic import PeriodicTask
 from qualgent.runs.repository import RunRetentionRepository
 from qualgent.storage.base import Storage, remove_if_unlocked
@@ -40,13 +41,14 @@ class PurgeReport:
     files_removed: int = 0
     runs_cleared: int = 0
     run_files_deleted: int = 0
+    events_deleted: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.apps_released} deleted apps released, {self.blobs_deleted} stored objects deleted, "
             f"{self.uploads_expired} expired uploads removed, {self.files_removed} partial files removed, "
             f"{self.runs_cleared} finished runs' artifacts and screenshots deleted "
-            f"({self.run_files_deleted} stored objects)"
+            f"({self.run_files_deleted} stored objects), {self.events_deleted} old run events deleted"
         )
 
     def __bool__(self) -> bool:
@@ -66,6 +68,12 @@ async def purge(
     await _expire_uploads(settings, sessions, now, report)
     report.files_removed += await asyncio.to_thread(_remove_dead_staging, settings, storage)
     await _clear_old_runs(sessions, storage, now - timedelta(days=settings.run_retention_days), report)
+    async with sessions() as session:
+        # The live event stream's log (events/): what a stream resumed with Last-Event-ID can still replay.
+        report.events_deleted += await events_repository.delete_before(
+            session, now - timedelta(hours=settings.events_retention_hours)
+        )
+        await session.commit()
     return report
 
 

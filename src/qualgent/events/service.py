@@ -34,14 +34,16 @@ async def stream(
     try:
         yield OPENING
         if last_event_id is not None:
-            # The hub hands this stream events after subscriber.start; the rest are read from the table.
+            # The hub hands this stream events after subscriber.start; the rest are read from the table
+            # (a catch-up that ends at once reads up to the newest, which the hub may not have read yet).
             after = last_event_id
-            while after < subscriber.start:
+            upto = await repository.head(reader) if max_seconds == 0 else subscriber.start
+            while after < upto:
                 missed = await repository.replay(
                     reader,
                     organization_id,
                     after,
-                    subscriber.start,
+                    upto,
                     run_ids=wanted.run_ids,
                     batch_id=wanted.batch_id,
                     statuses=wanted.statuses,
