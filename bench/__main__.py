@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import appium_steps, engine, events, flows, jobs_api, suites, uploads
+from bench import appium_steps, engine, events, first_start, flows, install, jobs_api, suites, uploads
 
 BENCHES = {
     "jobs": jobs_api.main,
@@ -13,6 +13,8 @@ BENCHES = {
     "flows": flows.main,
     "appium": appium_steps.main,
     "suites": suites.main,
+    "install": install.main,
+    "first-start": first_start.main,
     "events": events.main,
 }
 
