@@ -216,7 +216,7 @@ class Settings(BaseSettings):
 
     # The live event stream (GET /v1/jobs/events)
     events_poll_seconds: float = Field(
-        default=0.1,
+        default=0.05,
         gt=0,
         description="Seconds between a process's reads of new run events while it has streams open (one "
         "query per tick for all of them). On PostgreSQL a change wakes the reader at once (LISTEN/NOTIFY); "

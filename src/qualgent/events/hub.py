@@ -42,28 +42,64 @@ POLL_LIMIT = 1000
 LISTEN_RETRY = 5.0  # seconds between attempts to re-make a lost LISTEN connection
 
 
+# Put in a stream's queue when it has been silent for its heartbeat period.
+HEARTBEAT: Any = object()
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """One open stream: its organisation, what it wants, and the events waiting to be sent to it."""
+    """One open stream: its organisation, what it wants, and the events waiting to be sent to it.
+
+    Its heartbeat is a timer re-armed once per heartbeat period (not per event: with 1,000 streams, a
+    timer set and cancelled around each wait for each event was a good part of an event's fan-out)."""
 
     organization_id: str
     wants: Callable[[Event], bool]
     start: int  # events up to this ID are not this stream's from the hub (it replays them, if asked)
-    queue: asyncio.Queue[Event | None]
+    queue: asyncio.Queue[Any]  # events, HEARTBEAT, or None: the end
     closed: bool = False  # the hub stopped feeding it: the process is stopping, or it fell behind
     overflowed: bool = False
+    last_sent: float = field(default_factory=time.monotonic)
+    _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    _heartbeat: float = 15.0
 
     def close(self) -> None:
         self.closed = True
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(None)
 
-    async def next(self, seconds: float) -> Event | None:
-        """The next event; None when the stream should end; TimeoutError after ``seconds``."""
+    def start_timers(self, heartbeat: float, max_seconds: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._heartbeat = heartbeat
+        self._timers = [loop.call_later(heartbeat, self._beat)]
+        if max_seconds is not None:
+            self._timers.append(loop.call_later(max_seconds, self.close))
+
+    def stop_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def _beat(self) -> None:
+        idle = time.monotonic() - self.last_sent
+        if idle >= self._heartbeat * 0.99:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(HEARTBEAT)
+            idle = 0.0
+        self._timers[0] = asyncio.get_running_loop().call_later(self._heartbeat - idle, self._beat)
+
+    async def next(self) -> list[Any] | None:
+        """What is waiting (at least one item; events and heartbeats), or None when the stream ends."""
         if self.closed and self.queue.empty():
             return None
-        async with asyncio.timeout(seconds):
-            return await self.queue.get()
+        items = [await self.queue.get()]
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        if None in items:
+            self.closed = True
+            items = items[: items.index(None)]
+            if not items:
+                return None
+        return items
 
 
 @dataclass
@@ -116,7 +152,7 @@ class EventHub:
                     self.cursor = await repository.head(self.reader)
                     self._gap = None
                     self._fresh = True
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(self.queue_size)
+        queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_size)
         subscriber = Subscriber(organization_id, wants, self.cursor, queue)
         if self._stopping:
             subscriber.close()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from qualgent.db.dialect import Reader
 from qualgent.events import repository
+from qualgent.events.hub import HEARTBEAT as HEARTBEAT_ITEM
 from qualgent.events.hub import EventHub
 from qualgent.events.schemas import EventFilter
 
@@ -30,7 +31,6 @@ async def stream(
     """SSE bytes until the client goes (the server cancels the generator), the process stops, the
     client falls too far behind, or ``max_seconds`` pass."""
     subscriber = await hub.subscribe(organization_id, wanted)
-    ends = None if max_seconds is None else time.monotonic() + max_seconds
     try:
         yield OPENING
         if last_event_id is not None:
@@ -49,26 +49,21 @@ async def stream(
                     statuses=wanted.statuses,
                     limit=REPLAY_PAGE,
                 )
-                for event in missed:
-                    yield hub.frame(event)
+                if missed:
+                    yield b"".join(hub.frame(event) for event in missed)
                 if len(missed) < REPLAY_PAGE:
                     break
                 after = missed[-1].id
+        if max_seconds == 0:
+            return
+        subscriber.start_timers(heartbeat, max_seconds)
         while True:
-            wait = heartbeat
-            if ends is not None:
-                left = ends - time.monotonic()
-                if left <= 0:
-                    return
-                wait = min(wait, left)
-            try:
-                got = await subscriber.next(wait)
-            except TimeoutError:
-                if ends is None or time.monotonic() < ends:
-                    yield HEARTBEAT
-                continue
-            if got is None:
+            items = await subscriber.next()
+            if items is None:
                 return
-            yield hub.frame(got)
+            # What came meanwhile goes out in one write (a batch of runs queued at once, a burst).
+            yield b"".join(HEARTBEAT if item is HEARTBEAT_ITEM else hub.frame(item) for item in items)
+            subscriber.last_sent = time.monotonic()
     finally:
+        subscriber.stop_timers()
         hub.unsubscribe(subscriber)
