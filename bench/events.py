@@ -30,7 +30,7 @@ from bench.measure import cpu_seconds
 
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 CHANGES = int(os.environ.get("BENCH_CHANGES", "40"))
-GAP = 0.15
+GAP = 0.4  # seconds between changes (a queue, then a cancel half-way): two events each, 5 events a second
 IDLE_SECONDS = 5.0
 
 
