@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from qualgent import __version__, access_log, openapi
+from qualgent import __version__, access_log, logs, openapi
 from qualgent.agents.endpoints import MAX_SCREENSHOT_BYTES
 from qualgent.agents.endpoints import router as agents_router
 from qualgent.apps.endpoints import download_router
@@ -67,6 +67,7 @@ class ServiceUnavailable(QualgentError):
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     access_log.install()  # no access-log line per agent long poll
+    logs.configure(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

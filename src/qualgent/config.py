@@ -6,6 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -208,6 +209,11 @@ class Settings(BaseSettings):
         default=True,
         description="This server process delivers webhooks. Any number of processes may; turn it off where "
         "a process should only answer requests.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: uvicorn's log lines. `json`: one JSON object per line, each line of a request "
+        "with its request_id (the X-Request-Id of its answer).",
     )
     metrics_token: str | None = Field(
         default=None,

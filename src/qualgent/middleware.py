@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qualgent.errors import QualgentError, error_response
+from qualgent.logs import REQUEST_ID
 
 # A hot route's handler: the request and the last path segment (the resource's ID).
 HotHandler = Callable[[Request, str], Awaitable[Response]]
@@ -41,6 +42,7 @@ class RequestContextMiddleware:
             return
         state = scope.setdefault("state", {})
         request_id = state["request_id"] = f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFF:010x}"
+        REQUEST_ID.set(request_id)  # for the log lines of this request (logs.py)
         may_retry = scope["method"] in ("GET", "HEAD")
         dropped = False
 
