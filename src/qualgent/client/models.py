@@ -13,7 +13,8 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"passed", "failed", "cancelled"})
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # defer_build: a model's validator is built when first used, not when the CLI starts.
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 class Ref(Model):
