@@ -267,3 +267,37 @@ def test_the_purge_deletes_old_events_and_ids_are_never_reused(
         latest.wait_for(lambda: latest.ended, "the end of the catch-up")
     [event] = latest.events
     assert queued.id is not None and event.id is not None and event.id > queued.id
+
+
+def test_run_wait_follows_the_stream_rather_than_its_poll_interval(
+    server: LiveServer, tenant: Tenant, agent: tuple[HandAgent, str], tmp_path: Path
+) -> None:
+    """`qualgent run --wait --poll-interval 30`: the run ends a second after it started, and the CLI knows
+    within a few seconds (woken by the event), not at its next poll."""
+    from tests.fixtures.cli import Cli
+
+    hand, device_tag = agent
+    app = upload_app(tenant)
+    assert app.status_code == 200, app.text
+    case = create_test_case(tenant, name=f"Waited {uuid.uuid4().hex[:6]}", flow=FLOW)
+    cli = Cli(server.url, tenant.key, tmp_path)
+    args = ["run", case["id"], "--device-tag", device_tag, "--app", app.json()["file"]["id"]]
+    live = cli.popen(*args, "--wait", "--poll-interval", "30", "--json")
+    try:
+        live.wait_for_output("Queued 1 run(s)")
+        deadline = time.monotonic() + 30
+        claimed = None
+        while claimed is None:
+            assert time.monotonic() < deadline, "the run was never claimable"
+            claimed = hand.claim("a")
+            time.sleep(0.05)
+        time.sleep(1.0)  # past the CLI's first polls: it is in a 30 s pause now
+        hand.pass_(claimed)
+        finished = time.monotonic()
+        result = live.wait(timeout=25)
+    finally:
+        live.kill()
+    took = time.monotonic() - finished
+    assert result.code == 0, result
+    assert result.json()["summary"] == {"passed": 1}
+    assert took < 8, took

@@ -272,11 +272,16 @@ def wait(
             guard.arm()
             if batch_ids:
                 batches = client.wait_for_batches(
-                    batch_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember_batches, queue=True
+                    batch_ids,
+                    timeout=timeout,
+                    poll_interval=poll_interval,
+                    on_update=remember_batches,
+                    queue=True,
+                    events=True,
                 )
                 return WaitResult(list(last), batches=batches)
             runs = client.wait_for_runs(
-                run_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember, queue=True
+                run_ids, timeout=timeout, poll_interval=poll_interval, on_update=remember, queue=True, events=True
             )
             return WaitResult(runs)
         except WaitTimeout as exc:

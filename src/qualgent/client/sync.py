@@ -12,6 +12,7 @@ import httpx
 from qualgent.client import _core
 from qualgent.client._core import Pacer, RetryPolicy, WaitTimeout
 from qualgent.client.errors import NotFoundError, TransportError
+from qualgent.client.events import RunEventWaker
 from qualgent.client.models import (
     App,
     Batch,
@@ -29,6 +30,9 @@ from qualgent.client.models import (
     Webhook,
     WebhookDelivery,
 )
+
+# While the live event stream is up, polls only every this many seconds (a change wakes the wait at once).
+EVENT_POLL_SECONDS = 5.0
 
 
 class Client:
@@ -50,6 +54,7 @@ class Client:
         self.retry = retry or RetryPolicy()
         self.pacer = Pacer()
         self._sleep = sleep
+        self._transport = transport
         self._http = httpx.Client(base_url=url, headers=_core.make_headers(key), timeout=timeout, transport=transport)
 
     # ------------------------------------------------------------------------------------- plumbing
@@ -321,10 +326,29 @@ class Client:
         poll_interval: float = 1.0,
         on_update: Callable[[list[Batch]], None] | None = None,
         queue: bool = False,
+        events: bool = False,
     ) -> list[Batch]:
         """Poll the batches (with their runs) until every one has finished: one request per batch per poll.
-        Raises :class:`WaitTimeout` (with the runs' last states) when ``timeout`` seconds pass first."""
+        Raises :class:`WaitTimeout` (with the runs' last states) when ``timeout`` seconds pass first. With
+        ``events``, the live event stream says when to poll (see :meth:`wait_for_runs`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        waker = self._waker(batch_id=batch_ids[0]) if events and len(batch_ids) == 1 else None
+        try:
+            return self._wait_for_batches(batch_ids, deadline, timeout, poll_interval, on_update, queue, waker)
+        finally:
+            if waker is not None:
+                waker.close()
+
+    def _wait_for_batches(
+        self,
+        batch_ids: list[str],
+        deadline: float | None,
+        timeout: float | None,
+        poll_interval: float,
+        on_update: Callable[[list[Batch]], None] | None,
+        queue: bool,
+        waker: RunEventWaker | None,
+    ) -> list[Batch]:
         while True:
             batches = [self.get_batch(b, runs=True, queue=queue) for b in batch_ids]
             if on_update is not None:
@@ -333,10 +357,7 @@ class Client:
                 return batches
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout([r for b in batches for r in b.runs or []], timeout or 0)
-            pause = poll_interval
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
-            self._sleep(pause)
+            self._pause(waker, poll_interval, deadline)
 
     # --------------------------------------------------------------------- flaky tests, quarantine
 
@@ -403,11 +424,49 @@ class Client:
         poll_interval: float = 1.0,
         on_update: Callable[[list[Run]], None] | None = None,
         queue: bool = False,
+        events: bool = False,
     ) -> list[Run]:
         """Poll until every run has finished; one request per poll per 200 runs, never one per run.
         Raises :class:`WaitTimeout` (with the last states) when ``timeout`` seconds pass first. With
-        ``queue``, queued runs say why they wait (``Run.queue``); ``on_update`` may raise to stop."""
+        ``queue``, queued runs say why they wait (``Run.queue``); ``on_update`` may raise to stop.
+
+        With ``events``, a thread follows the server's live event stream for these runs: a change of
+        one of them ends the pause at once, and while the stream is up the polls come every
+        ``max(poll_interval, 5 s)`` only; without the stream (an older server, a buffering proxy) the
+        polls go on every ``poll_interval``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        waker = self._waker(run_ids=run_ids) if events else None
+        try:
+            return self._wait_for_runs(run_ids, deadline, timeout, poll_interval, on_update, queue, waker)
+        finally:
+            if waker is not None:
+                waker.close()
+
+    def _waker(self, *, run_ids: list[str] | None = None, batch_id: str | None = None) -> RunEventWaker:
+        return RunEventWaker(
+            self.base_url, self._http.headers, run_ids=run_ids, batch_id=batch_id, transport=self._transport
+        ).start()
+
+    def _pause(self, waker: RunEventWaker | None, poll_interval: float, deadline: float | None) -> None:
+        healthy = waker is not None and waker.healthy
+        pause = max(poll_interval, EVENT_POLL_SECONDS) if healthy else poll_interval
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - time.monotonic()))
+        if waker is not None and waker.available:  # connecting or connected: it ends the pause early
+            waker.wait(pause)
+        else:
+            self._sleep(pause)
+
+    def _wait_for_runs(
+        self,
+        run_ids: list[str],
+        deadline: float | None,
+        timeout: float | None,
+        poll_interval: float,
+        on_update: Callable[[list[Run]], None] | None,
+        queue: bool,
+        waker: RunEventWaker | None,
+    ) -> list[Run]:
         states: dict[str, Run] = {}
         while True:
             pending = [i for i in run_ids if i not in states or not states[i].finished]
@@ -423,7 +482,4 @@ class Client:
                 return current
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(current, timeout or 0)
-            pause = poll_interval
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
-            self._sleep(pause)
+            self._pause(waker, poll_interval, deadline)

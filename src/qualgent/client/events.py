@@ -1,0 +1,98 @@
+"""Waiting less with the server's live event stream (``GET /v1/jobs/events``).
+
+A thread follows the stream for the runs a loop waits on and wakes the loop when one of them changes;
+the loop still asks the server for the runs' states (the stream only says when to ask). Any trouble with
+the stream (a server without it, a proxy that buffers or cuts it, a network error three times over) ends
+the thread, and the loop polls at its own pace as it did without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import httpx
+
+EVENTS_PATH = "/v1/jobs/events"
+HEARTBEAT_SECONDS = 15
+MAX_IDS = 1000  # the route's filter takes up to 1000 runs; more: every event of the organisation wakes
+ATTEMPTS = 3
+
+
+class RunEventWaker:
+    def __init__(
+        self,
+        base_url: str,
+        headers: httpx.Headers,
+        *,
+        run_ids: list[str] | None = None,
+        batch_id: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.params: dict[str, str | int] = {"heartbeat": HEARTBEAT_SECONDS}
+        if batch_id is not None:
+            self.params["batch_id"] = batch_id
+        elif run_ids and len(run_ids) <= MAX_IDS:
+            self.params["ids"] = ",".join(run_ids)
+        # No heartbeat for three periods: the stream is not getting through (a buffering proxy).
+        timeout = httpx.Timeout(10, read=HEARTBEAT_SECONDS * 3)
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self._woken = threading.Event()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self.available = True
+        self.events = 0
+        self._thread = threading.Thread(target=self._follow, name="qualgent-events", daemon=True)
+
+    def start(self) -> RunEventWaker:
+        self._thread.start()
+        return self
+
+    @property
+    def healthy(self) -> bool:
+        """Connected and still following: a change of the runs wakes the waiting loop at once."""
+        return self.available and self.connected.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Wait until one of the runs changes, at most ``seconds``; True when woken by a change."""
+        woken = self._woken.wait(seconds)
+        self._woken.clear()
+        return woken
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self._http.close()
+        self._thread.join(timeout=1)
+
+    def _follow(self) -> None:
+        last_id: str | None = None
+        failures = 0
+        while not self._stop.is_set():
+            headers = {"Last-Event-ID": last_id} if last_id is not None else {}
+            try:
+                with self._http.stream("GET", EVENTS_PATH, params=self.params, headers=headers) as response:
+                    if response.status_code != 200:
+                        break  # a server without the route (404), or one that refuses it: poll
+                    self.connected.set()
+                    # One poll now: a change made before the stream was up is not missed.
+                    self._woken.set()
+                    failures = 0
+                    for line in response.iter_lines():
+                        if self._stop.is_set():
+                            return
+                        if line.startswith("id:"):
+                            last_id = line[3:].strip()
+                        elif line.startswith("data:"):
+                            self.events += 1
+                            self._woken.set()
+            except Exception:
+                if self._stop.is_set():
+                    return
+                failures += 1
+            self.connected.clear()
+            if failures >= ATTEMPTS or self._stop.wait(1.0):
+                break
+        self.available = False
+        self.connected.clear()
+        self._woken.set()  # a loop waiting on the stream goes back to its own pace now
