@@ -327,7 +327,15 @@ TimeoutOpt = Annotated[
     typer.Option("--timeout", help="Seconds to wait at most; then cancel the unfinished runs and exit 2.", min=0),
 ]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write one JUnit XML file for all runs.")]
-PollOpt = Annotated[float, typer.Option("--poll-interval", help="Seconds between status polls.", min=0.1)]
+PollOpt = Annotated[
+    float,
+    typer.Option(
+        "--poll-interval",
+        help="Seconds between status polls (while the server's live event stream is up, a change is seen at "
+        "once and the polls come every 5 s or this, the longer).",
+        min=0.1,
+    ),
+]
 NoDeviceGraceOpt = Annotated[
     float,
     typer.Option(
