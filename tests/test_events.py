@@ -301,3 +301,30 @@ def test_run_wait_follows_the_stream_rather_than_its_poll_interval(
     assert result.code == 0, result
     assert result.json()["summary"] == {"passed": 1}
     assert took < 8, took
+
+
+def test_stopping_the_server_ends_its_streams_at_once(tmp_path: Path) -> None:
+    """SIGTERM with a stream open: the stream ends (its client reconnects elsewhere with Last-Event-ID)
+    and the process exits without waiting for it."""
+    import signal
+
+    with serve_env("sqlite", tmp_path, embedded_agent="false") as (env, url), processes() as procs:
+        server = procs.serve(env, tmp_path / "serve.log", "--log-level", "info")
+        db = Database(url)
+        tenant = make_tenant(db, server.url)
+        try:
+            stream = _stream(server.url, tenant, heartbeat=60).start()
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            stream.wait_for(lambda: stream.ended, "the end of the stream", 5)
+            ended_in = time.monotonic() - started
+            server.proc.wait(timeout=10)
+            exited_in = time.monotonic() - started
+            stream.close()
+        finally:
+            tenant.client.close()
+            db.close()
+        output = server.output()
+    assert ended_in < 1, ended_in
+    assert exited_in < 3, (exited_in, output)
+    assert "Traceback" not in output and "CancelledError" not in output and "ERROR" not in output, output
