@@ -328,3 +328,74 @@ def test_stopping_the_server_ends_its_streams_at_once(tmp_path: Path) -> None:
     assert ended_in < 1, ended_in
     assert exited_in < 3, (exited_in, output)
     assert "Traceback" not in output and "CancelledError" not in output and "ERROR" not in output, output
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_postgresql_streams_see_events_in_id_order_when_transactions_commit_out_of_order(
+    backend: str, server: LiveServer, tenant: Tenant, outcome: str
+) -> None:
+    """PostgreSQL draws an event's ID before its transaction commits. Here a transaction that wrote an
+    event (a row as the trigger writes it) stays open while a cancellation writes the next ID and commits.
+    The stream holds the later event until the earlier one commits, so it sees events in ID order and an
+    ID is a place to resume from; if the earlier one rolls back, the later one goes once every transaction
+    that was running has ended, not after a fixed wait. (SQLite has one writer at a time.)"""
+    if backend != "postgresql":
+        pytest.skip("one writer at a time on SQLite: IDs commit in order")
+    import asyncio
+    import threading
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    (earlier, later), batch_id = _queue(tenant, tag(), n=2)
+    dsn = server.settings.resolved_database_url.replace("postgresql+asyncpg://", "postgresql://")
+    written, finish = threading.Event(), threading.Event()
+    drawn: list[int] = []
+
+    def open_transaction() -> None:
+        async def main() -> None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                transaction = conn.transaction()
+                await transaction.start()
+                drawn.append(
+                    await conn.fetchval(
+                        "INSERT INTO run_events (organization_id, run_id, batch_id, type, status, attempt, created_at)"
+                        " VALUES ($1, $2, $3, 'run.finished', 'cancelled', 0, now()) RETURNING id",
+                        tenant.organization_id,
+                        earlier,
+                        batch_id,
+                    )
+                )
+                written.set()
+                await asyncio.to_thread(finish.wait, 30)
+                await (transaction.commit() if outcome == "commit" else transaction.rollback())
+            finally:
+                await conn.close()
+
+        asyncio.run(main())
+
+    with _stream(server, tenant, ids=f"{earlier},{later}") as stream:
+        writer = threading.Thread(target=open_transaction)
+        writer.start()
+        try:
+            assert written.wait(10)
+            _cancel(tenant, later)  # the next ID, committed at once
+            time.sleep(0.8)
+            assert stream.events == [], "an event was sent past one not yet committed"
+            finish.set()
+            ended = time.monotonic()
+            writer.join(timeout=10)
+            stream.wait_for(lambda: stream.of_run(later), "the later event")
+            waited = stream.of_run(later)[0].at - ended
+            time.sleep(0.3)
+        finally:
+            finish.set()
+            writer.join(timeout=10)
+    got = [(e.id, e.data["run_id"]) for e in stream.events]
+    if outcome == "commit":
+        assert got == [(drawn[0], earlier), (drawn[0] + 1, later)]
+    else:
+        assert got == [(drawn[0] + 1, later)]
+    # Not GAP_WAIT (2 s): as soon as the transactions running when the gap was seen have ended (other
+    # tests' transactions on the same PostgreSQL server may take a moment).
+    assert waited < 1.5, waited
