@@ -97,7 +97,7 @@ async def job_events(
     if batch_id is not None and not has_shape(batch_id, "batch"):
         batch_id = "-"
     resume = int(last_event_id_header) if last_event_id_header is not None else last_event_id
-    body = service.stream(
+    body = await service.open_stream(
         state.events,
         state.reader,
         principal.organization_id,

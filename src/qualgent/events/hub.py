@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qualgent.config import Settings
-from qualgent.db.dialect import Reader
+from qualgent.db.dialect import Reader, database_unavailable
 from qualgent.events import repository
 from qualgent.events.repository import Event, Snapshot
 
@@ -219,8 +219,9 @@ class EventHub:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("reading run events failed; trying again", exc_info=True)
+            except Exception as exc:
+                # A restart or failover of the database is expected now and then: one line, no trace.
+                log.warning("reading run events failed (%s); trying again", exc, exc_info=not database_unavailable(exc))
                 await asyncio.sleep(1.0)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -306,8 +307,8 @@ class EventHub:
         try:
             conn = await asyncpg.connect(dsn.render_as_string(hide_password=False), timeout=5)
             await conn.add_listener(CHANNEL, self._notified)
-        except Exception:
-            log.warning("cannot LISTEN for run events; polling every %s s", self._interval(), exc_info=True)
+        except Exception as exc:
+            log.warning("cannot LISTEN for run events (%s); polling every %s s", exc, self._interval())
             return
         conn.add_termination_listener(self._listener_lost)
         self._listener = conn

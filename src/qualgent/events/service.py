@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from qualgent.db.dialect import Reader
 from qualgent.events import repository
 from qualgent.events.hub import HEARTBEAT as HEARTBEAT_ITEM
-from qualgent.events.hub import EventHub
+from qualgent.events.hub import EventHub, Subscriber
 from qualgent.events.schemas import EventFilter
 
 REPLAY_PAGE = 500
@@ -18,7 +18,7 @@ OPENING = b"retry: 2000\n: run events\n\n"
 HEARTBEAT = b": heartbeat\n\n"
 
 
-async def stream(
+async def open_stream(
     hub: EventHub,
     reader: Reader,
     organization_id: str,
@@ -28,9 +28,25 @@ async def stream(
     heartbeat: float,
     max_seconds: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE bytes until the client goes (the server cancels the generator), the process stops, the
-    client falls too far behind, or ``max_seconds`` pass."""
+    """Subscribe now (a database that does not answer is a 503 before the stream starts, not a stream
+    cut short), and return the stream's SSE bytes."""
     subscriber = await hub.subscribe(organization_id, wanted)
+    return _stream(hub, reader, subscriber, wanted, last_event_id, heartbeat, max_seconds)
+
+
+async def _stream(
+    hub: EventHub,
+    reader: Reader,
+    subscriber: Subscriber,
+    wanted: EventFilter,
+    last_event_id: int | None,
+    heartbeat: float,
+    max_seconds: float | None,
+) -> AsyncIterator[bytes]:
+    """SSE bytes until the client goes (the server cancels the generator), the process stops, the
+    client falls too far behind, or ``max_seconds`` pass. (A stream never iterated stays subscribed
+    until its queue fills, then the hub drops it.)"""
+    organization_id = subscriber.organization_id
     try:
         yield OPENING
         if last_event_id is not None:
