@@ -399,3 +399,24 @@ def test_postgresql_streams_see_events_in_id_order_when_transactions_commit_out_
     # Not GAP_WAIT (2 s): as soon as the transactions running when the gap was seen have ended (other
     # tests' transactions on the same PostgreSQL server may take a moment).
     assert waited < 1.5, waited
+
+
+def test_the_dashboard_live_pages_stream(server: LiveServer, db: Database, tenant: Tenant) -> None:
+    """GET /test-runs/events: the run events of a signed-in person's organisation (the run page and the
+    run list fetch their fragment when one comes); an API key alone is not a dashboard session."""
+    from tests.fixtures.web import signed_in_tenant
+
+    signed_in_tenant(db, tenant)
+    cookies = dict(tenant.client.cookies)
+    (run_id,), _ = _queue(tenant, tag())
+    anonymous = httpx.get(f"{server.url}/test-runs/events", headers={"X-Api-Key": tenant.key}, timeout=10)
+    assert anonymous.status_code in (401, 303), anonymous.text
+    page = tenant.client.get(f"/test-runs/{run_id}")
+    assert f'data-live-events="/test-runs/events?ids={run_id}"' in page.text
+    stream = EventStream(server.url, "", params={"ids": run_id}, path="/test-runs/events", cookies=cookies)
+    stream.headers = {"Last-Event-ID": "0"}
+    with stream:
+        stream.wait_for(lambda: stream.of_run(run_id), "the run's queueing, replayed")
+        _cancel(tenant, run_id)
+        stream.wait_for(lambda: len(stream.of_run(run_id)) >= 2, "its cancellation, live")
+    assert [e.data["status"] for e in stream.events] == ["queued", "cancelled"]

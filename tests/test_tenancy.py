@@ -728,6 +728,21 @@ def dashboard_run_list(path: str) -> Callable[[World], None]:
     return check
 
 
+def dashboard_run_events(w: World) -> None:
+    # A's dashboard stream, replayed from the first event: A's run's events, none of B's even when asked.
+    b_run, a_run = w.b_ids["run"], w.a_ids["run"]
+    for ids in (None, b_run, f"{a_run},{b_run}"):
+        params = {"max_seconds": "0", **({"ids": ids} if ids else {})}
+        response = probe(w, "GET", "/test-runs/events", params=params, headers={"Last-Event-ID": "0"})
+        assert response.status_code == 200, response.text
+        events = [line for line in response.text.splitlines() if line.startswith("data:")]
+        assert not any(b_run in line for line in events), ids
+        if ids == b_run:
+            assert events == []
+        else:
+            assert events and all(a_run in line for line in events)
+
+
 def dashboard_run(suffix: str) -> Callable[[World], None]:
     def check(w: World) -> None:
         indistinguishable(w, "GET", f"/test-runs/<run>{suffix}", ("run",), status=404, code="not_found")
@@ -828,6 +843,7 @@ ROUTE_TABLE: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/sign-out"): dashboard_sign_out,
     ("GET", "/test-runs"): dashboard_run_list("/test-runs"),
     ("GET", "/test-runs/rows"): dashboard_run_list("/test-runs/rows"),
+    ("GET", "/test-runs/events"): dashboard_run_events,
     ("GET", "/test-runs/{run_id}/live"): dashboard_run("/live"),
     ("GET", "/test-runs/{run_id}/report.json"): dashboard_run("/report.json"),
     ("GET", "/test-runs/{run_id}/junit.xml"): dashboard_run("/junit.xml"),

@@ -3,17 +3,31 @@
 "use strict";
 
 // Live regions: [data-live-url] is re-fetched every data-live-every ms and its content replaced,
-// until the server answers with X-Live-Final: 1 (a run that finished will not change again).
+// until the server answers with X-Live-Final: 1 (a run that finished will not change again). With
+// data-live-events (the run events of the page, Server-Sent Events), a change is fetched at once too;
+// the polls go on regardless, so a page without the stream is as live as before.
 function startLive(el) {
   if (el.dataset.liveFinal === "1") return;
   const every = parseInt(el.dataset.liveEvery || "2000", 10);
   let last = null;
+  let timer = null;
+  let done = false;
+  let source = null;
+  if (el.dataset.liveEvents && window.EventSource) {
+    source = new EventSource(el.dataset.liveEvents);
+    const now = () => { if (!done) { clearTimeout(timer); timer = setTimeout(tick, 50); } };
+    for (const type of ["run.queued", "run.started", "run.finished"]) source.addEventListener(type, now);
+  }
+  function stop() {
+    done = true;
+    if (source) source.close();
+  }
   async function tick() {
     try {
       const response = await fetch(el.dataset.liveUrl, {
         headers: { Accept: "text/html-fragment" }, credentials: "same-origin", cache: "no-store",
       });
-      if (response.status === 401) return; // signed out elsewhere: stop polling
+      if (response.status === 401) return stop(); // signed out elsewhere: stop polling
       if (response.ok) {
         const html = await response.text();
         // Replacing identical content would move focus and re-read live regions for nothing.
@@ -25,14 +39,15 @@ function startLive(el) {
             document.getElementById(focusedId).focus();
           }
         }
-        if (response.headers.get("X-Live-Final") === "1") return;
+        if (response.headers.get("X-Live-Final") === "1") return stop();
       }
     } catch (e) {
       // The server restarting or the network dropping: keep trying.
     }
-    setTimeout(tick, every);
+    clearTimeout(timer);
+    timer = setTimeout(tick, every);
   }
-  setTimeout(tick, every);
+  timer = setTimeout(tick, every);
 }
 
 // Upload with a progress bar: XMLHttpRequest reports upload progress, fetch does not.
