@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from tests.fixtures.factories import IPHONE_14_PRO, apk_bytes, ipa_bytes
 from tests.fixtures.flows import FAILING_FLOW, PASSING_FLOW, TEXTS
@@ -365,6 +365,26 @@ def test_cancel_a_running_run(page: Page, dash: Dashboard) -> None:
     expect(status).to_have_text("cancelled", timeout=15_000)
     assert dash.api.get(f"/v1/jobs/status/{run['id']}").json()["status"] == "cancelled"
     expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
+
+
+def test_the_run_page_follows_its_run_events_between_polls(page: Page, dash: Dashboard) -> None:
+    """With its poll slowed to a minute, the run page still shows the run start and pass as they happen:
+    the run's events (GET /test-runs/events) make it fetch its live region at once."""
+    sign_in(page, dash, "/test-runs")
+
+    def slow_poll(route: Route) -> None:
+        response = route.fetch()
+        body = response.text().replace('data-live-every="1000"', 'data-live-every="60000"')
+        assert 'data-live-every="60000"' in body
+        route.fulfill(response=response, body=body)
+
+    page.route(re.compile(r"/test-runs/run_[0-9a-z]{26}$"), slow_poll)
+    run = queue(dash, "Login Flow Test")
+    with page.expect_request(re.compile(r"/test-runs/events\?ids=run_")):
+        page.goto(f"{dash.url}/test-runs/{run['id']}")
+    status = page.locator("#run-status")
+    assert status.inner_text() in ("queued", "running")
+    expect(status).to_have_text("passed", timeout=30_000)
 
 
 def test_the_run_list_updates_live_and_filters(page: Page, dash: Dashboard) -> None:
