@@ -23,6 +23,7 @@ import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -124,7 +125,7 @@ def _worker(url: str, key: str, n: int, conn: Connection) -> None:
     asyncio.run(main())
 
 
-async def _changes(url: str, key: str, job: dict[str, object]) -> list[tuple[str, float, float]]:
+async def _changes(url: str, key: str, job: dict[str, Any]) -> list[tuple[str, float, float]]:
     """CHANGES runs queued, then cancelled: (run, when the cancel was sent, how long its request took)."""
     out = []
     async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": key}, timeout=30) as client:
