@@ -214,6 +214,8 @@ class EventHub:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Cleared before the read: a notification that comes while it runs means one more read.
+            self._wake.clear()
             try:
                 await self._listen()
                 await self.tick()
@@ -223,7 +225,6 @@ class EventHub:
                 # A restart or failover of the database is expected now and then: one line, no trace.
                 log.warning("reading run events failed (%s); trying again", exc, exc_info=not database_unavailable(exc))
                 await asyncio.sleep(1.0)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval()):
                     await self._wake.wait()
