@@ -131,6 +131,14 @@ def test_metrics_follow_the_actions_taken(org: Tenant, m_server: LiveServer, m_d
     upload_route = {"method": "POST", "route": "/v1/apps/upload", "status": "200"}
     assert value(during, name, **upload_route) - value(before, name, **upload_route) == 1
     assert not any(n == name and dict(ls).get("route", "").startswith("/v1/jobs/status/run_") for n, ls in during)
+    # A stream open for two seconds counts the time to its first byte, not the two seconds.
+    events_route = {"method": "GET", "route": "/v1/jobs/events", "status": "200"}
+    stream = org.client.get("/v1/jobs/events", params={"max_seconds": 2})
+    assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+    streamed = scrape(url)
+    assert value(streamed, name, **events_route) - value(during, name, **events_route) == 1
+    seconds = "qualgent_http_request_duration_seconds_sum"
+    assert value(streamed, seconds, **events_route) - value(during, seconds, **events_route) < 1.5
 
     # An agent of the organisation takes the tagged run: a device busy, a run running against the cap.
     agent = HandAgent(m_server, m_db, [phone("a", t), phone("b", t)], organization_id=org.organization_id)

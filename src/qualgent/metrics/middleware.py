@@ -1,5 +1,6 @@
 """Request durations by route template: a pure ASGI middleware, outside the others, so what it times
-is the whole answer."""
+is the whole answer. A stream (Server-Sent Events) is timed to its first byte: it stays open for as
+long as its client listens, and that time says nothing of the server's speed."""
 
 from __future__ import annotations
 
@@ -24,19 +25,22 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        answered: float | None = None  # when a stream's head was sent
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                content_type = dict(message.get("headers") or []).get(b"content-type", b"")
+                if content_type.startswith(b"text/event-stream"):
+                    answered = time.perf_counter()
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            REQUEST_SECONDS.labels(scope["method"], self._route(scope), str(status)).observe(
-                time.perf_counter() - started
-            )
+            ended = answered if answered is not None else time.perf_counter()
+            REQUEST_SECONDS.labels(scope["method"], self._route(scope), str(status)).observe(ended - started)
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")
