@@ -9,8 +9,6 @@ stopped; screenshot links lead to the step on the run page, not to a link signed
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
 import signal
 import subprocess
@@ -188,43 +186,13 @@ def test_markup_and_control_characters_from_the_server_are_printed_as_text(cli: 
     assert status.code == 0 and "[bold]x" in status.stdout, status
 
 
-def _on_a_terminal(cli: Cli, *args: str, timeout: float = 90) -> tuple[int, str]:
-    """The CLI with a pseudo-terminal for its output (a live table), and everything it wrote."""
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qualgent", *args],
-        env={**cli.env(), "TERM": "xterm-256color"},
-        cwd=cli.cwd,
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    output = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the CLI has exited
-                break
-            if not chunk:
-                break
-            output += chunk
-        code = proc.wait(timeout=timeout)
-    finally:
-        os.close(controller)
-        if proc.poll() is None:
-            proc.kill()
-    return code, output.decode("utf-8", "replace")
-
-
 def test_the_live_table_shows_markup_names_and_the_cli_still_cancels(cli: Cli, tenant: Tenant) -> None:
     """On a terminal the runs are a Rich table: a cell ``[/x]`` raised MarkupError there, the CLI died
     with exit 1 and its runs went on. Now the table shows the names, and --timeout still cancels."""
     app = _upload(cli)
     _sync(cli, {"tty/slow.yaml": long_flow(400, '"[/x] slow"'), "tty/fail.yaml": MARKUP_FAILS})
-    code, text = _on_a_terminal(
-        cli, "run-all", "--category", "tty", "--device-name", ODD_DEVICE, "--app", app, "--wait", "--timeout", "6"
+    code, text = cli.on_a_terminal(
+        "run-all", "--category", "tty", "--device-name", ODD_DEVICE, "--app", app, "--wait", "--timeout", "6"
     )
     assert code == 1, text  # [bold]x failed; the slow one did not finish within --timeout
     assert "Traceback" not in text and "MarkupError" not in text, text

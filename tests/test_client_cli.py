@@ -530,51 +530,12 @@ def test_sync_makes_a_folder_of_flows_the_test_cases(cli: Cli, tenant: Tenant) -
 
 def test_a_terminal_gets_a_live_table(cli: Cli) -> None:
     """On a TTY (a pseudo-terminal here) the runs are a live table, redrawn in place."""
-    import os
-    import pty
-    import subprocess
-    import sys
 
     app = _upload(cli)
     _sync(cli, {"tty/login.yaml": LOGIN_FLOW})
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qualgent",
-            "run-all",
-            "--category",
-            "tty",
-            "--device",
-            "Pixel 8",
-            "--app",
-            app,
-            "--wait",
-        ],
-        env={**cli.env(), "TERM": "xterm-256color"},
-        cwd=cli.cwd,
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
+    code, text = cli.on_a_terminal(
+        "run-all", "--category", "tty", "--device", "Pixel 8", "--app", app, "--wait", timeout=60
     )
-    os.close(terminal)
-    output = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the CLI has exited
-                break
-            if not chunk:
-                break
-            output += chunk
-        code = proc.wait(timeout=60)
-    finally:
-        os.close(controller)
-        if proc.poll() is None:
-            proc.kill()
-    text = output.decode("utf-8", "replace")
     assert code == 0, text
     assert "0/1 runs finished" in text and "1/1 runs finished" in text, text  # the table's title, redrawn
     assert "\x1b[" in text  # cursor movement / colours: a live display, not plain lines

@@ -473,38 +473,9 @@ def test_the_category_layout_with_a_config(cli: Cli, tenant: Tenant, agent: None
 
 def test_a_terminal_gets_a_progress_bar(cli: Cli, tenant: Tenant) -> None:
     """On a TTY (a pseudo-terminal here) sync shows its progress; in a pipe (every other test), plain lines."""
-    import os
-    import pty
-    import subprocess
-    import sys
 
     folder = _workspace(cli, "configured")
-    controller, terminal = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qualgent", "test-cases", "sync", str(folder)],
-        env={**cli.env(), "TERM": "xterm-256color"},
-        cwd=cli.cwd,
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-    )
-    os.close(terminal)
-    output = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the CLI has exited
-                break
-            if not chunk:
-                break
-            output += chunk
-        code = proc.wait(timeout=60)
-    finally:
-        os.close(controller)
-        if proc.poll() is None:
-            proc.kill()
-    text = output.decode("utf-8", "replace")
+    code, text = cli.on_a_terminal("test-cases", "sync", str(folder), timeout=60)
     assert code == 0, text
     assert "Reading" in text and "Syncing" in text and "3/3" in text, text
     assert "Synced: 3 create" in text
