@@ -21,13 +21,16 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from qualgent.cli.text import clean
-from qualgent.client import APIError, Client
+from qualgent.client.errors import APIError
 from qualgent.client.junit import device_label, render_runs
-from qualgent.client.models import Run, RunReport, Step
 from qualgent.reports.junit import step_link
+
+if TYPE_CHECKING:
+    from qualgent.client import Client
+    from qualgent.client.models import Run, RunReport, Step
 
 # GitLab's default JUnit file when the command was given no --junit.
 GITLAB_JUNIT = "qualgent-junit.xml"

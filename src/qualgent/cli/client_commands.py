@@ -13,27 +13,18 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from qualgent.cli import ci_output, waiting
 from qualgent.cli.text import add_row, describe_detail, escaped, plain
 from qualgent.cli.waiting import EXIT_INFRASTRUCTURE, EXIT_USAGE, SignalGuard
-from qualgent.client import (
+from qualgent.client.errors import (
     APIError,
-    Client,
     ConfigurationError,
     QualgentClientError,
     RateLimitError,
@@ -41,8 +32,13 @@ from qualgent.client import (
     TransportError,
 )
 from qualgent.client.junit import render_runs
-from qualgent.client.models import App, Device, QueuedJob, Run, RunReport
 from qualgent.reports.junit import step_link
+
+if TYPE_CHECKING:
+    # The SDK's client (httpx) and models (pydantic) load when a command first talks to the server, not
+    # for `--help` or a usage error: see `_client`.
+    from qualgent.client import Client
+    from qualgent.client.models import App, Device, QueuedJob, Run, RunReport
 
 MIB = 1024 * 1024
 
@@ -126,6 +122,8 @@ def _describe(exc: QualgentClientError) -> str:
 @contextmanager
 def _client(url: str | None, api_key: str | None) -> Iterator[Client]:
     """A client, with every SDK error turned into a message and an exit code."""
+    from qualgent.client import Client
+
     try:
         with Client(api_key=api_key, base_url=url) as client:
             yield client
@@ -169,6 +167,15 @@ def upload_file(
     if use_tus and not client.supports_resumable_uploads():
         console.print("The server has no resumable uploads; sending the file in one request.", highlight=False)
         use_tus = False
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -622,6 +629,8 @@ def _summarise(
 
 
 def _run_pipeline(url: str | None, api_key: str | None, body: Callable[[Client, SignalGuard], int]) -> None:
+    from qualgent.client import Client
+
     guard = SignalGuard()
     with guard.installed():
         try:

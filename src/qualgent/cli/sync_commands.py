@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from qualgent.cli.text import plain
 from qualgent.cli.waiting import EXIT_USAGE
@@ -99,6 +98,8 @@ def _progress(total: int) -> Iterator[Callable[..., Callable[[str], None] | None
     if not err.is_terminal or total < 2:
         yield lambda *_args: None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

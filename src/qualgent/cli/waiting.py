@@ -19,16 +19,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from qualgent.cli.text import add_row, clean, plain
-from qualgent.client import Client, QualgentClientError, WaitTimeout
-from qualgent.client.models import Batch, Run
+from qualgent.client.errors import QualgentClientError, WaitTimeout
+
+if TYPE_CHECKING:
+    from rich.live import Live
+
+    from qualgent.client import Client
+    from qualgent.client.models import Batch, Run
 
 EXIT_PASSED = 0
 EXIT_TEST_FAILED = 1
@@ -169,6 +173,8 @@ class Display:
 
     def __enter__(self) -> Display:
         if self.console.is_terminal:
+            from rich.live import Live
+
             self.live = Live(console=self.console, refresh_per_second=4, transient=False)
             self.live.__enter__()
         return self

@@ -3,7 +3,7 @@ client commands: ``--url`` / ``--api-key`` or ``QUALGENT_URL`` / ``QUALGENT_API_
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -20,7 +20,9 @@ from qualgent.cli.client_commands import (
     out,
 )
 from qualgent.cli.text import add_row, plain
-from qualgent.client.models import Webhook
+
+if TYPE_CHECKING:
+    from qualgent.client.models import Webhook
 
 EVENTS = ("run.queued", "run.started", "run.finished", "batch.finished")
 

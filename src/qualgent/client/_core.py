@@ -18,8 +18,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from qualgent import __version__
 from qualgent.client.config import resolve
-from qualgent.client.errors import ConfigurationError, QualgentClientError, error_from_response
-from qualgent.client.models import QueuedJob, Run
+from qualgent.client.errors import ConfigurationError, error_from_response
+from qualgent.client.models import QueuedJob
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,15 +67,6 @@ class Pacer:
 
     def delay(self) -> float:
         return max(0.0, self.not_before - time.monotonic())
-
-
-class WaitTimeout(QualgentClientError):
-    """Runs were still unfinished when the wait's timeout came; ``runs`` holds their last known state."""
-
-    def __init__(self, runs: list[Run], timeout: float) -> None:
-        super().__init__(f"{sum(not r.finished for r in runs)} run(s) unfinished after {timeout:g} s")
-        self.runs = runs
-        self.timeout = timeout
 
 
 def retry_after(response: httpx.Response) -> float:

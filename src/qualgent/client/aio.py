@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from qualgent.client import _core
-from qualgent.client._core import Pacer, RetryPolicy, WaitTimeout
-from qualgent.client.errors import NotFoundError, TransportError
+from qualgent.client import _core, tls
+from qualgent.client._core import Pacer, RetryPolicy
+from qualgent.client.errors import NotFoundError, TransportError, WaitTimeout
 from qualgent.client.models import (
     App,
     Batch,
@@ -51,7 +51,11 @@ class AsyncClient:
         self.pacer = Pacer()
         self._sleep = sleep
         self._http = httpx.AsyncClient(
-            base_url=url, headers=_core.make_headers(key), timeout=timeout, transport=transport
+            base_url=url,
+            headers=_core.make_headers(key),
+            timeout=timeout,
+            transport=transport,
+            verify=tls.client_context(),
         )
 
     async def aclose(self) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
+    from qualgent.client.models import Run
 
 
 class QualgentClientError(Exception):
@@ -17,6 +20,15 @@ class ConfigurationError(QualgentClientError):
 
 class TransportError(QualgentClientError):
     """The server could not be reached, or the connection broke, and retries were spent."""
+
+
+class WaitTimeout(QualgentClientError):
+    """Runs were still unfinished when the wait's timeout came; ``runs`` holds their last known state."""
+
+    def __init__(self, runs: list[Run], timeout: float) -> None:
+        super().__init__(f"{sum(not r.finished for r in runs)} run(s) unfinished after {timeout:g} s")
+        self.runs = runs
+        self.timeout = timeout
 
 
 class APIError(QualgentClientError):
@@ -38,7 +50,11 @@ class APIError(QualgentClientError):
         self.message = message
         self.details = details or []
         self.request_id = request_id
-        self.headers = headers or httpx.Headers()
+        if headers is None:
+            import httpx  # loaded already by whichever client sent the request; the CLI imports this module first
+
+            headers = httpx.Headers()
+        self.headers = headers
 
 
 class BadRequestError(APIError):

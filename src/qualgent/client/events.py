@@ -13,6 +13,8 @@ import threading
 
 import httpx
 
+from qualgent.client import tls
+
 EVENTS_PATH = "/v1/jobs/events"
 HEARTBEAT_SECONDS = 15
 MAX_IDS = 1000  # the route's filter takes up to 1000 runs; more: every event of the organisation wakes
@@ -36,7 +38,9 @@ class RunEventWaker:
             self.params["ids"] = ",".join(run_ids)
         # No heartbeat for three periods: the stream is not getting through (a buffering proxy).
         timeout = httpx.Timeout(10, read=HEARTBEAT_SECONDS * 3)
-        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport, verify=tls.client_context()
+        )
         self._woken = threading.Event()
         self._stop = threading.Event()
         self.connected = threading.Event()

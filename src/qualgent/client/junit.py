@@ -7,9 +7,12 @@ the CLI's report for a whole pipeline step read the same."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from qualgent.client.models import Run, RunReport, Step
 from qualgent.reports import junit
+
+if TYPE_CHECKING:
+    from qualgent.client.models import Run, RunReport, Step
 
 
 def device_label(run: Run) -> str:

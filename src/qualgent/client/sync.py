@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from qualgent.client import _core
-from qualgent.client._core import Pacer, RetryPolicy, WaitTimeout
-from qualgent.client.errors import NotFoundError, TransportError
+from qualgent.client import _core, tls
+from qualgent.client._core import Pacer, RetryPolicy
+from qualgent.client.errors import NotFoundError, TransportError, WaitTimeout
 from qualgent.client.events import RunEventWaker
 from qualgent.client.models import (
     App,
@@ -55,7 +55,13 @@ class Client:
         self.pacer = Pacer()
         self._sleep = sleep
         self._transport = transport
-        self._http = httpx.Client(base_url=url, headers=_core.make_headers(key), timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=url,
+            headers=_core.make_headers(key),
+            timeout=timeout,
+            transport=transport,
+            verify=tls.client_context(),
+        )
 
     # ------------------------------------------------------------------------------------- plumbing
 
