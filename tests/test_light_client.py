@@ -123,6 +123,29 @@ def test_the_client_never_imports_a_server_module(light: Light, where: str) -> N
     assert "qualgent.cli.client_commands" in loaded  # the probe did import the client
 
 
+@pytest.mark.parametrize("args", [["--help"], ["run-all", "--help"], ["jobs", "status"]], ids=" ".join)
+def test_help_and_usage_errors_load_no_sdk(light: Light, args: list[str]) -> None:
+    """The SDK (httpx, the models, TLS) loads when a command talks to a server, not to print help or to
+    refuse a usage error (`jobs status` without a run ID): a CLI's start-up is mostly its imports."""
+    code = f"import sys\nsys.argv = ['qualgent', *{args!r}]\nfrom qualgent.cli.main import app\n"
+    code += "try:\n    app()\nexcept SystemExit:\n    pass"
+    loaded = _modules(light.bin / "python", code)
+    assert "qualgent.cli.client_commands" in loaded  # the command ran
+    sdk = {"httpx", "httpcore", "certifi", "qualgent.client.sync", "qualgent.client.models", "qualgent.client.tls"}
+    assert sorted(sdk & loaded) == []
+
+
+def test_the_cli_does_not_import_httpx_command_line_client() -> None:
+    """httpx imports its command-line client (pygments, rich.syntax) where click is installed, as it is
+    with the server's extra (uvicorn needs it): the full install, this venv."""
+    code = "import qualgent.cli.main\nfrom qualgent.client import Client\nClient(api_key='qg_x', base_url='http://x')"
+    loaded = _modules(Path(sys.executable), code)
+    assert "click" in _modules(Path(sys.executable), "import click")  # the case this test is about
+    assert "httpx" in loaded and "qualgent.client.sync" in loaded
+    # The CLI leaves `httpx._main` refused (None) in sys.modules; these are what it imports.
+    assert "pygments" not in loaded and "rich.syntax" not in loaded
+
+
 def test_commands_without_their_extra_say_what_to_install(light: Light, tmp_path: Path) -> None:
     env = clean_env({"QUALGENT_DATA_DIR": str(tmp_path / "data")})
     expected = {

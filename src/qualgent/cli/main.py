@@ -37,11 +37,11 @@ if TYPE_CHECKING:
 
 _IMPORTED = time.monotonic()
 
-# httpx imports its own command-line client (httpx._main: pygments, rich.syntax, rich.progress) whenever
-# click and rich are installed, as they are here, to define `httpx.main`, a console script this process
-# never runs. Refusing that one import leaves httpx a stub `main` and saves 20-80 ms (a tenth to a quarter)
-# of every command that talks to the server. Only this CLI's process does it; the SDK imported by a
-# program of its own leaves httpx as it is.
+# httpx imports its own command-line client (httpx._main: pygments, rich.syntax, rich.progress) wherever
+# click is installed (the server's extra brings it with uvicorn; the light client has none), to define
+# `httpx.main`, a console script this process never runs. Refusing that one import leaves httpx a stub
+# `main` and saves 20-80 ms of every command that talks to the server there. Only this CLI's process does
+# it; the SDK imported by a program of its own leaves httpx as it is.
 if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
