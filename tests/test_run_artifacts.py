@@ -245,6 +245,9 @@ def test_a_recorded_run_has_a_real_video_and_the_device_log(store: Store, owner:
     data = downloaded.content
     assert len(data) == video["size"]
     assert_h264_mp4(data)
+    # Shown in the browser (the video plays on the run page's link), from the API or the store alike.
+    assert downloaded.headers["content-disposition"] == "inline; filename*=UTF-8''run.mp4"
+    assert downloaded.headers["content-type"] == "video/mp4"
     ranged = _download(store, video["link"], Range="bytes=0-99")
     assert ranged.status_code == 206, ranged.text
     assert ranged.content == data[:100]

@@ -67,7 +67,7 @@ def serve(state: AppState, artifact: Any, request_range: str | None, *, redirect
         )
     if redirect:
         url = state.storage.presigned_url(
-            artifact.storage_key, artifact.name, artifact.content_type, state.settings.download_link_ttl
+            artifact.storage_key, artifact.name, artifact.content_type, state.settings.download_link_ttl, inline=True
         )
         if url is not None:
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})

@@ -81,8 +81,11 @@ class Storage(Protocol):
         """A local file path for the object, when the backend keeps one."""
         ...
 
-    def presigned_url(self, key: str, filename: str, content_type: str, ttl: int) -> str | None:
-        """A direct, time-limited download URL from the store itself, when it has one (S3); else None."""
+    def presigned_url(
+        self, key: str, filename: str, content_type: str, ttl: int, *, inline: bool = False
+    ) -> str | None:
+        """A direct, time-limited download URL from the store itself, when it has one (S3); else None.
+        ``inline``: a browser shows it (a video plays, a log reads) rather than saving it as a file."""
         ...
 
     def cleanup_stale(self, older_than_seconds: float) -> int:

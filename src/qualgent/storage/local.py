@@ -165,7 +165,9 @@ class LocalStorage:
     def path(self, key: str) -> str | None:
         return str(_safe_join(self.root, key))
 
-    def presigned_url(self, key: str, filename: str, content_type: str, ttl: int) -> str | None:
+    def presigned_url(
+        self, key: str, filename: str, content_type: str, ttl: int, *, inline: bool = False
+    ) -> str | None:
         return None
 
     async def open(

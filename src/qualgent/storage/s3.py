@@ -263,7 +263,9 @@ class S3Storage:
     def path(self, key: str) -> str | None:
         return None
 
-    def presigned_url(self, key: str, filename: str, content_type: str, ttl: int) -> str | None:
+    def presigned_url(
+        self, key: str, filename: str, content_type: str, ttl: int, *, inline: bool = False
+    ) -> str | None:
         # Signing is local computation: no request to the store.
         url: str = self.client.generate_presigned_url(
             "get_object",
@@ -271,7 +273,7 @@ class S3Storage:
                 "Bucket": self.bucket,
                 "Key": self.object_key(key),
                 "ResponseContentType": content_type,
-                "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+                "ResponseContentDisposition": f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(filename)}",
             },
             ExpiresIn=ttl,
         )
