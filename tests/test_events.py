@@ -5,6 +5,7 @@ through one reaches a stream held by the other)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -300,6 +301,40 @@ def test_run_wait_follows_the_stream_rather_than_its_poll_interval(
     took = time.monotonic() - finished
     assert result.code == 0, result
     assert result.json()["summary"] == {"passed": 1}
+    assert took < 8, took
+
+
+@pytest.mark.parametrize("what", ["runs", "batch"])
+def test_the_async_sdk_waits_on_the_stream_rather_than_its_poll_interval(
+    server: LiveServer, tenant: Tenant, what: str
+) -> None:
+    """`AsyncClient.wait_for_runs(events=True)` and `wait_for_batches(events=True)` with a 30 s poll
+    interval: a run cancelled a second into the wait ends it within seconds (woken by the event), not at
+    the next poll. Without events the same wait would take the whole 30 s."""
+    from qualgent.client import AsyncClient, Run
+
+    (run_id,), batch_id = _queue(tenant, tag())  # a tag no device has: the run stays queued
+
+    async def wait_and_cancel() -> float:
+        async with AsyncClient(api_key=tenant.key, base_url=server.url) as qg:
+
+            async def wait() -> list[Run]:
+                if what == "runs":
+                    return await qg.wait_for_runs([run_id], poll_interval=30, timeout=25, events=True)
+                batches = await qg.wait_for_batches([batch_id], poll_interval=30, timeout=25, events=True)
+                return [r for b in batches for r in b.runs or []]
+
+            waiting = asyncio.ensure_future(wait())
+            await asyncio.sleep(1.5)  # past the first poll and the stream's start: in a 30 s pause now
+            assert not waiting.done()
+            await asyncio.to_thread(_cancel, tenant, run_id)
+            cancelled = time.monotonic()
+            runs = await waiting
+            took = time.monotonic() - cancelled
+            assert [(r.id, r.status) for r in runs] == [(run_id, "cancelled")]
+            return took
+
+    took = asyncio.run(wait_and_cancel())
     assert took < 8, took
 
 

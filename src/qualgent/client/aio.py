@@ -12,7 +12,9 @@ import httpx
 
 from qualgent.client import _core, tls
 from qualgent.client._core import Pacer, RetryPolicy
+from qualgent.client.aio_events import AsyncRunEventWaker
 from qualgent.client.errors import NotFoundError, TransportError, WaitTimeout
+from qualgent.client.events import EVENT_POLL_SECONDS
 from qualgent.client.models import (
     App,
     Batch,
@@ -50,6 +52,7 @@ class AsyncClient:
         self.retry = retry or RetryPolicy()
         self.pacer = Pacer()
         self._sleep = sleep
+        self._transport = transport
         self._http = httpx.AsyncClient(
             base_url=url,
             headers=_core.make_headers(key),
@@ -277,9 +280,27 @@ class AsyncClient:
         poll_interval: float = 1.0,
         on_update: Callable[[list[Batch]], None] | None = None,
         queue: bool = False,
+        events: bool = False,
     ) -> list[Batch]:
         """Poll the batches (with their runs) until every one has finished (see :meth:`Client.wait_for_batches`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        waker = self._waker(batch_id=batch_ids[0]) if events and len(batch_ids) == 1 else None
+        try:
+            return await self._wait_for_batches(batch_ids, deadline, timeout, poll_interval, on_update, queue, waker)
+        finally:
+            if waker is not None:
+                await waker.aclose()
+
+    async def _wait_for_batches(
+        self,
+        batch_ids: list[str],
+        deadline: float | None,
+        timeout: float | None,  # noqa: ASYNC109 - WaitTimeout carries the runs' last states
+        poll_interval: float,
+        on_update: Callable[[list[Batch]], None] | None,
+        queue: bool,
+        waker: AsyncRunEventWaker | None,
+    ) -> list[Batch]:
         while True:
             batches = [await self.get_batch(b, runs=True, queue=queue) for b in batch_ids]
             if on_update is not None:
@@ -288,9 +309,22 @@ class AsyncClient:
                 return batches
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout([r for b in batches for r in b.runs or []], timeout or 0)
-            pause = poll_interval
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            await self._pause(waker, poll_interval, deadline)
+
+    def _waker(self, *, run_ids: list[str] | None = None, batch_id: str | None = None) -> AsyncRunEventWaker:
+        return AsyncRunEventWaker(
+            self.base_url, self._http.headers, run_ids=run_ids, batch_id=batch_id, transport=self._transport
+        ).start()
+
+    async def _pause(self, waker: AsyncRunEventWaker | None, poll_interval: float, deadline: float | None) -> None:
+        """As :meth:`Client._pause`: the stream, while up, ends the pause at a change and slows the polls."""
+        healthy = waker is not None and waker.healthy
+        pause = max(poll_interval, EVENT_POLL_SECONDS) if healthy else poll_interval
+        if deadline is not None:
+            pause = min(pause, max(0.0, deadline - time.monotonic()))
+        if waker is not None and waker.available:
+            await waker.wait(pause)
+        else:
             await self._sleep(pause)
 
     async def test_case_history(self, test_case_id: str, limit: int = 50) -> TestCaseHistory:
@@ -356,9 +390,28 @@ class AsyncClient:
         poll_interval: float = 1.0,
         on_update: Callable[[list[Run]], None] | None = None,
         queue: bool = False,
+        events: bool = False,
     ) -> list[Run]:
-        """Poll until every run has finished (see :meth:`Client.wait_for_runs`)."""
+        """Poll until every run has finished (see :meth:`Client.wait_for_runs`). With ``events``, a task
+        follows the live event stream for these runs, as the sync client's thread does."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        waker = self._waker(run_ids=run_ids) if events else None
+        try:
+            return await self._wait_for_runs(run_ids, deadline, timeout, poll_interval, on_update, queue, waker)
+        finally:
+            if waker is not None:
+                await waker.aclose()
+
+    async def _wait_for_runs(
+        self,
+        run_ids: list[str],
+        deadline: float | None,
+        timeout: float | None,  # noqa: ASYNC109 - WaitTimeout carries the runs' last states
+        poll_interval: float,
+        on_update: Callable[[list[Run]], None] | None,
+        queue: bool,
+        waker: AsyncRunEventWaker | None,
+    ) -> list[Run]:
         states: dict[str, Run] = {}
         while True:
             pending = [i for i in run_ids if i not in states or not states[i].finished]
@@ -374,7 +427,4 @@ class AsyncClient:
                 return current
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(current, timeout or 0)
-            pause = poll_interval
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
-            await self._sleep(pause)
+            await self._pause(waker, poll_interval, deadline)

@@ -3,7 +3,8 @@
 A thread follows the stream for the runs a loop waits on and wakes the loop when one of them changes;
 the loop still asks the server for the runs' states (the stream only says when to ask). Any trouble with
 the stream (a server without it, a proxy that buffers or cuts it, a network error three times over) ends
-the thread, and the loop polls at its own pace as it did without it.
+the thread, and the loop polls at its own pace as it did without it. The async client's waker, a task
+rather than a thread, is :class:`qualgent.client.aio_events.AsyncRunEventWaker`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,21 @@ EVENTS_PATH = "/v1/jobs/events"
 HEARTBEAT_SECONDS = 15
 MAX_IDS = 1000  # the route's filter takes up to 1000 runs; more: every event of the organisation wakes
 ATTEMPTS = 3
+# While the stream is up, a waiting loop polls only every this many seconds (a change wakes it at once).
+EVENT_POLL_SECONDS = 5.0
+# No heartbeat for three periods: the stream is not getting through (a buffering proxy).
+TIMEOUT = httpx.Timeout(10, read=HEARTBEAT_SECONDS * 3)
+
+
+def stream_params(run_ids: list[str] | None, batch_id: str | None) -> dict[str, str | int]:
+    """The stream's filter: the batch's runs, or these runs (every run of the organisation past the
+    route's limit of ids: then any change wakes the loop, which only polls early)."""
+    params: dict[str, str | int] = {"heartbeat": HEARTBEAT_SECONDS}
+    if batch_id is not None:
+        params["batch_id"] = batch_id
+    elif run_ids and len(run_ids) <= MAX_IDS:
+        params["ids"] = ",".join(run_ids)
+    return params
 
 
 class RunEventWaker:
@@ -31,15 +47,9 @@ class RunEventWaker:
         batch_id: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.params: dict[str, str | int] = {"heartbeat": HEARTBEAT_SECONDS}
-        if batch_id is not None:
-            self.params["batch_id"] = batch_id
-        elif run_ids and len(run_ids) <= MAX_IDS:
-            self.params["ids"] = ",".join(run_ids)
-        # No heartbeat for three periods: the stream is not getting through (a buffering proxy).
-        timeout = httpx.Timeout(10, read=HEARTBEAT_SECONDS * 3)
+        self.params = stream_params(run_ids, batch_id)
         self._http = httpx.Client(
-            base_url=base_url, headers=headers, timeout=timeout, transport=transport, verify=tls.client_context()
+            base_url=base_url, headers=headers, timeout=TIMEOUT, transport=transport, verify=tls.client_context()
         )
         self._woken = threading.Event()
         self._stop = threading.Event()

@@ -12,7 +12,7 @@ import httpx
 from qualgent.client import _core, tls
 from qualgent.client._core import Pacer, RetryPolicy
 from qualgent.client.errors import NotFoundError, TransportError, WaitTimeout
-from qualgent.client.events import RunEventWaker
+from qualgent.client.events import EVENT_POLL_SECONDS, RunEventWaker
 from qualgent.client.models import (
     App,
     Batch,
@@ -30,9 +30,6 @@ from qualgent.client.models import (
     Webhook,
     WebhookDelivery,
 )
-
-# While the live event stream is up, polls only every this many seconds (a change wakes the wait at once).
-EVENT_POLL_SECONDS = 5.0
 
 
 class Client:
