@@ -51,30 +51,9 @@ def data_dir(server: LiveServer) -> Path:
     return server.settings.data_dir
 
 
-# The files that take longest (a minute or more each, on two cores), longest first. `./dev test` hands
-# whole files to its two processes in the order collected; starting with these, the processes end
-# together instead of one waiting out the other's last long file. A file missing here only runs later.
-LONG_FILES = (
-    "test_reliability.py",
-    "test_client_cli.py",
-    "test_openapi.py",
-    "test_faults.py",
-    "test_run_artifacts.py",
-    "test_cli_output.py",
-    "test_workspace_sync.py",
-    "test_events.py",
-)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Browser tests (tests/web/) run last, whatever the order on the command line: once started,
     Playwright's sync API keeps an event loop running in the main thread for the rest of the session,
-    and asyncio.Runner (tests/fixtures/factories.Database) refuses to run inside a running loop. The
-    long files run first (LONG_FILES)."""
+    and asyncio.Runner (tests/fixtures/factories.Database) refuses to run inside a running loop."""
     web = Path(__file__).parent / "web"
-
-    def order(item: pytest.Item) -> tuple[bool, int]:
-        name = item.path.name
-        return item.path.is_relative_to(web), LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
-
-    items.sort(key=order)
+    items.sort(key=lambda item: item.path.is_relative_to(web))
