@@ -10,7 +10,7 @@ import contextlib
 import httpx
 
 from qualgent.client import tls
-from qualgent.client.events import ATTEMPTS, EVENTS_PATH, TIMEOUT, stream_params
+from qualgent.client.events import ATTEMPTS, EVENTS_PATH, TIMEOUT, EventLines, stream_params
 
 
 class AsyncRunEventWaker:
@@ -32,7 +32,7 @@ class AsyncRunEventWaker:
         self._woken = asyncio.Event()
         self.connected = False
         self.available = True
-        self.events = 0
+        self.lines = EventLines()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> AsyncRunEventWaker:
@@ -61,10 +61,9 @@ class AsyncRunEventWaker:
         await self._http.aclose()
 
     async def _follow(self) -> None:
-        last_id: str | None = None
         failures = 0
         while True:
-            headers = {"Last-Event-ID": last_id} if last_id is not None else {}
+            headers = self.lines.resume_headers()
             try:
                 async with self._http.stream("GET", EVENTS_PATH, params=self.params, headers=headers) as response:
                     if response.status_code != 200:
@@ -73,10 +72,7 @@ class AsyncRunEventWaker:
                     self._woken.set()  # one poll now: a change made before the stream was up is not missed
                     failures = 0
                     async for line in response.aiter_lines():
-                        if line.startswith("id:"):
-                            last_id = line[3:].strip()
-                        elif line.startswith("data:"):
-                            self.events += 1
+                        if self.lines.take(line):
                             self._woken.set()
             except Exception:
                 failures += 1

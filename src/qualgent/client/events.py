@@ -37,6 +37,27 @@ def stream_params(run_ids: list[str] | None, batch_id: str | None) -> dict[str, 
     return params
 
 
+class EventLines:
+    """What both wakers read of the stream: the last event's ID, to resume from after a reconnection, and
+    how many events came."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self.events = 0
+
+    def resume_headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": self.last_id} if self.last_id is not None else {}
+
+    def take(self, line: str) -> bool:
+        """True when ``line`` carries an event (one of the runs changed)."""
+        if line.startswith("id:"):
+            self.last_id = line[3:].strip()
+        elif line.startswith("data:"):
+            self.events += 1
+            return True
+        return False
+
+
 class RunEventWaker:
     def __init__(
         self,
@@ -55,7 +76,7 @@ class RunEventWaker:
         self._stop = threading.Event()
         self.connected = threading.Event()
         self.available = True
-        self.events = 0
+        self.lines = EventLines()
         self._thread = threading.Thread(target=self._follow, name="qualgent-events", daemon=True)
 
     def start(self) -> RunEventWaker:
@@ -80,10 +101,9 @@ class RunEventWaker:
         self._thread.join(timeout=1)
 
     def _follow(self) -> None:
-        last_id: str | None = None
         failures = 0
         while not self._stop.is_set():
-            headers = {"Last-Event-ID": last_id} if last_id is not None else {}
+            headers = self.lines.resume_headers()
             try:
                 with self._http.stream("GET", EVENTS_PATH, params=self.params, headers=headers) as response:
                     if response.status_code != 200:
@@ -95,10 +115,7 @@ class RunEventWaker:
                     for line in response.iter_lines():
                         if self._stop.is_set():
                             return
-                        if line.startswith("id:"):
-                            last_id = line[3:].strip()
-                        elif line.startswith("data:"):
-                            self.events += 1
+                        if self.lines.take(line):
                             self._woken.set()
             except Exception:
                 if self._stop.is_set():
